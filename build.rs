@@ -1,0 +1,37 @@
+//! Compiles `proto/` with protox (no system protoc) into tonic code and a descriptor set.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+const PROTO_ROOT: &str = "proto";
+const PROTO_FILES: &[&str] = &[
+    "proto/neurograph/v1/common.proto",
+    "proto/neurograph/v1/token.proto",
+    "proto/neurograph/v1/grid.proto",
+    "proto/neurograph/v1/cdna.proto",
+    "proto/neurograph/v1/system.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed={PROTO_ROOT}");
+    for file in PROTO_FILES {
+        println!("cargo:rerun-if-changed={file}");
+    }
+
+    // protox::compile keeps every imported file (FieldMask, Timestamp) in the set,
+    // which reflection needs so that grpcurl can resolve them.
+    let descriptors = protox::compile(PROTO_FILES, [PROTO_ROOT])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(
+        out_dir.join("neurograph_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .generate_default_stubs(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! Proto ↔ model conversions. Field rules live in `model`; this module only copies values and
+//! puts violation paths under the request root.
+
+use prost_types::Timestamp;
+
+use super::pb;
+use crate::model::{
+    FlagName, Space, Token, TokenFilter, TokenFlags, TokenInput, TokenPatch, UpdatePath, Violations,
+};
+use crate::store::StoreError;
+
+impl From<&pb::TokenFlags> for TokenFlags {
+    fn from(flags: &pb::TokenFlags) -> Self {
+        TokenFlags::from_bools([
+            flags.active,
+            flags.persistent,
+            flags.mutable,
+            flags.locked,
+            flags.user_1,
+            flags.user_2,
+            flags.user_3,
+            flags.user_4,
+        ])
+    }
+}
+
+impl From<TokenFlags> for pb::TokenFlags {
+    fn from(flags: TokenFlags) -> Self {
+        let [active, persistent, mutable, locked, user_1, user_2, user_3, user_4] =
+            FlagName::ALL.map(|f| flags.get(f));
+        pb::TokenFlags {
+            active,
+            persistent,
+            mutable,
+            locked,
+            user_1,
+            user_2,
+            user_3,
+            user_4,
+        }
+    }
+}
+
+/// The proto point field of `space` in `token`.
+fn point_field(token: &pb::Token, space: Space) -> Option<&pb::Point3> {
+    match space {
+        Space::L1Physical => token.l1_physical.as_ref(),
+        Space::L2Sensory => token.l2_sensory.as_ref(),
+        Space::L3Motor => token.l3_motor.as_ref(),
+        Space::L4Emotional => token.l4_emotional.as_ref(),
+        Space::L5Cognitive => token.l5_cognitive.as_ref(),
+        Space::L6Social => token.l6_social.as_ref(),
+        Space::L7Temporal => token.l7_temporal.as_ref(),
+        Space::L8Abstract => token.l8_abstract.as_ref(),
+    }
+}
+
+impl From<&pb::Token> for TokenInput {
+    fn from(token: &pb::Token) -> Self {
+        TokenInput {
+            id: token.id,
+            entity_type: token.entity_type,
+            domain: token.domain,
+            weight: token.weight,
+            field_radius: token.field_radius,
+            field_strength: token.field_strength,
+            flags: token.flags.as_ref().map(TokenFlags::from),
+            points: Space::ALL.map(|s| point_field(token, s).map(|p| [p.x, p.y, p.z])),
+        }
+    }
+}
+
+impl From<&Token> for pb::Token {
+    fn from(token: &Token) -> Self {
+        let data = &token.data;
+        let point = |space: Space| {
+            data.point(space).map(|q| {
+                let [x, y, z] = q.to_f32(space);
+                pb::Point3 { x, y, z }
+            })
+        };
+        pb::Token {
+            id: token.id.get(),
+            local_id: token.id.local_id(),
+            entity_type: token.id.entity_type(),
+            domain: token.id.domain(),
+            weight: data.weight(),
+            field_radius: data.field_radius(),
+            field_strength: data.field_strength(),
+            flags: Some(data.flags().into()),
+            timestamp: Some(Timestamp {
+                seconds: i64::from(data.timestamp()),
+                nanos: 0,
+            }),
+            l1_physical: point(Space::L1Physical),
+            l2_sensory: point(Space::L2Sensory),
+            l3_motor: point(Space::L3Motor),
+            l4_emotional: point(Space::L4Emotional),
+            l5_cognitive: point(Space::L5Cognitive),
+            l6_social: point(Space::L6Social),
+            l7_temporal: point(Space::L7Temporal),
+            l8_abstract: point(Space::L8Abstract),
+        }
+    }
+}
+
+/// The filter of a request (absent = match all); violations under `filter.`.
+pub fn token_filter(filter: Option<&pb::TokenFilter>) -> Result<TokenFilter, StoreError> {
+    let Some(filter) = filter else {
+        return Ok(TokenFilter::default());
+    };
+    TokenFilter::new(filter.domain, filter.entity_type)
+        .map_err(|v| StoreError::Invalid(v.prefixed("filter.")))
+}
+
+/// A required message field, or INVALID_ARGUMENT naming it.
+pub fn required<'a, T>(value: Option<&'a T>, field: &str) -> Result<&'a T, StoreError> {
+    value.ok_or_else(|| {
+        let mut violations = Violations::default();
+        violations.push(field, "is required");
+        StoreError::Invalid(violations)
+    })
+}
+
+/// An id naming an existing token: 0 is INVALID_ARGUMENT at `field`.
+pub fn existing_id(raw: u32, field: &str) -> Result<crate::model::TokenId, StoreError> {
+    crate::model::TokenId::new(raw).ok_or_else(|| {
+        let mut violations = Violations::default();
+        let rule = if raw == 0 {
+            "0 names no token; send the id of an existing token".to_string()
+        } else {
+            format!("{raw} has local_id 0, which no token has")
+        };
+        violations.push(field, rule);
+        StoreError::Invalid(violations)
+    })
+}
+
+/// The patch an UpdateToken request asks for; violations under `token.` / `update_mask.paths`.
+pub fn token_patch(
+    token: &pb::Token,
+    mask: Option<&prost_types::FieldMask>,
+) -> Result<TokenPatch, StoreError> {
+    let paths = match mask.map(|m| m.paths.as_slice()).unwrap_or_default() {
+        [] => UpdatePath::all(),
+        paths => {
+            let mut violations = Violations::default();
+            let mut parsed = Vec::with_capacity(paths.len());
+            for (i, path) in paths.iter().enumerate() {
+                match UpdatePath::parse(path) {
+                    Ok(p) => parsed.push(p),
+                    Err(rule) => violations.push(format!("update_mask.paths[{i}]"), rule),
+                }
+            }
+            violations.into_result(parsed)?
+        }
+    };
+    TokenPatch::new(&TokenInput::from(token), paths)
+        .map_err(|v| StoreError::Invalid(v.prefixed("token.")))
+}

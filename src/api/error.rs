@@ -1,0 +1,79 @@
+//! The one mapping from store and model errors to `tonic::Status`, with field violations sent
+//! as `google.rpc.BadRequest` details.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::model::Violations;
+use crate::store::StoreError;
+
+/// Converts a store error into the status a client sees.
+pub fn to_status(error: StoreError) -> Status {
+    let message = error.to_string();
+    match error {
+        StoreError::Invalid(violations) => invalid(violations),
+        StoreError::BadRequest(_) => Status::invalid_argument(message),
+        StoreError::NotFound(_) => Status::not_found(message),
+        StoreError::AlreadyExists(_) => Status::already_exists(message),
+        StoreError::ResourceExhausted(_) => Status::resource_exhausted(message),
+        StoreError::FailedPrecondition(_) => Status::failed_precondition(message),
+        StoreError::Aborted(_) => Status::aborted(message),
+        StoreError::Unavailable(_) => Status::unavailable(message),
+    }
+}
+
+/// INVALID_ARGUMENT naming every violated field, with one BadRequest violation each.
+pub fn invalid(violations: Violations) -> Status {
+    let mut details = ErrorDetails::new();
+    for violation in &violations.0 {
+        details.add_bad_request_violation(&violation.field, &violation.description);
+    }
+    Status::with_error_details(Code::InvalidArgument, violations.to_string(), details)
+}
+
+impl From<StoreError> for Status {
+    fn from(error: StoreError) -> Self {
+        to_status(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FieldViolation;
+
+    #[test]
+    fn violations_become_bad_request_details() {
+        let violations = Violations(vec![FieldViolation::new(
+            "token.weight",
+            "2 is outside [0, 1]",
+        )]);
+        let status = to_status(StoreError::Invalid(violations));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "token.weight: 2 is outside [0, 1]");
+        let bad = status.get_details_bad_request().expect("details");
+        assert_eq!(bad.field_violations[0].field, "token.weight");
+    }
+
+    #[test]
+    fn each_variant_has_its_code() {
+        let cases = [
+            (StoreError::NotFound("x".into()), Code::NotFound),
+            (StoreError::AlreadyExists("x".into()), Code::AlreadyExists),
+            (
+                StoreError::ResourceExhausted("x".into()),
+                Code::ResourceExhausted,
+            ),
+            (
+                StoreError::FailedPrecondition("x".into()),
+                Code::FailedPrecondition,
+            ),
+            (StoreError::Aborted("x".into()), Code::Aborted),
+            (StoreError::Unavailable("x".into()), Code::Unavailable),
+            (StoreError::BadRequest("x".into()), Code::InvalidArgument),
+        ];
+        for (error, code) in cases {
+            assert_eq!(to_status(error).code(), code);
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! NeuroGraph: a spatial token store served over gRPC.
+//!
+//! Data flows one way: wire → `api` (translate, validate) → `store` (state and invariants) →
+//! `model` (pure rules). Nothing below `api` knows gRPC exists.
+
+pub mod api;
+pub mod config;
+pub mod model;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,242 @@
+//! Builds the gRPC router (services, health, reflection, layers), serves it on a listener and
+//! shuts down gracefully: NOT_SERVING → stop accepting → streams end UNAVAILABLE → bounded drain.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
+
+use crate::api::pb::system_server::SystemServer;
+use crate::api::pb::token_service_server::TokenServiceServer;
+use crate::api::system::SystemApi;
+use crate::api::token::TokenApi;
+use crate::api::{ShutdownSignal, FILE_DESCRIPTOR_SET};
+use crate::config::Config;
+use crate::store::Store;
+use crate::telemetry::{ConnectionGuard, ConnectionStats, ProcessSampler};
+
+/// gRPC status code OUT_OF_RANGE, tonic's answer to an oversized request.
+const GRPC_OUT_OF_RANGE: &str = "11";
+/// gRPC status code RESOURCE_EXHAUSTED, the answer the status-code guide asks for.
+const GRPC_RESOURCE_EXHAUSTED: &str = "8";
+
+/// The neurograph services this build implements, as health and reflection name them.
+pub const SERVED_SERVICES: &[&str] = &["neurograph.v1.TokenService", "neurograph.v1.System"];
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The reflection descriptors did not load.
+    #[error("reflection descriptors: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A TCP connection counted in `ConnectionStats` while it is open.
+struct CountedConnection {
+    stream: TcpStream,
+    _guard: ConnectionGuard,
+}
+
+impl Connected for CountedConnection {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for CountedConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Rewrites tonic's OUT_OF_RANGE for an oversized request (sent trailers-only, so in the
+/// headers) into RESOURCE_EXHAUSTED. The service itself never returns OUT_OF_RANGE.
+fn map_oversized(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let headers = response.headers_mut();
+    if headers
+        .get("grpc-status")
+        .is_some_and(|v| v == GRPC_OUT_OF_RANGE)
+    {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from_static(GRPC_RESOURCE_EXHAUSTED),
+        );
+    }
+    response
+}
+
+/// Marks every served service and the server as a whole (`""`) with `status`.
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for service in SERVED_SERVICES {
+        reporter.set_service_status(*service, status).await;
+    }
+}
+
+/// Reflection over our descriptors and health's, listing only the services actually served.
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+    for service in SERVED_SERVICES {
+        builder = builder.with_service_name(*service);
+    }
+    builder
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("SIGINT received"),
+        () = term => info!("SIGTERM received"),
+    }
+}
+
+/// Serves every implemented service on `listener` until `shutdown` resolves, then shuts down
+/// gracefully within `config.shutdown_timeout`.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let store = Arc::new(Store::default());
+    let (down_sender, down_receiver) = tokio::sync::watch::channel(false);
+    let down = ShutdownSignal::new(down_receiver);
+    let connections = Arc::new(ConnectionStats::default());
+    let sampler = ProcessSampler::start(Duration::from_secs(1));
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    set_health(&reporter, ServingStatus::Serving).await;
+
+    let reflection_v1 = reflection_builder().build_v1()?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
+
+    let max = config.max_message_bytes;
+    let tokens = TokenServiceServer::new(TokenApi::new(Arc::clone(&store), down.clone()))
+        .max_decoding_message_size(max);
+    let system = SystemServer::new(SystemApi::new(
+        Arc::clone(&store),
+        sampler,
+        Arc::clone(&connections),
+        down.clone(),
+        config.storage.name(),
+    ))
+    .max_decoding_message_size(max);
+
+    let router = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(map_oversized))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(tokens)
+        .add_service(system);
+
+    let local = listener.local_addr().ok();
+    let incoming = TcpListenerStream::new(listener).map(move |accepted| {
+        accepted.map(|stream| {
+            // Small replies matter more than throughput here; tonic's own listener does this too.
+            let _ = stream.set_nodelay(true);
+            CountedConnection {
+                stream,
+                _guard: connections.opened(),
+            }
+        })
+    });
+    if let Some(addr) = local {
+        info!(%addr, storage = config.storage.name(), "neurograph listening on {addr}");
+    }
+
+    let mut stop_accepting = down.clone();
+    let serving =
+        router.serve_with_incoming_shutdown(incoming, async move { stop_accepting.wait().await });
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => return result.map_err(ServeError::from),
+        () = shutdown => {}
+    }
+
+    info!(
+        "shutting down: NOT_SERVING, no new connections, draining for at most {:?}",
+        config.shutdown_timeout
+    );
+    set_health(&reporter, ServingStatus::NotServing).await;
+    let _ = down_sender.send(true);
+    match tokio::time::timeout(config.shutdown_timeout, serving).await {
+        Ok(result) => result?,
+        Err(_) => warn!("shutdown timeout reached; closing the remaining connections"),
+    }
+    info!("stopped");
+    Ok(())
+}

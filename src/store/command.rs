@@ -1,0 +1,79 @@
+//! Commands (one per write RPC) and the effects a committed command had.
+
+use crate::model::{Token, TokenDraft, TokenId, TokenPatch};
+
+/// One write, applied by the write path as a unit with one commit sequence. Commands carry
+/// their timestamp so that applying one is deterministic (ids are allocated when applied).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Create one token.
+    CreateToken {
+        /// The validated token.
+        draft: TokenDraft,
+        /// Unix seconds to stamp.
+        at: u32,
+    },
+    /// Create every token or none.
+    BatchCreate {
+        /// The validated tokens, in request order.
+        drafts: Vec<TokenDraft>,
+        /// Unix seconds to stamp.
+        at: u32,
+    },
+    /// Replace some fields of one token.
+    UpdateToken {
+        /// The target.
+        id: TokenId,
+        /// What to replace.
+        patch: TokenPatch,
+        /// Unix seconds to stamp.
+        at: u32,
+    },
+    /// Delete one token.
+    DeleteToken {
+        /// The target.
+        id: TokenId,
+    },
+    /// Delete every token at once.
+    ClearTokens,
+}
+
+impl Command {
+    /// Path prefix of token number `index` in the request this command came from.
+    pub fn token_path(&self, index: usize) -> String {
+        match self {
+            Command::BatchCreate { .. } => format!("tokens[{index}]."),
+            _ => "token.".to_string(),
+        }
+    }
+}
+
+/// What a committed command changed, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// A token now exists.
+    Created(Token),
+    /// A token changed.
+    Updated {
+        /// Its state before.
+        before: Token,
+        /// Its state after.
+        after: Token,
+    },
+    /// A token is gone; this was its last state.
+    Deleted(Token),
+    /// Every token is gone.
+    Cleared {
+        /// How many there were.
+        count: u64,
+    },
+}
+
+/// A command that was applied: its commit sequence and effects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Committed {
+    /// Strictly increasing from one command to the next.
+    pub sequence: u64,
+    /// What changed.
+    pub effects: Vec<Effect>,
+}

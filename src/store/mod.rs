@@ -1,0 +1,12 @@
+//! The state: tokens in a sharded map with an ordered id set, id allocation, and the one write
+//! path that every change goes through. Knows nothing of gRPC.
+
+pub mod command;
+pub mod error;
+pub mod tokens;
+pub mod write_path;
+
+pub use command::{Command, Committed, Effect};
+pub use error::StoreError;
+pub use tokens::{TokenPage, TokenTables};
+pub use write_path::{Store, WriteHook};

@@ -1,0 +1,140 @@
+//! Token tables: a sharded DashMap of compact tokens keyed by id, and an ordered set of live ids
+//! (a roaring bitmap) for paging by id. Only the write path mutates them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
+use roaring::RoaringBitmap;
+
+use crate::model::{FlagName, Token, TokenData, TokenFilter, TokenId};
+
+/// One page of tokens in id order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenPage {
+    /// The tokens, ascending by id.
+    pub tokens: Vec<Token>,
+    /// Whether more matching ids follow the last one.
+    pub more: bool,
+}
+
+/// The live tokens. Replaced as a whole by a clear, so that readers see all or nothing.
+#[derive(Debug, Default)]
+pub struct TokenTables {
+    map: DashMap<u32, TokenData>,
+    /// Live ids in order. Creates and deletes change it and the map under its write lock,
+    /// so a reader holding the read lock sees both agree.
+    ids: RwLock<RoaringBitmap>,
+    /// Tokens with `flags.active`.
+    active: AtomicU64,
+}
+
+impl TokenTables {
+    /// Empty tables sized for `capacity` tokens.
+    pub fn with_capacity(capacity: usize) -> TokenTables {
+        TokenTables {
+            map: DashMap::with_capacity(capacity),
+            ..TokenTables::default()
+        }
+    }
+
+    /// The token with `id`.
+    pub fn get(&self, id: TokenId) -> Option<Token> {
+        self.map
+            .get(&id.get())
+            .map(|data| Token { id, data: *data })
+    }
+
+    /// Whether `id` is live.
+    pub fn contains(&self, id: TokenId) -> bool {
+        self.map.contains_key(&id.get())
+    }
+
+    /// Number of live tokens.
+    pub fn len(&self) -> u64 {
+        self.ids.read().len()
+    }
+
+    /// True when no token is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of live tokens with `flags.active`.
+    pub fn active(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Number of tokens matching `filter`.
+    pub fn count(&self, filter: &TokenFilter) -> u64 {
+        let ids = self.ids.read();
+        filter
+            .id_ranges()
+            .into_iter()
+            .map(|range| ids.range_cardinality(range))
+            .sum()
+    }
+
+    /// Up to `size` tokens matching `filter` with ids above `after`, ascending.
+    pub fn page(&self, filter: &TokenFilter, after: Option<u32>, size: usize) -> TokenPage {
+        let ids = self.ids.read();
+        let mut tokens = Vec::with_capacity(size.min(1024));
+        for range in filter.id_ranges() {
+            let start = match after {
+                Some(a) if a >= *range.end() => continue,
+                Some(a) => (*range.start()).max(a + 1),
+                None => *range.start(),
+            };
+            for raw in ids.range(start..=*range.end()) {
+                if tokens.len() == size {
+                    return TokenPage { tokens, more: true };
+                }
+                let id = TokenId::new(raw).expect("only valid ids are stored");
+                let data = *self
+                    .map
+                    .get(&raw)
+                    .expect("ids and map agree under the lock");
+                tokens.push(Token { id, data });
+            }
+        }
+        TokenPage {
+            tokens,
+            more: false,
+        }
+    }
+
+    /// Inserts new tokens (the write path checked they are absent).
+    pub(crate) fn insert_new(&self, tokens: &[Token]) {
+        let mut ids = self.ids.write();
+        let mut active = 0;
+        for token in tokens {
+            self.map.insert(token.id.get(), token.data);
+            ids.insert(token.id.get());
+            active += u64::from(token.data.flags().get(FlagName::Active));
+        }
+        self.active.fetch_add(active, Ordering::Relaxed);
+    }
+
+    /// Replaces a live token's values.
+    pub(crate) fn replace(&self, before: &Token, after: &Token) {
+        self.map.insert(after.id.get(), after.data);
+        match (
+            before.data.flags().get(FlagName::Active),
+            after.data.flags().get(FlagName::Active),
+        ) {
+            (false, true) => self.active.fetch_add(1, Ordering::Relaxed),
+            (true, false) => self.active.fetch_sub(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+
+    /// Removes a live token.
+    pub(crate) fn remove(&self, token: &Token) {
+        let mut ids = self.ids.write();
+        self.map.remove(&token.id.get());
+        ids.remove(token.id.get());
+        if token.data.flags().get(FlagName::Active) {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}

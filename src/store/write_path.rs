@@ -1,0 +1,210 @@
+//! The one write path: every change is a `Command` applied under one lock, in commit-sequence
+//! order: state checks and hooks' checks first, then (later) the durable append, then the
+//! tables, then the hooks that follow commits (index, CDNA churn, change feed).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use super::command::{Command, Committed, Effect};
+use super::error::StoreError;
+use super::tokens::TokenTables;
+use crate::model::token::{IdRequest, MAX_LOCAL_ID};
+use crate::model::{Token, TokenDraft, TokenFilter, TokenId};
+
+/// Number of (domain, entity_type) allocation pairs.
+const PAIRS: usize = 256;
+
+/// A component that plugs into the write path (the spatial index, CDNA, the change feed).
+pub trait WriteHook: Send + Sync {
+    /// Rejects a command before anything is written; runs under the write lock, so it sees
+    /// the state the command will apply to.
+    fn check(&self, _command: &Command) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Follows a committed command, in sequence order, still under the write lock.
+    fn applied(&self, _committed: &Committed) {}
+}
+
+/// State only the write path touches.
+struct WriterState {
+    /// Commit sequence of the last applied command.
+    sequence: u64,
+    /// Highest local id ever used per (domain, entity_type) pair, explicit ids included.
+    highest_local: [u32; PAIRS],
+}
+
+/// The token store: reads go straight to the tables, writes through `apply`.
+pub struct Store {
+    tables: ArcSwap<TokenTables>,
+    writer: Mutex<WriterState>,
+    hooks: Vec<Arc<dyn WriteHook>>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::new(Vec::new())
+    }
+}
+
+/// Seconds since the Unix epoch, as tokens store them.
+pub fn unix_now() -> u32 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+impl Store {
+    /// An empty store whose commits are followed by `hooks`, in order.
+    pub fn new(hooks: Vec<Arc<dyn WriteHook>>) -> Store {
+        Store {
+            tables: ArcSwap::from_pointee(TokenTables::default()),
+            writer: Mutex::new(WriterState {
+                sequence: 0,
+                highest_local: [0; PAIRS],
+            }),
+            hooks,
+        }
+    }
+
+    /// The live tables, for reads. A guard taken before a clear keeps showing the old tokens.
+    pub fn tables(&self) -> arc_swap::Guard<Arc<TokenTables>> {
+        self.tables.load()
+    }
+
+    /// The token with `id`.
+    pub fn get(&self, id: TokenId) -> Option<Token> {
+        self.tables.load().get(id)
+    }
+
+    /// Number of tokens matching `filter`.
+    pub fn count(&self, filter: &TokenFilter) -> u64 {
+        self.tables.load().count(filter)
+    }
+
+    /// Commit sequence of the last applied command.
+    pub fn sequence(&self) -> u64 {
+        self.writer.lock().sequence
+    }
+
+    /// Applies one command: all of it or, on error, nothing.
+    pub fn apply(&self, command: Command) -> Result<Committed, StoreError> {
+        let mut writer = self.writer.lock();
+        for hook in &self.hooks {
+            hook.check(&command)?;
+        }
+        let tables = self.tables.load_full();
+        let effects = match &command {
+            Command::CreateToken { draft, at } => {
+                let tokens = plan_creates(
+                    &command,
+                    std::slice::from_ref(draft),
+                    *at,
+                    &tables,
+                    &mut writer,
+                )?;
+                tables.insert_new(&tokens);
+                tokens.into_iter().map(Effect::Created).collect()
+            }
+            Command::BatchCreate { drafts, at } => {
+                let tokens = plan_creates(&command, drafts, *at, &tables, &mut writer)?;
+                tables.insert_new(&tokens);
+                tokens.into_iter().map(Effect::Created).collect()
+            }
+            Command::UpdateToken { id, patch, at } => {
+                let before = tables.get(*id).ok_or_else(|| not_found(*id))?;
+                let after = Token {
+                    id: *id,
+                    data: patch.apply(&before.data, *at),
+                };
+                tables.replace(&before, &after);
+                vec![Effect::Updated { before, after }]
+            }
+            Command::DeleteToken { id } => {
+                let before = tables.get(*id).ok_or_else(|| not_found(*id))?;
+                tables.remove(&before);
+                vec![Effect::Deleted(before)]
+            }
+            Command::ClearTokens => {
+                let count = tables.len();
+                self.tables.store(Arc::new(TokenTables::default()));
+                vec![Effect::Cleared { count }]
+            }
+        };
+        writer.sequence += 1;
+        let committed = Committed {
+            sequence: writer.sequence,
+            effects,
+        };
+        for hook in &self.hooks {
+            hook.applied(&committed);
+        }
+        Ok(committed)
+    }
+}
+
+fn not_found(id: TokenId) -> StoreError {
+    StoreError::NotFound(format!("token {id} does not exist"))
+}
+
+/// Assigns ids to new tokens, or explains why the whole set cannot be created. Explicit ids
+/// are checked and raise their pair's counter before any id is allocated, so that every
+/// ALREADY_EXISTS is found before a RESOURCE_EXHAUSTED. Updates the counters only on success.
+fn plan_creates(
+    command: &Command,
+    drafts: &[TokenDraft],
+    at: u32,
+    tables: &TokenTables,
+    writer: &mut WriterState,
+) -> Result<Vec<Token>, StoreError> {
+    let mut highest = writer.highest_local;
+    let mut explicit = HashSet::new();
+    for (index, draft) in drafts.iter().enumerate() {
+        if let IdRequest::Explicit(id) = draft.id {
+            if tables.contains(id) || !explicit.insert(id) {
+                let within = if tables.contains(id) {
+                    ""
+                } else {
+                    " earlier in this batch"
+                };
+                return Err(StoreError::AlreadyExists(format!(
+                    "{}id: token {id} already exists{within}",
+                    command.token_path(index)
+                )));
+            }
+            let pair = &mut highest[id.pair()];
+            *pair = (*pair).max(id.local_id());
+        }
+    }
+    let mut tokens = Vec::with_capacity(drafts.len());
+    for (index, draft) in drafts.iter().enumerate() {
+        let id = match draft.id {
+            IdRequest::Explicit(id) => id,
+            IdRequest::Allocate { pair } => {
+                if highest[pair] >= MAX_LOCAL_ID {
+                    return Err(StoreError::ResourceExhausted(format!(
+                        "{}id: local ids of domain {} entity_type {} are used up ({MAX_LOCAL_ID} is the highest)",
+                        command.token_path(index),
+                        pair >> 4,
+                        pair & 0xF
+                    )));
+                }
+                highest[pair] += 1;
+                TokenId::from_parts((pair >> 4) as u32, (pair & 0xF) as u32, highest[pair])
+                    .expect("pair < 256 and local id in 1..=MAX_LOCAL_ID")
+            }
+        };
+        tokens.push(Token {
+            id,
+            data: draft.stamped(at),
+        });
+    }
+    writer.highest_local = highest;
+    Ok(tokens)
+}
