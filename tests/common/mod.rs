@@ -1,0 +1,146 @@
+//! Starts the real server on 127.0.0.1:0 and hands out generated tonic clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use neurograph::api::pb;
+use neurograph::api::pb::system_client::SystemClient;
+use neurograph::api::pb::token_service_client::TokenServiceClient;
+use neurograph::config::Config;
+use neurograph::server::{self, ServeError};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+
+/// A server running in this test process.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl TestServer {
+    /// Starts a server with the default config.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `adjust` changed its config.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind an ephemeral port");
+        let addr = listener.local_addr().expect("local addr");
+        let mut config = Config::for_listen(addr);
+        adjust(&mut config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server::serve(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    /// A new connection to the server (the listener is bound, so this connects at once).
+    pub async fn channel(&self) -> Channel {
+        Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("valid uri")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect to the test server")
+    }
+
+    /// A TokenService client on a new connection.
+    pub async fn tokens(&self) -> TokenServiceClient<Channel> {
+        TokenServiceClient::new(self.channel().await)
+    }
+
+    /// A System client on a new connection.
+    pub async fn system(&self) -> SystemClient<Channel> {
+        SystemClient::new(self.channel().await)
+    }
+
+    /// Sends the shutdown signal without waiting for the server to stop.
+    pub fn signal_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Signals shutdown and waits for `serve` to return.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        self.signal_shutdown();
+        let handle = self.handle.take().expect("not stopped yet");
+        handle.await.expect("server task did not panic")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.signal_shutdown();
+    }
+}
+
+/// A token with a weight and the given point in L1 Physical.
+pub fn token_at(weight: f32, x: f32, y: f32, z: f32) -> pb::Token {
+    pb::Token {
+        weight,
+        l1_physical: Some(pb::Point3 { x, y, z }),
+        ..pb::Token::default()
+    }
+}
+
+/// A valid token with every space defined.
+pub fn full_token() -> pb::Token {
+    let p = |v: f32| {
+        Some(pb::Point3 {
+            x: v,
+            y: -v,
+            z: v / 2.0,
+        })
+    };
+    pb::Token {
+        weight: 0.5,
+        field_radius: 1.0,
+        field_strength: 0.5,
+        flags: Some(pb::TokenFlags {
+            active: true,
+            persistent: true,
+            ..Default::default()
+        }),
+        l1_physical: p(100.0),
+        l2_sensory: p(1.5),
+        l3_motor: p(20.0),
+        l4_emotional: p(0.5),
+        l5_cognitive: p(-1.0),
+        l6_social: p(2.0),
+        l7_temporal: p(-300.0),
+        l8_abstract: p(3.0),
+        ..pb::Token::default()
+    }
+}
+
+/// Creates `token` and returns what the server stored.
+pub async fn create(client: &mut TokenServiceClient<Channel>, token: pb::Token) -> pb::Token {
+    client
+        .create_token(pb::CreateTokenRequest { token: Some(token) })
+        .await
+        .expect("create succeeds")
+        .into_inner()
+}
+
+/// Number of tokens the server holds.
+pub async fn count(client: &mut TokenServiceClient<Channel>) -> u64 {
+    client
+        .count_tokens(pb::CountTokensRequest { filter: None })
+        .await
+        .expect("count succeeds")
+        .into_inner()
+        .count
+}

@@ -1,0 +1,287 @@
+//! System service, grpc.health.v1, reflection (v1 and v1alpha) and graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{create, full_token, TestServer};
+use neurograph::api::pb;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+#[tokio::test]
+async fn health_and_ready_report_every_existing_component() {
+    let server = TestServer::start().await;
+    let mut tokens = server.tokens().await;
+    create(&mut tokens, full_token()).await;
+    let mut system = server.system().await;
+    let health = system
+        .health(pb::HealthRequest {})
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(health.status(), pb::HealthStatus::Healthy);
+    assert_eq!(health.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(health.tokens_count, 1);
+    assert_eq!(health.storage_backend, "memory");
+    let ready = system
+        .ready(pb::ReadyRequest {})
+        .await
+        .expect("ready")
+        .into_inner();
+    assert!(ready.ready);
+    let mut names: Vec<_> = ready.checks.keys().cloned().collect();
+    names.sort();
+    assert_eq!(names, ["storage", "token_store"]);
+    assert!(ready.checks.values().all(|v| v == "ok"));
+}
+
+#[tokio::test]
+async fn status_reports_real_figures() {
+    let server = TestServer::start().await;
+    let mut tokens = server.tokens().await;
+    create(&mut tokens, full_token()).await;
+    create(
+        &mut tokens,
+        pb::Token {
+            flags: Some(pb::TokenFlags::default()),
+            ..full_token()
+        },
+    )
+    .await;
+    let _second_connection = server.system().await;
+    let mut system = server.system().await;
+    let status = system
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.state(), pb::ServerState::Running);
+    let counts = status.tokens.expect("tokens");
+    assert_eq!((counts.total, counts.active), (2, 1));
+    let connections = status.connections.expect("connections");
+    assert!(connections.total >= 3, "{connections:?}");
+    assert!(connections.active >= 3 && connections.active <= connections.total);
+    assert!(
+        status.memory_usage_mb > 1.0,
+        "RSS of a running server: {}",
+        status.memory_usage_mb
+    );
+    assert!(status.cpu_usage_percent >= 0.0);
+    assert_eq!(status.cdna_profile, "default");
+    assert_eq!(status.storage_backend, "memory");
+    assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        status.components.get("token_store").map(String::as_str),
+        Some("ok")
+    );
+}
+
+#[tokio::test]
+async fn closed_connections_leave_the_active_count() {
+    let server = TestServer::start().await;
+    let mut system = server.system().await;
+    let before = system
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    let extra = server.system().await;
+    drop(extra);
+    // The server notices the close asynchronously: poll with a bounded number of tries.
+    let mut settled = None;
+    for _ in 0..200 {
+        let now = system
+            .status(pb::StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        let c = now.connections.expect("connections");
+        if c.total == before.connections.expect("c").total + 1 && c.active == 1 {
+            settled = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        settled.is_some(),
+        "active count drops back to 1 after a close"
+    );
+}
+
+#[tokio::test]
+async fn grpc_health_serves_implemented_services_only() {
+    let server = TestServer::start().await;
+    let mut health = HealthClient::new(server.channel().await);
+    for service in ["", "neurograph.v1.TokenService", "neurograph.v1.System"] {
+        let reply = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("known service")
+            .into_inner();
+        assert_eq!(reply.status(), ServingStatus::Serving, "{service:?}");
+    }
+    for service in ["neurograph.v1.GridService", "neurograph.v1.CDNAService"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect_err("not implemented yet");
+        assert_eq!(status.code(), Code::NotFound, "{service}");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_turns_health_not_serving_and_ends_streams_unavailable() {
+    let mut server = TestServer::start_with(|c| c.shutdown_timeout = Duration::from_secs(3)).await;
+    let mut tokens = server.tokens().await;
+    for _ in 0..5 {
+        tokens
+            .batch_create_tokens(pb::BatchCreateTokensRequest {
+                tokens: vec![full_token(); 1000],
+            })
+            .await
+            .expect("batch");
+    }
+    let mut health = HealthClient::new(server.channel().await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "neurograph.v1.TokenService".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.message().await.expect("first").expect("a status");
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    let mut stream = tokens
+        .stream_tokens(pb::StreamTokensRequest { filter: None })
+        .await
+        .expect("stream")
+        .into_inner();
+    assert!(stream.message().await.expect("first token").is_some());
+
+    server.signal_shutdown();
+    let next = watch.message().await.expect("update").expect("a status");
+    assert_eq!(next.status(), ServingStatus::NotServing);
+
+    let mut received = 1;
+    let ended = loop {
+        match stream.message().await {
+            Ok(Some(_)) => received += 1,
+            Ok(None) => break None,
+            Err(status) => break Some(status),
+        }
+    };
+    let status = ended.expect("the stream ends with an error, not a clean end");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(received < 5000, "the stream was cut short: {received}");
+    drop(watch);
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_new_connections() {
+    let server = TestServer::start().await;
+    let addr = server.addr;
+    server.stop().await.expect("clean stop");
+    let connected = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await;
+    assert!(connected.is_err(), "nobody listens after shutdown");
+}
+
+mod reflection {
+    use super::*;
+    use tokio_stream::StreamExt;
+
+    const EXPECTED: [&str; 5] = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "neurograph.v1.System",
+        "neurograph.v1.TokenService",
+    ];
+
+    #[tokio::test]
+    async fn v1_lists_served_services_and_resolves_imports() {
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+        let server = TestServer::start().await;
+        let mut client = ServerReflectionClient::new(server.channel().await);
+        let requests = vec![
+            MessageRequest::ListServices(String::new()),
+            MessageRequest::FileContainingSymbol("neurograph.v1.TokenService".into()),
+            MessageRequest::FileByFilename("google/protobuf/field_mask.proto".into()),
+            MessageRequest::FileByFilename("google/protobuf/timestamp.proto".into()),
+        ];
+        let stream = tokio_stream::iter(requests.into_iter().map(|m| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(m),
+        }));
+        let mut replies = client
+            .server_reflection_info(stream)
+            .await
+            .expect("reflection")
+            .into_inner();
+        let mut answers = Vec::new();
+        while let Some(reply) = replies.next().await {
+            answers.push(reply.expect("reply").message_response.expect("response"));
+        }
+        assert_eq!(answers.len(), 4);
+        match &answers[0] {
+            MessageResponse::ListServicesResponse(list) => {
+                let mut names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+                names.sort();
+                assert_eq!(names, EXPECTED);
+            }
+            other => panic!("expected a service list, got {other:?}"),
+        }
+        for answer in &answers[1..] {
+            match answer {
+                MessageResponse::FileDescriptorResponse(files) => {
+                    assert!(!files.file_descriptor_proto.is_empty())
+                }
+                other => panic!("expected descriptors, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn v1alpha_lists_served_services() {
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+
+        let server = TestServer::start().await;
+        let mut client = ServerReflectionClient::new(server.channel().await);
+        let stream = tokio_stream::iter(vec![ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }]);
+        let mut replies = client
+            .server_reflection_info(stream)
+            .await
+            .expect("reflection")
+            .into_inner();
+        let reply = replies.next().await.expect("one reply").expect("ok");
+        match reply.message_response.expect("response") {
+            MessageResponse::ListServicesResponse(list) => {
+                let mut names: Vec<_> = list.service.iter().map(|s| s.name.clone()).collect();
+                names.sort();
+                assert_eq!(names, EXPECTED);
+            }
+            other => panic!("expected a service list, got {other:?}"),
+        }
+    }
+}
