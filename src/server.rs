@@ -196,6 +196,7 @@ pub async fn serve(
     .max_decoding_message_size(max);
 
     let router = tonic::transport::Server::builder()
+        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
         .layer(tower::util::MapResponseLayer::new(map_oversized))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -208,3 +208,118 @@ fn plan_creates(
     writer.highest_local = highest;
     Ok(tokens)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::model::TokenInput;
+
+    /// Records committed sequences and vetoes commands while `veto` is set.
+    #[derive(Default)]
+    struct Recorder {
+        veto: AtomicBool,
+        seen: Mutex<Vec<(u64, usize)>>,
+    }
+
+    impl WriteHook for Recorder {
+        fn check(&self, _command: &Command) -> Result<(), StoreError> {
+            if self.veto.load(Ordering::SeqCst) {
+                Err(StoreError::FailedPrecondition("vetoed".into()))
+            } else {
+                Ok(())
+            }
+        }
+
+        fn applied(&self, committed: &Committed) {
+            self.seen
+                .lock()
+                .push((committed.sequence, committed.effects.len()));
+        }
+    }
+
+    fn draft() -> TokenDraft {
+        TokenInput {
+            weight: 0.5,
+            ..TokenInput::default()
+        }
+        .to_draft()
+        .expect("valid")
+    }
+
+    #[test]
+    fn hooks_see_every_commit_in_sequence_order() {
+        let recorder = Arc::new(Recorder::default());
+        let store = Store::new(vec![recorder.clone()]);
+        store
+            .apply(Command::CreateToken { draft: draft(), at: 1 })
+            .expect("create");
+        store
+            .apply(Command::BatchCreate {
+                drafts: vec![draft(); 3],
+                at: 2,
+            })
+            .expect("batch");
+        store.apply(Command::ClearTokens).expect("clear");
+        assert_eq!(*recorder.seen.lock(), [(1, 1), (2, 3), (3, 1)]);
+        assert_eq!(store.sequence(), 3);
+    }
+
+    #[test]
+    fn a_vetoed_command_writes_nothing_and_takes_no_sequence() {
+        let recorder = Arc::new(Recorder::default());
+        let store = Store::new(vec![recorder.clone()]);
+        recorder.veto.store(true, Ordering::SeqCst);
+        let result = store.apply(Command::CreateToken { draft: draft(), at: 1 });
+        assert!(matches!(result, Err(StoreError::FailedPrecondition(_))));
+        assert_eq!(store.sequence(), 0);
+        assert!(store.tables().is_empty());
+        recorder.veto.store(false, Ordering::SeqCst);
+        let created = store
+            .apply(Command::CreateToken { draft: draft(), at: 1 })
+            .expect("create");
+        assert_eq!(created.sequence, 1);
+        assert!(
+            matches!(&created.effects[0], Effect::Created(t) if t.id.get() == 1),
+            "the failed try allocated no id"
+        );
+    }
+
+    #[test]
+    fn a_failed_batch_does_not_advance_counters() {
+        let store = Store::default();
+        let mut explicit = draft();
+        explicit.id = IdRequest::Explicit(TokenId::new(50).expect("valid"));
+        let mut conflict = draft();
+        conflict.id = IdRequest::Explicit(TokenId::new(50).expect("valid"));
+        let result = store.apply(Command::BatchCreate {
+            drafts: vec![draft(), explicit, conflict],
+            at: 1,
+        });
+        assert!(matches!(result, Err(StoreError::AlreadyExists(_))));
+        let created = store
+            .apply(Command::CreateToken { draft: draft(), at: 1 })
+            .expect("create");
+        assert!(matches!(&created.effects[0], Effect::Created(t) if t.id.get() == 1));
+    }
+
+    #[test]
+    fn a_reader_holding_tables_across_a_clear_sees_all_or_nothing() {
+        let store = Store::default();
+        store
+            .apply(Command::BatchCreate {
+                drafts: vec![draft(); 10],
+                at: 1,
+            })
+            .expect("batch");
+        let before = store.tables();
+        store.apply(Command::ClearTokens).expect("clear");
+        assert_eq!(before.len(), 10);
+        assert_eq!(
+            before.page(&TokenFilter::default(), None, 100).tokens.len(),
+            10
+        );
+        assert!(store.tables().is_empty());
+    }
+}
