@@ -13,9 +13,11 @@ const PROTO_FILES: &[&str] = &[
     "proto/neurograph/v1/system.proto",
 ];
 
+const STATUS_DETAILS_FILE: &str = "proto/google/rpc/error_details.proto";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
-    for file in PROTO_FILES {
+    for file in PROTO_FILES.iter().chain([&STATUS_DETAILS_FILE]) {
         println!("cargo:rerun-if-changed={file}");
     }
 
@@ -26,6 +28,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::write(
         out_dir.join("neurograph_descriptor.bin"),
         descriptors.encode_to_vec(),
+    )?;
+
+    // Served by reflection only, so that grpcurl can decode the BadRequest status details.
+    let details = protox::compile([STATUS_DETAILS_FILE], [PROTO_ROOT])?;
+    fs::write(
+        out_dir.join("status_details_descriptor.bin"),
+        details.encode_to_vec(),
     )?;
 
     tonic_prost_build::configure()

@@ -21,7 +21,7 @@ use crate::api::pb::system_server::SystemServer;
 use crate::api::pb::token_service_server::TokenServiceServer;
 use crate::api::system::SystemApi;
 use crate::api::token::TokenApi;
-use crate::api::{ShutdownSignal, FILE_DESCRIPTOR_SET};
+use crate::api::{ShutdownSignal, FILE_DESCRIPTOR_SET, STATUS_DETAILS_DESCRIPTOR_SET};
 use crate::config::Config;
 use crate::store::Store;
 use crate::telemetry::{ConnectionGuard, ConnectionStats, ProcessSampler};
@@ -129,6 +129,7 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     let mut builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(STATUS_DETAILS_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .with_service_name("grpc.health.v1.Health")
         .with_service_name("grpc.reflection.v1.ServerReflection")

@@ -13,6 +13,10 @@ pub mod pb {
     tonic::include_proto!("neurograph.v1");
 }
 
+/// Encoded descriptor set of `google.rpc.BadRequest`, for reflection clients decoding details.
+pub const STATUS_DETAILS_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/status_details_descriptor.bin"));
+
 /// Encoded descriptor set of every proto file, imports included, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/neurograph_descriptor.bin"));

@@ -253,7 +253,10 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let store = Store::new(vec![recorder.clone()]);
         store
-            .apply(Command::CreateToken { draft: draft(), at: 1 })
+            .apply(Command::CreateToken {
+                draft: draft(),
+                at: 1,
+            })
             .expect("create");
         store
             .apply(Command::BatchCreate {
@@ -271,13 +274,19 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let store = Store::new(vec![recorder.clone()]);
         recorder.veto.store(true, Ordering::SeqCst);
-        let result = store.apply(Command::CreateToken { draft: draft(), at: 1 });
+        let result = store.apply(Command::CreateToken {
+            draft: draft(),
+            at: 1,
+        });
         assert!(matches!(result, Err(StoreError::FailedPrecondition(_))));
         assert_eq!(store.sequence(), 0);
         assert!(store.tables().is_empty());
         recorder.veto.store(false, Ordering::SeqCst);
         let created = store
-            .apply(Command::CreateToken { draft: draft(), at: 1 })
+            .apply(Command::CreateToken {
+                draft: draft(),
+                at: 1,
+            })
             .expect("create");
         assert_eq!(created.sequence, 1);
         assert!(
@@ -299,7 +308,10 @@ mod tests {
         });
         assert!(matches!(result, Err(StoreError::AlreadyExists(_))));
         let created = store
-            .apply(Command::CreateToken { draft: draft(), at: 1 })
+            .apply(Command::CreateToken {
+                draft: draft(),
+                at: 1,
+            })
             .expect("create");
         assert!(matches!(&created.effects[0], Effect::Created(t) if t.id.get() == 1));
     }
