@@ -100,21 +100,34 @@ impl AsyncWrite for CountedConnection {
 }
 
 /// Rewrites tonic's OUT_OF_RANGE for an oversized request (sent trailers-only, so in the
-/// headers) into RESOURCE_EXHAUSTED. The service itself never returns OUT_OF_RANGE.
+/// headers) into RESOURCE_EXHAUSTED, naming the limit. The service never returns OUT_OF_RANGE.
 fn map_oversized(
-    mut response: http::Response<tonic::body::Body>,
-) -> http::Response<tonic::body::Body> {
-    let headers = response.headers_mut();
-    if headers
-        .get("grpc-status")
-        .is_some_and(|v| v == GRPC_OUT_OF_RANGE)
-    {
-        headers.insert(
-            "grpc-status",
-            http::HeaderValue::from_static(GRPC_RESOURCE_EXHAUSTED),
-        );
+    max_message_bytes: usize,
+) -> impl Fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> + Clone {
+    move |mut response| {
+        let headers = response.headers_mut();
+        if headers
+            .get("grpc-status")
+            .is_some_and(|v| v == GRPC_OUT_OF_RANGE)
+        {
+            headers.insert(
+                "grpc-status",
+                http::HeaderValue::from_static(GRPC_RESOURCE_EXHAUSTED),
+            );
+            // tonic's message is already percent-encoded ASCII; ours adds only ASCII without '%'.
+            let original = headers
+                .get("grpc-message")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let message = format!(
+                "request message exceeds --max-message-bytes ({max_message_bytes}): {original}"
+            );
+            if let Ok(value) = http::HeaderValue::from_str(&message) {
+                headers.insert("grpc-message", value);
+            }
+        }
+        response
     }
-    response
 }
 
 /// Marks every served service and the server as a whole (`""`) with `status`.
@@ -198,7 +211,7 @@ pub async fn serve(
 
     let router = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
-        .layer(tower::util::MapResponseLayer::new(map_oversized))
+        .layer(tower::util::MapResponseLayer::new(map_oversized(max)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -493,6 +493,11 @@ async fn message_over_the_default_limit_is_resource_exhausted() {
     };
     let status = client.update_token(big).await.expect_err("too large");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("--max-message-bytes (4194304)"),
+        "{}",
+        status.message()
+    );
     // The connection stays usable and nothing was written.
     assert_eq!(count(&mut client).await, 0);
 }
