@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{create, full_token, TestServer};
+use common::{batch, create, full_token, TestServer};
 use neurograph::api::pb;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -141,12 +141,7 @@ async fn shutdown_turns_health_not_serving_and_ends_streams_unavailable() {
     let mut server = TestServer::start_with(|c| c.shutdown_timeout = Duration::from_secs(3)).await;
     let mut tokens = server.tokens().await;
     for _ in 0..5 {
-        tokens
-            .batch_create_tokens(pb::BatchCreateTokensRequest {
-                tokens: vec![full_token(); 1000],
-            })
-            .await
-            .expect("batch");
+        batch(&mut tokens, vec![full_token(); 1000]).await;
     }
     let mut health = HealthClient::new(server.channel().await);
     let mut watch = health

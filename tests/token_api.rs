@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{count, create, full_token, token_at, TestServer};
+use common::{batch, count, create, full_token, token_at, TestServer};
 use neurograph::api::pb;
 use prost_types::FieldMask;
 use tonic::Code;
@@ -307,12 +307,7 @@ async fn list_walks_every_token_in_id_order_with_filters() {
             ..token_at(0.5, 0.0, 0.0, 0.0)
         });
     }
-    let created = client
-        .batch_create_tokens(pb::BatchCreateTokensRequest { tokens })
-        .await
-        .expect("batch")
-        .into_inner()
-        .tokens;
+    let created = batch(&mut client, tokens).await;
     let all: BTreeSet<u32> = created.iter().map(|t| t.id).collect();
 
     let walked = list_all(&mut client, 7, None).await;
@@ -369,10 +364,7 @@ async fn list_page_size_defaults_to_50_and_caps_at_1000() {
     let mut client = server.tokens().await;
     for _ in 0..2 {
         let tokens = vec![token_at(0.5, 0.0, 0.0, 0.0); 1000];
-        client
-            .batch_create_tokens(pb::BatchCreateTokensRequest { tokens })
-            .await
-            .expect("batch");
+        batch(&mut client, tokens).await;
     }
     for (asked, served) in [(0, 50), (5000, 1000), (1, 1)] {
         let page = client
@@ -394,12 +386,8 @@ async fn paging_neither_skips_nor_repeats_tokens_under_concurrent_writes() {
     let server = TestServer::start().await;
     let mut client = server.tokens().await;
     let tokens = vec![token_at(0.5, 0.0, 0.0, 0.0); 500];
-    let stable: BTreeSet<u32> = client
-        .batch_create_tokens(pb::BatchCreateTokensRequest { tokens })
+    let stable: BTreeSet<u32> = batch(&mut client, tokens)
         .await
-        .expect("batch")
-        .into_inner()
-        .tokens
         .iter()
         .map(|t| t.id)
         .collect();
@@ -478,14 +466,7 @@ async fn batch_create_is_all_or_nothing() {
     assert_eq!(status.code(), Code::AlreadyExists);
     assert_eq!(count(&mut client).await, 0);
 
-    let created = client
-        .batch_create_tokens(pb::BatchCreateTokensRequest {
-            tokens: vec![full_token(); 1000],
-        })
-        .await
-        .expect("1000 is allowed")
-        .into_inner()
-        .tokens;
+    let created = batch(&mut client, vec![full_token(); 1000]).await;
     assert_eq!(created.len(), 1000);
     assert_eq!(created[999].id, 1000);
     assert_eq!(count(&mut client).await, 1000);
@@ -540,10 +521,7 @@ async fn stream_tokens_sends_every_match_in_id_order() {
             ..full_token()
         })
         .collect();
-    client
-        .batch_create_tokens(pb::BatchCreateTokensRequest { tokens })
-        .await
-        .expect("batch");
+    batch(&mut client, tokens).await;
     let mut stream = client
         .stream_tokens(pb::StreamTokensRequest {
             filter: Some(pb::TokenFilter {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{count, create, full_token, token_at, TestServer};
+use common::{batch, count, create, full_token, token_at, TestServer};
 use neurograph::api::pb;
 use neurograph::api::pb::token_service_client::TokenServiceClient;
 use prost_types::FieldMask;
@@ -407,12 +407,7 @@ async fn update_rejects_immutable_paths_and_bad_values_without_writing() {
 async fn list_rejects_negative_page_size_and_bad_page_tokens() {
     let server = TestServer::start().await;
     let mut client = server.tokens().await;
-    client
-        .batch_create_tokens(pb::BatchCreateTokensRequest {
-            tokens: vec![full_token(); 10],
-        })
-        .await
-        .expect("batch");
+    batch(&mut client, vec![full_token(); 10]).await;
     let status = client
         .list_tokens(pb::ListTokensRequest {
             page_size: -1,

@@ -144,3 +144,16 @@ pub async fn count(client: &mut TokenServiceClient<Channel>) -> u64 {
         .into_inner()
         .count
 }
+
+/// Creates `tokens` in one batch and returns what the server stored.
+pub async fn batch(
+    client: &mut TokenServiceClient<Channel>,
+    tokens: Vec<pb::Token>,
+) -> Vec<pb::Token> {
+    client
+        .batch_create_tokens(pb::BatchCreateTokensRequest { tokens })
+        .await
+        .expect("batch create succeeds")
+        .into_inner()
+        .tokens
+}
