@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -138,12 +139,30 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Reflection over our descriptors and health's, listing only the services actually served.
+/// Our proto files whose services are all served: a file declaring a service of a later issue
+/// (grid.proto, cdna.proto) stays out of reflection until that service is served.
+fn served_descriptors() -> prost_types::FileDescriptorSet {
+    let mut set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET)
+        .expect("build.rs wrote a valid descriptor set");
+    set.file.retain(|file| {
+        file.service.iter().all(|service| {
+            let name = format!("{}.{}", file.package(), service.name());
+            SERVED_SERVICES.contains(&name.as_str())
+        })
+    });
+    set
+}
+
+/// Reflection over the served files, health's and both reflection versions' own (so that a
+/// v1alpha client can describe the v1 service it lists, and the other way round), listing
+/// only the services actually served.
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     let mut builder = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_file_descriptor_set(served_descriptors())
         .register_encoded_file_descriptor_set(STATUS_DETAILS_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .with_service_name("grpc.health.v1.Health")
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .with_service_name("grpc.reflection.v1alpha.ServerReflection");

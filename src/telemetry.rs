@@ -1,6 +1,7 @@
 //! Logging (tracing-subscriber, text or JSON) and process figures sampled in the background
 //! (resident memory, CPU) so that `System.Status` never measures on the request path.
 
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,10 @@ use crate::config::LogFormat;
 /// Installs the global subscriber; `RUST_LOG` overrides the default level `info`.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour codes only for a person at a terminal, never into a pipe or a log file.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

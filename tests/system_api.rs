@@ -218,6 +218,9 @@ mod reflection {
             MessageRequest::FileContainingSymbol("neurograph.v1.TokenService".into()),
             MessageRequest::FileByFilename("google/protobuf/field_mask.proto".into()),
             MessageRequest::FileByFilename("google/protobuf/timestamp.proto".into()),
+            MessageRequest::FileContainingSymbol("grpc.reflection.v1alpha.ServerReflection".into()),
+            MessageRequest::FileContainingSymbol("google.rpc.BadRequest".into()),
+            MessageRequest::FileContainingSymbol("neurograph.v1.GridService".into()),
         ];
         let stream = tokio_stream::iter(requests.into_iter().map(|m| ServerReflectionRequest {
             host: String::new(),
@@ -229,10 +232,19 @@ mod reflection {
             .expect("reflection")
             .into_inner();
         let mut answers = Vec::new();
+        let mut ended = None;
         while let Some(reply) = replies.next().await {
-            answers.push(reply.expect("reply").message_response.expect("response"));
+            match reply {
+                Ok(reply) => answers.push(reply.message_response.expect("response")),
+                Err(status) => {
+                    ended = Some(status);
+                    break;
+                }
+            }
         }
-        assert_eq!(answers.len(), 4);
+        assert_eq!(answers.len(), 6);
+        let ended = ended.expect("a service not served yet is absent");
+        assert_eq!(ended.code(), Code::NotFound, "{ended:?}");
         match &answers[0] {
             MessageResponse::ListServicesResponse(list) => {
                 let mut names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();

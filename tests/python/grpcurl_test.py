@@ -1,0 +1,169 @@
+"""The real grpcurl 1.8.6 (plaintext, server reflection only) against a running neurograph.
+
+grpcurl 1.8.6 speaks only grpc.reflection.v1alpha and resolves every type through it, so these
+checks show that a stock command-line client can list, describe and call the server with JSON.
+
+    python tests/python/grpcurl_test.py --addr HOST:PORT --grpcurl PATH
+"""
+
+import json
+import subprocess
+import sys
+import unittest
+
+import support
+
+CONFIG = support.configure(__doc__.splitlines()[0])
+
+# grpcurl exits with 64 + the gRPC status code when the call fails.
+GRPCURL_STATUS_EXIT_BASE = 64
+INVALID_ARGUMENT = 3
+NOT_FOUND = 5
+
+
+class Grpcurl:
+    """Runs grpcurl against CONFIG.addr and keeps what it printed."""
+
+    def __init__(self, *args, data=None):
+        command = [CONFIG.grpcurl, "-plaintext", "-max-time", "10"]
+        if data is not None:
+            command += ["-d", json.dumps(data) if not isinstance(data, str) else data]
+        command += [CONFIG.addr, *args]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        self.command = " ".join(command)
+        self.returncode = done.returncode
+        self.stdout = done.stdout
+        self.stderr = done.stderr
+
+    def __str__(self):
+        return (
+            f"$ {self.command}\nexit {self.returncode}\n"
+            f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}"
+        )
+
+    def ok(self, test):
+        test.assertEqual(self.returncode, 0, str(self))
+        return self
+
+    def json(self, test):
+        self.ok(test)
+        try:
+            return json.loads(self.stdout)
+        except ValueError as error:
+            test.fail(f"not JSON ({error}):\n{self}")
+
+
+class GrpcurlTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if not CONFIG.grpcurl:
+            raise unittest.SkipTest("no --grpcurl given")
+        version = subprocess.run(
+            [CONFIG.grpcurl, "-version"], capture_output=True, text=True, timeout=30
+        )
+        assert "v1.8.6" in version.stdout + version.stderr, version
+
+    def test_list_shows_implemented_services_and_hides_unimplemented_ones(self):
+        listed = Grpcurl("list").ok(self).stdout.split()
+        for service in (
+            "neurograph.v1.TokenService",
+            "neurograph.v1.System",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ):
+            self.assertIn(service, listed)
+        for service in ("neurograph.v1.GridService", "neurograph.v1.CDNAService"):
+            self.assertNotIn(service, listed)
+
+    def test_list_token_service_shows_its_methods(self):
+        methods = Grpcurl("list", "neurograph.v1.TokenService").ok(self).stdout.split()
+        for method in ("CreateToken", "GetToken", "ListTokens", "WatchTokens"):
+            self.assertIn(f"neurograph.v1.TokenService.{method}", methods)
+
+    def test_describe_token_resolves_fields_and_well_known_types(self):
+        out = Grpcurl("describe", "neurograph.v1.Token").ok(self).stdout
+        self.assertIn("neurograph.v1.Token is a message:", out)
+        for line in (
+            "uint32 id = 1;",
+            "float weight = 5;",
+            ".neurograph.v1.TokenFlags flags = 8;",
+            ".google.protobuf.Timestamp timestamp = 9;",
+            ".neurograph.v1.Point3 l1_physical = 10;",
+            ".neurograph.v1.Point3 l8_abstract = 17;",
+        ):
+            self.assertIn(line, out)
+
+    def test_describe_update_request_resolves_field_mask(self):
+        out = Grpcurl("describe", "neurograph.v1.UpdateTokenRequest").ok(self).stdout
+        self.assertIn(".google.protobuf.FieldMask update_mask = 2;", out)
+
+    def test_describe_each_neurograph_and_health_service(self):
+        for service, method in (
+            ("neurograph.v1.TokenService", "rpc CreateToken ( .neurograph.v1.CreateTokenRequest )"),
+            ("neurograph.v1.System", "rpc Status ( .neurograph.v1.StatusRequest )"),
+            ("grpc.health.v1.Health", "rpc Watch ( .grpc.health.v1.HealthCheckRequest )"),
+        ):
+            with self.subTest(service=service):
+                out = Grpcurl("describe", service).ok(self).stdout
+                self.assertIn(f"{service} is a service:", out)
+                self.assertIn(method, out)
+
+    # grpcurl 1.8.6 speaks only v1alpha, yet the list names grpc.reflection.v1 too: the
+    # v1alpha service must also hold the v1 descriptor for this to work.
+    def test_describe_every_listed_service_succeeds(self):
+        out = Grpcurl("describe").ok(self).stdout
+        self.assertIn("rpc CreateToken ( .neurograph.v1.CreateTokenRequest )", out)
+        self.assertIn("grpc.reflection.v1.ServerReflection is a service:", out)
+
+    def test_create_then_get_token_with_json(self):
+        created = Grpcurl(
+            "neurograph.v1.TokenService/CreateToken",
+            data='{"token":{"weight":0.5,"l1Physical":{"x":1,"y":2,"z":3}}}',
+        ).json(self)
+        self.assertIsInstance(created.get("id"), int, created)
+        self.assertGreater(created["id"], 0)
+        self.assertEqual(created["localId"], created["id"] & 0xFFFFFF)
+        self.assertEqual(created["weight"], 0.5)
+        self.assertEqual(created["l1Physical"], {"x": 1, "y": 2, "z": 3})
+        self.assertEqual(created["flags"], {"active": True})
+        self.assertRegex(created["timestamp"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        self.assertNotIn("l2Sensory", created)
+
+        got = Grpcurl("neurograph.v1.TokenService/GetToken", data={"id": created["id"]}).json(self)
+        self.assertEqual(got, created)
+
+    def test_create_with_invalid_weight_fails_with_invalid_argument(self):
+        call = Grpcurl("neurograph.v1.TokenService/CreateToken", data={"token": {"weight": 2.0}})
+        self.assertEqual(call.returncode, GRPCURL_STATUS_EXIT_BASE + INVALID_ARGUMENT, str(call))
+        self.assertIn("Code: InvalidArgument", call.stderr)
+        self.assertIn("token.weight", call.stderr)
+        # grpcurl decodes the details through reflection (the server serves google.rpc).
+        details = [
+            json.loads(line.split(")", 1)[1])
+            for line in call.stderr.splitlines()
+            if "type.googleapis.com/google.rpc.BadRequest" in line
+        ]
+        self.assertEqual(len(details), 1, str(call))
+        self.assertEqual(
+            [v["field"] for v in details[0].get("fieldViolations", [])], ["token.weight"], str(call)
+        )
+
+    def test_get_unknown_token_fails_with_not_found(self):
+        call = Grpcurl("neurograph.v1.TokenService/GetToken", data={"id": 0xFFFFFFFF})
+        self.assertEqual(call.returncode, GRPCURL_STATUS_EXIT_BASE + NOT_FOUND, str(call))
+        self.assertIn("Code: NotFound", call.stderr)
+
+    def test_health_check_is_serving(self):
+        for service in ("", "neurograph.v1.TokenService"):
+            with self.subTest(service=service):
+                reply = Grpcurl("grpc.health.v1.Health/Check", data={"service": service})
+                self.assertEqual(reply.json(self), {"status": "SERVING"})
+
+    def test_system_status_reports_enum_names_in_json(self):
+        status = Grpcurl("neurograph.v1.System/Status", data={}).json(self)
+        self.assertEqual(status["state"], "SERVER_STATE_RUNNING")
+        self.assertEqual(status["storageBackend"], "memory")
+
+
+if __name__ == "__main__":
+    support.main(sys.modules[__name__])
