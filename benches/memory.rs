@@ -1,1 +1,187 @@
-fn main() {}
+//! Resident memory per token at 500k, 1M and 2M tokens, every space defined. Target: ≤ 160
+//! bytes per token, worst of the three sizes.
+//!
+//! Each size runs in a child process (this binary re-executed with `--child N`): a freed store
+//! leaves the allocator's heap grown and fragmented, so a second size in the same process would
+//! start from an inflated baseline and reuse resident pages, and its figure would be wrong in
+//! either direction. A fresh process per size measures only that size's store.
+//!
+//! Besides RSS, a counting global allocator reports the heap bytes the store holds live, which
+//! separates what the data structures ask for from what the allocator keeps resident.
+//! `cargo bench --bench memory`; figures go in the README.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::process::Command as Process;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use neurograph::model::{Space, TokenDraft, TokenInput};
+use neurograph::store::{Command, Store};
+use neurograph::telemetry::resident_bytes;
+
+/// Store sizes to measure.
+const SIZES: [usize; 3] = [500_000, 1_000_000, 2_000_000];
+/// Tokens per `BatchCreate`.
+const CHUNK: usize = 1_000;
+/// Fixed commit time.
+const AT: u32 = 1_700_000_000;
+/// The target, in bytes of resident memory per token.
+const TARGET_BYTES_PER_TOKEN: f64 = 160.0;
+
+/// The system allocator, counting the bytes currently allocated.
+struct CountingAlloc;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
+// `GlobalAlloc` contract is `System`'s; the counter only observes sizes. Every run of this
+// benchmark exercises it.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is; the caller upholds `alloc`'s contract.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is; the caller upholds `alloc_zeroed`'s contract.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as is; `ptr` came from this allocator with `layout`.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded as is; the caller upholds `realloc`'s contract.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+            LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
+
+/// xorshift64: deterministic and dependency-free.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A token with every space defined, in (domain, entity_type) pair `pair`.
+fn draft(rng: &mut XorShift, pair: usize) -> TokenDraft {
+    let mut coordinate = |space: Space| {
+        let max = space.max_value() * 0.99;
+        ((rng.unit() * 2.0 - 1.0) * max) as f32
+    };
+    TokenInput {
+        domain: (pair >> 4) as u32,
+        entity_type: (pair & 0xF) as u32,
+        weight: 0.5,
+        field_radius: 1.0,
+        field_strength: 0.5,
+        points: Space::ALL.map(|space| Some([(); 3].map(|()| coordinate(space)))),
+        ..TokenInput::default()
+    }
+    .to_draft()
+    .expect("generated input is valid")
+}
+
+/// One size, in this process: prints `N,rss_bytes,rss_per_token,heap_bytes,heap_per_token,secs`.
+fn measure(tokens: usize) {
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let rss_before = resident_bytes();
+    let heap_before = LIVE_BYTES.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let store = Store::default();
+    for chunk in 0..tokens.div_ceil(CHUNK) {
+        let pair = chunk % 256;
+        let count = CHUNK.min(tokens - chunk * CHUNK);
+        let drafts = (0..count).map(|_| draft(&mut rng, pair)).collect();
+        store
+            .apply(Command::BatchCreate { drafts, at: AT })
+            .expect("sizes fit the id space");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let rss = resident_bytes().saturating_sub(rss_before);
+    let heap = LIVE_BYTES
+        .load(Ordering::Relaxed)
+        .saturating_sub(heap_before);
+    assert_eq!(store.tables().len(), tokens as u64);
+    println!(
+        "{tokens},{rss},{:.1},{heap},{:.1},{secs:.2}",
+        rss as f64 / tokens as f64,
+        heap as f64 / tokens as f64
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(position) = args.iter().position(|a| a == "--child") {
+        let tokens = args
+            .get(position + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--child takes a token count");
+        measure(tokens);
+        return;
+    }
+    // `cargo test --benches` runs this with no `--bench`: there is nothing to check quickly.
+    if !args.iter().any(|a| a == "--bench") {
+        return;
+    }
+
+    let exe = std::env::current_exe().expect("own path to re-execute");
+    println!(
+        "{:>10} {:>14} {:>12} {:>14} {:>12} {:>8}",
+        "tokens", "rss bytes", "rss B/token", "heap bytes", "heap B/token", "load s"
+    );
+    let mut worst: f64 = 0.0;
+    for tokens in SIZES {
+        let output = Process::new(&exe)
+            .args(["--child", &tokens.to_string()])
+            .output()
+            .expect("child runs");
+        assert!(
+            output.status.success(),
+            "child for {tokens} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let line = String::from_utf8(output.stdout).expect("child prints UTF-8");
+        let fields: Vec<&str> = line.trim().split(',').collect();
+        let [n, rss, rss_per, heap, heap_per, secs] = fields[..] else {
+            panic!("child printed {line:?}");
+        };
+        worst = worst.max(rss_per.parse().expect("child prints a number"));
+        println!("{n:>10} {rss:>14} {rss_per:>12} {heap:>14} {heap_per:>12} {secs:>8}");
+    }
+    let verdict = if worst <= TARGET_BYTES_PER_TOKEN {
+        "met"
+    } else {
+        "NOT met"
+    };
+    println!("worst {worst:.1} B/token resident; target ≤ {TARGET_BYTES_PER_TOKEN}: {verdict}");
+}
