@@ -10,6 +10,13 @@ async fn main() -> std::process::ExitCode {
     let config = Config::parse();
     telemetry::init_logging(config.log_format);
     tracing::info!(?config, "starting neurograph {}", env!("CARGO_PKG_VERSION"));
+    let signal = match server::termination_signal() {
+        Ok(signal) => signal,
+        Err(e) => {
+            tracing::error!("cannot install SIGTERM/SIGINT handlers: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -17,7 +24,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match server::serve(config, listener, server::termination_signal()).await {
+    match server::serve(config, listener, signal).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("server failed: {e}");

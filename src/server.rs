@@ -172,29 +172,19 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     builder
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn termination_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                warn!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await
-            }
+/// A future resolving on the first SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when the future is first polled, so that a signal arriving right after the
+/// listening line is logged still shuts down gracefully instead of killing the process.
+pub fn termination_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => info!("SIGINT received"),
+            _ = term.recv() => info!("SIGTERM received"),
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => info!("SIGINT received"),
-        () = term => info!("SIGTERM received"),
-    }
+    })
 }
 
 /// Serves every implemented service on `listener` until `shutdown` resolves, then shuts down

@@ -9,21 +9,21 @@
 //! unit and integration tests check with tonic's client is not repeated here: this file is
 //! about what other languages' stock tools see on the wire.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{mpsc, OnceLock};
+
+use common::binary::Server;
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// First run: a venv plus about 20 MB of wheels from PyPI (pip's own timeout is 180 s a request).
 const TOOLS_TIMEOUT: Duration = Duration::from_secs(20 * 60);
-/// From spawning the server to its listening line.
-const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// One Python script against a running server (its calls have 10 s deadlines each).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
-/// What the server logs once its port is bound, followed by the address.
-const LISTENING_MARKER: &str = "neurograph listening on ";
 
 /// The Python test classes of `client_test.py`, each run by one test below.
 const CLIENT_TEST_CLASSES: &[&str] = &[
@@ -176,98 +176,6 @@ fn read_to_end_in_background(mut pipe: impl Read + Send + 'static) -> mpsc::Rece
     receiver
 }
 
-/// The real `neurograph` binary on an ephemeral port; killed when dropped, failed test or not.
-struct Server {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start() -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_neurograph"))
-            .args(["--listen", "127.0.0.1:0", "--storage", "memory"])
-            // Whatever the caller's environment says, the listening line must be logged plainly.
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .current_dir(env!("CARGO_TARGET_TMPDIR"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the neurograph binary");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (addr_sender, addr_receiver) = mpsc::channel();
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        // Both pipes are drained for the server's whole life, so it never blocks on logging.
-        let stdout_log = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = listening_addr(&line) {
-                    let _ = addr_sender.send(addr);
-                }
-                append_line(&stdout_log, &line);
-            }
-        });
-        let stderr_log = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                append_line(&stderr_log, &line);
-            }
-        });
-
-        let mut server = Server {
-            child,
-            addr: String::new(),
-            log,
-        };
-        match addr_receiver.recv_timeout(SERVER_START_TIMEOUT) {
-            Ok(addr) => server.addr = addr,
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                "no `{LISTENING_MARKER}` line within {SERVER_START_TIMEOUT:?}\n{}",
-                server.log()
-            ),
-            Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
-                "the server closed stdout before listening ({:?})\n{}",
-                server.child.try_wait(),
-                server.log()
-            ),
-        }
-        server
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn append_line(log: &Mutex<String>, line: &str) {
-    if let Ok(mut log) = log.lock() {
-        log.push_str(line);
-        log.push('\n');
-    }
-}
-
-/// `127.0.0.1:PORT` from the listening line, in the text or the JSON log format.
-fn listening_addr(line: &str) -> Option<String> {
-    let rest = &line[line.find(LISTENING_MARKER)? + LISTENING_MARKER.len()..];
-    let addr: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
-        .collect();
-    addr.rsplit_once(':')
-        .is_some_and(|(_, port)| port.parse::<u16>().is_ok_and(|p| p != 0))
-        .then_some(addr)
-}
-
 /// Runs `tests/python/<script>` against `server` and fails the test with every output unless
 /// the script exits 0 after printing its `N passed, 0 failed` line.
 fn run_python_script(server: &Server, script: &str, extra_args: &[&str]) {
@@ -313,7 +221,7 @@ fn run_client_test_class(class: &str) {
         CLIENT_TEST_CLASSES.contains(&class),
         "{class} is not listed"
     );
-    let server = Server::start();
+    let server = Server::start(&[]);
     run_python_script(&server, "client_test.py", &[&format!(".{class}.")]);
 }
 
@@ -349,7 +257,7 @@ fn python_client_reads_system_health_ready_and_status() {
 
 #[test]
 fn grpcurl_1_8_6_lists_describes_and_calls_services_with_json() {
-    let server = Server::start();
+    let server = Server::start(&[]);
     run_python_script(&server, "grpcurl_test.py", &[]);
 }
 
@@ -376,15 +284,4 @@ fn every_python_client_test_class_is_run_by_a_rust_test() {
             "{class} is gone from client_test.py"
         );
     }
-}
-
-#[test]
-fn listening_line_parses_in_text_and_json_formats() {
-    let text = "2026-11-25T10:57:16Z  INFO neurograph::server: neurograph listening on \
-                127.0.0.1:42761 addr=127.0.0.1:42761 storage=\"memory\"";
-    let json = r#"{"timestamp":"…","level":"INFO","fields":{"message":"neurograph listening on 127.0.0.1:42761","addr":"127.0.0.1:42761"}}"#;
-    assert_eq!(listening_addr(text).as_deref(), Some("127.0.0.1:42761"));
-    assert_eq!(listening_addr(json).as_deref(), Some("127.0.0.1:42761"));
-    assert_eq!(listening_addr("neurograph listening on 127.0.0.1:0"), None);
-    assert_eq!(listening_addr("starting neurograph 0.1.0"), None);
 }

@@ -1,5 +1,8 @@
-//! Starts the real server on 127.0.0.1:0 and hands out generated tonic clients.
+//! Starts the real server on 127.0.0.1:0 (in process, or the built binary in `binary`) and
+//! hands out generated tonic clients.
 #![allow(dead_code)]
+
+pub mod binary;
 
 use std::net::SocketAddr;
 use std::time::Duration;

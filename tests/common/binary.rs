@@ -1,0 +1,130 @@
+//! The real `neurograph` binary as a child process on an ephemeral port: started with extra
+//! flags, its port learnt from the "neurograph listening on" log line, its log kept, and killed
+//! when dropped (failed test or not).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// From spawning the server to its listening line.
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// What the server logs once its port is bound, followed by the address.
+const LISTENING_MARKER: &str = "neurograph listening on ";
+
+/// A running `neurograph` process.
+pub struct Server {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the binary on `127.0.0.1:0` with memory storage plus `extra_args`.
+    pub fn start(extra_args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_neurograph"))
+            .args(["--listen", "127.0.0.1:0", "--storage", "memory"])
+            .args(extra_args)
+            // Whatever the caller's environment says, the listening line must be logged.
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .current_dir(env!("CARGO_TARGET_TMPDIR"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the neurograph binary");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_sender, addr_receiver) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        // Both pipes are drained for the server's whole life, so it never blocks on logging.
+        let stdout_log = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = addr_sender.send(addr);
+                }
+                append_line(&stdout_log, &line);
+            }
+        });
+        let stderr_log = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                append_line(&stderr_log, &line);
+            }
+        });
+
+        let mut server = Server {
+            child,
+            addr: String::new(),
+            log,
+        };
+        match addr_receiver.recv_timeout(SERVER_START_TIMEOUT) {
+            Ok(addr) => server.addr = addr,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                "no `{LISTENING_MARKER}` line within {SERVER_START_TIMEOUT:?}\n{}",
+                server.log()
+            ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                "the server closed stdout before listening ({:?})\n{}",
+                server.child.try_wait(),
+                server.log()
+            ),
+        }
+        server
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the process.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pids fit in i32");
+        // SAFETY: kill(2) with our own child's pid and a valid signal number.
+        let result = unsafe { libc::kill(pid, signal) };
+        assert_eq!(result, 0, "kill({pid}, {signal})");
+    }
+
+    /// Waits at most `limit` for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            match self.child.try_wait().expect("wait for the server") {
+                Some(status) => return Some(status),
+                None if started.elapsed() >= limit => return None,
+                None => thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn append_line(log: &Mutex<String>, line: &str) {
+    if let Ok(mut log) = log.lock() {
+        log.push_str(line);
+        log.push('\n');
+    }
+}
+
+/// `127.0.0.1:PORT` from the listening line, in the text or the JSON log format.
+pub fn listening_addr(line: &str) -> Option<String> {
+    let rest = &line[line.find(LISTENING_MARKER)? + LISTENING_MARKER.len()..];
+    let addr: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
+        .collect();
+    addr.rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok_and(|p| p != 0))
+        .then_some(addr)
+}
