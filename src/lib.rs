@@ -3,6 +3,8 @@
 //! Data flows one way: wire → `api` (translate, validate) → `store` (state and invariants) →
 //! `model` (pure rules). Nothing below `api` knows gRPC exists.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod config;
 pub mod model;
