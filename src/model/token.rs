@@ -96,6 +96,15 @@ impl Space {
 }
 
 /// A token id: `domain << 28 | entity_type << 24 | local_id`, never 0.
+///
+/// ```
+/// use neurograph::model::TokenId;
+///
+/// let id = TokenId::from_parts(2, 5, 1).expect("parts in range");
+/// assert_eq!(id.get(), 620_756_993); // 0x2500_0001
+/// assert_eq!((id.domain(), id.entity_type(), id.local_id()), (2, 5, 1));
+/// assert!(TokenId::new(0x2500_0000).is_none(), "local_id 0 names no token");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TokenId(NonZeroU32);
 
@@ -361,6 +370,19 @@ pub struct Token {
 }
 
 /// Token values as a client sent them, before any rule is checked.
+///
+/// ```
+/// use neurograph::model::{Space, TokenInput};
+///
+/// let mut input = TokenInput { weight: 0.5, field_radius: 2.554, ..TokenInput::default() };
+/// input.points[Space::L2Sensory.index()] = Some([0.12345, -3.2767, 0.0]);
+/// let draft = input.to_draft().expect("valid");
+/// assert_eq!(draft.data.field_radius(), 2.55); // quantised, not clamped
+///
+/// input.points[Space::L2Sensory.index()] = Some([4.5, 0.0, 0.0]);
+/// let violations = input.to_draft().expect_err("out of range");
+/// assert_eq!(violations.to_string(), "l2_sensory.x: 4.5 is outside [-3.2767, 3.2767]");
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TokenInput {
     /// Raw id (0 = allocate).
