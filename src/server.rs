@@ -14,10 +14,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
+use crate::api::health::HealthApi;
 use crate::api::pb::system_server::SystemServer;
 use crate::api::pb::token_service_server::TokenServiceServer;
 use crate::api::system::SystemApi;
@@ -195,18 +197,24 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let store = Arc::new(Store::default());
+    let max = config.max_message_bytes;
     let (down_sender, down_receiver) = tokio::sync::watch::channel(false);
     let down = ShutdownSignal::new(down_receiver);
     let connections = Arc::new(ConnectionStats::default());
     let sampler = ProcessSampler::start(Duration::from_secs(1));
 
-    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let reporter = HealthReporter::new();
     set_health(&reporter, ServingStatus::Serving).await;
+    let health = HealthServer::new(HealthApi::new(reporter.clone(), down.clone()))
+        .max_decoding_message_size(max);
 
-    let reflection_v1 = reflection_builder().build_v1()?;
-    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
+    let reflection_v1 = reflection_builder()
+        .build_v1()?
+        .max_decoding_message_size(max);
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()?
+        .max_decoding_message_size(max);
 
-    let max = config.max_message_bytes;
     let tokens = TokenServiceServer::new(TokenApi::new(Arc::clone(&store), down.clone()))
         .max_decoding_message_size(max);
     let system = SystemServer::new(SystemApi::new(
@@ -221,7 +229,7 @@ pub async fn serve(
     let router = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
         .layer(tower::util::MapResponseLayer::new(map_oversized(max)))
-        .add_service(health_service)
+        .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(tokens)

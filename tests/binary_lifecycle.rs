@@ -97,40 +97,48 @@ fn listening_line_parses_in_text_and_json_formats() {
 }
 
 #[test]
-fn shutdown_timeout_bounds_the_drain_of_an_open_watch() {
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
+fn shutdown_timeout_bounds_the_drain_of_a_call_that_never_ends() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let mut server = Server::start(&["--shutdown-timeout", "300ms"]);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let addr = server.addr.clone();
-    // A health Watch never ends by itself: only the bounded drain can close its connection.
-    let watch = runtime.block_on(async move {
+    // A reflection call lasts as long as the client keeps its request stream open: only the
+    // bounded drain can close its connection.
+    let open_call = runtime.block_on(async move {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .expect("uri")
             .connect()
             .await
             .expect("connect");
-        let mut health = HealthClient::new(channel);
-        let mut watch = health
-            .watch(HealthCheckRequest {
-                service: String::new(),
+        let (requests, receiver) = tokio::sync::mpsc::channel(1);
+        requests
+            .send(ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
             })
             .await
-            .expect("watch")
+            .expect("queue a request");
+        let mut client = ServerReflectionClient::new(channel);
+        let mut replies = client
+            .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+            .expect("reflection")
             .into_inner();
-        watch.message().await.expect("first status");
-        (health, watch)
+        replies.message().await.expect("a reply");
+        (client, requests, replies)
     });
     server.signal(libc::SIGTERM);
     let status = server
         .wait_exit(EXIT_LIMIT)
-        .expect("exits despite the open watch");
+        .expect("exits despite the open call");
     assert!(status.success(), "{status:?}");
     assert!(
         server.log().contains("shutdown timeout reached"),
         "{}",
         server.log()
     );
-    drop(watch);
+    drop(open_call);
 }

@@ -164,6 +164,11 @@ async fn shutdown_turns_health_not_serving_and_ends_streams_unavailable() {
     server.signal_shutdown();
     let next = watch.message().await.expect("update").expect("a status");
     assert_eq!(next.status(), ServingStatus::NotServing);
+    let ended = watch
+        .message()
+        .await
+        .expect_err("the watch ends after NOT_SERVING");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
 
     let mut received = 1;
     let ended = loop {
@@ -176,7 +181,6 @@ async fn shutdown_turns_health_not_serving_and_ends_streams_unavailable() {
     let status = ended.expect("the stream ends with an error, not a clean end");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(received < 5000, "the stream was cut short: {received}");
-    drop(watch);
     server.stop().await.expect("clean stop");
 }
 

@@ -5,7 +5,8 @@ use prost_types::Timestamp;
 
 use super::pb;
 use crate::model::{
-    FlagName, Space, Token, TokenFilter, TokenFlags, TokenInput, TokenPatch, UpdatePath, Violations,
+    FlagName, Space, Token, TokenFilter, TokenFlags, TokenId, TokenInput, TokenPatch, UpdatePath,
+    Violations,
 };
 use crate::store::StoreError;
 
@@ -105,56 +106,60 @@ impl From<&Token> for pb::Token {
 }
 
 /// The filter of a request (absent = match all); violations under `filter.`.
-pub fn token_filter(filter: Option<&pb::TokenFilter>) -> Result<TokenFilter, StoreError> {
+pub fn token_filter(filter: Option<&pb::TokenFilter>) -> Result<TokenFilter, Violations> {
     let Some(filter) = filter else {
         return Ok(TokenFilter::default());
     };
-    TokenFilter::new(filter.domain, filter.entity_type)
-        .map_err(|v| StoreError::Invalid(v.prefixed("filter.")))
+    TokenFilter::new(filter.domain, filter.entity_type).map_err(|v| v.prefixed("filter."))
 }
 
-/// A required message field, or INVALID_ARGUMENT naming it.
-pub fn required<'a, T>(value: Option<&'a T>, field: &str) -> Result<&'a T, StoreError> {
-    value.ok_or_else(|| {
-        let mut violations = Violations::default();
-        violations.push(field, "is required");
-        StoreError::Invalid(violations)
-    })
+/// A required message field, or a violation naming it.
+pub fn required<'a, T>(value: Option<&'a T>, field: &str) -> Result<&'a T, Violations> {
+    value.ok_or_else(|| Violations::one(field, "is required"))
 }
 
-/// An id naming an existing token: 0 is INVALID_ARGUMENT at `field`.
-pub fn existing_id(raw: u32, field: &str) -> Result<crate::model::TokenId, StoreError> {
-    crate::model::TokenId::new(raw).ok_or_else(|| {
-        let mut violations = Violations::default();
-        let rule = if raw == 0 {
-            "0 names no token; send the id of an existing token".to_string()
-        } else {
-            format!("{raw} has local_id 0, which no token has")
-        };
-        violations.push(field, rule);
-        StoreError::Invalid(violations)
-    })
+/// An id naming an existing token. 0 is a violation at `field`; a non-zero id with local_id 0
+/// is `Ok(None)`: valid input that no token can have, so NOT_FOUND once the rest of the
+/// request is valid.
+pub fn existing_id(raw: u32, field: &str) -> Result<Option<TokenId>, Violations> {
+    if raw == 0 {
+        return Err(Violations::one(
+            field,
+            "0 names no token; send the id of an existing token",
+        ));
+    }
+    Ok(TokenId::new(raw))
 }
 
-/// The patch an UpdateToken request asks for; violations under `token.` / `update_mask.paths`.
+/// NOT_FOUND for the token with raw id `raw`.
+pub fn token_not_found(raw: u32) -> StoreError {
+    StoreError::NotFound(format!("token {raw} does not exist"))
+}
+
+/// The patch an UpdateToken request asks for: every bad mask path (`update_mask.paths[i]`) and
+/// every bad value of a valid path (`token.…`) is reported.
 pub fn token_patch(
     token: &pb::Token,
     mask: Option<&prost_types::FieldMask>,
-) -> Result<TokenPatch, StoreError> {
+) -> Result<TokenPatch, Violations> {
+    let mut violations = Violations::default();
     let paths = match mask.map(|m| m.paths.as_slice()).unwrap_or_default() {
         [] => UpdatePath::all(),
-        paths => {
-            let mut violations = Violations::default();
-            let mut parsed = Vec::with_capacity(paths.len());
-            for (i, path) in paths.iter().enumerate() {
-                match UpdatePath::parse(path) {
-                    Ok(p) => parsed.push(p),
-                    Err(rule) => violations.push(format!("update_mask.paths[{i}]"), rule),
-                }
-            }
-            violations.into_result(parsed)?
-        }
+        paths => paths
+            .iter()
+            .enumerate()
+            .filter_map(|(i, path)| {
+                violations.take(
+                    UpdatePath::parse(path)
+                        .map_err(|rule| Violations::one(format!("update_mask.paths[{i}]"), rule)),
+                )
+            })
+            .collect(),
     };
-    TokenPatch::new(&TokenInput::from(token), paths)
-        .map_err(|v| StoreError::Invalid(v.prefixed("token.")))
+    let patch = violations
+        .take(TokenPatch::new(&TokenInput::from(token), paths).map_err(|v| v.prefixed("token.")));
+    match patch {
+        Some(patch) if violations.is_empty() => Ok(patch),
+        _ => Err(violations),
+    }
 }

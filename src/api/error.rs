@@ -31,6 +31,12 @@ pub fn invalid(violations: Violations) -> Status {
     Status::with_error_details(Code::InvalidArgument, violations.to_string(), details)
 }
 
+impl From<Violations> for Status {
+    fn from(violations: Violations) -> Self {
+        invalid(violations)
+    }
+}
+
 impl From<StoreError> for Status {
     fn from(error: StoreError) -> Self {
         to_status(error)

@@ -2,7 +2,7 @@
 //! the last id returned, so the next page starts after that id.
 
 use crate::model::TokenFilter;
-use crate::store::StoreError;
+use crate::model::Violations;
 
 /// Page size when the request says 0.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -13,21 +13,15 @@ const VERSION: u8 = 1;
 const NONE: u8 = 0xFF;
 
 /// The effective page size for a requested `page_size`.
-pub fn page_size(requested: i32) -> Result<usize, StoreError> {
+pub fn page_size(requested: i32) -> Result<usize, Violations> {
     match requested {
-        n if n < 0 => Err(invalid_field(
+        n if n < 0 => Err(Violations::one(
             "page_size",
             format!("{n} is negative; send 0 for the default of {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE}"),
         )),
         0 => Ok(DEFAULT_PAGE_SIZE),
         n => Ok((n as usize).min(MAX_PAGE_SIZE)),
     }
-}
-
-fn invalid_field(field: &str, description: String) -> StoreError {
-    let mut violations = crate::model::Violations::default();
-    violations.push(field, description);
-    StoreError::Invalid(violations)
 }
 
 fn filter_bytes(filter: &TokenFilter) -> [u8; 2] {
@@ -48,14 +42,14 @@ pub fn encode(filter: &TokenFilter, last_id: u32) -> String {
 }
 
 /// The last id a token recorded; INVALID_ARGUMENT if malformed or made for another filter.
-pub fn decode(token: &str, filter: &TokenFilter) -> Result<Option<u32>, StoreError> {
+pub fn decode(token: &str, filter: &TokenFilter) -> Result<Option<u32>, Violations> {
     if token.is_empty() {
         return Ok(None);
     }
     let malformed = || {
-        invalid_field(
+        Violations::one(
             "page_token",
-            "is malformed; pass back a next_page_token unchanged".to_string(),
+            "is malformed; pass back a next_page_token unchanged",
         )
     };
     if token.len() != 16 || !token.is_ascii() {
@@ -72,9 +66,9 @@ pub fn decode(token: &str, filter: &TokenFilter) -> Result<Option<u32>, StoreErr
         return Err(malformed());
     }
     if bytes[1..3] != filter_bytes(filter) {
-        return Err(invalid_field(
+        return Err(Violations::one(
             "page_token",
-            "was made for another filter; send the same filter as the first page".to_string(),
+            "was made for another filter; send the same filter as the first page",
         ));
     }
     Ok(Some(u32::from_be_bytes([

@@ -7,7 +7,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{existing_id, required, token_filter, token_patch};
+use super::convert::{existing_id, required, token_filter, token_not_found, token_patch};
+use super::error::to_status;
 use super::paging;
 use super::pb::{self, token_service_server::TokenService};
 use super::ShutdownSignal;
@@ -59,7 +60,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::Token>, Status> {
         let request = request.into_inner();
         let token = required(request.token.as_ref(), "token")?;
-        let draft = draft(token, "token.").map_err(StoreError::Invalid)?;
+        let draft = draft(token, "token.")?;
         let committed = self.store.apply(Command::CreateToken {
             draft,
             at: unix_now(),
@@ -71,11 +72,10 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::GetTokenRequest>,
     ) -> Result<Response<pb::Token>, Status> {
-        let id = existing_id(request.into_inner().id, "id")?;
-        let token = self
-            .store
-            .get(id)
-            .ok_or_else(|| StoreError::NotFound(format!("token {id} does not exist")))?;
+        let raw = request.into_inner().id;
+        let token = existing_id(raw, "id")?
+            .and_then(|id| self.store.get(id))
+            .ok_or_else(|| token_not_found(raw))?;
         Ok(Response::new(pb::Token::from(&token)))
     }
 
@@ -85,8 +85,13 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::Token>, Status> {
         let request = request.into_inner();
         let token = required(request.token.as_ref(), "token")?;
-        let id = existing_id(token.id, "token.id")?;
-        let patch = token_patch(token, request.update_mask.as_ref())?;
+        let mut violations = Violations::default();
+        let id = violations.take(existing_id(token.id, "token.id"));
+        let patch = violations.take(token_patch(token, request.update_mask.as_ref()));
+        let (Some(id), Some(patch)) = (id, patch) else {
+            return Err(violations.into());
+        };
+        let id = id.ok_or_else(|| token_not_found(token.id))?;
         let committed = self.store.apply(Command::UpdateToken {
             id,
             patch,
@@ -99,7 +104,8 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::DeleteTokenRequest>,
     ) -> Result<Response<pb::DeleteTokenResponse>, Status> {
-        let id = existing_id(request.into_inner().id, "id")?;
+        let raw = request.into_inner().id;
+        let id = existing_id(raw, "id")?.ok_or_else(|| token_not_found(raw))?;
         self.store.apply(Command::DeleteToken { id })?;
         Ok(Response::new(pb::DeleteTokenResponse {}))
     }
@@ -109,12 +115,15 @@ impl TokenService for TokenApi {
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         let request = request.into_inner();
-        let size = paging::page_size(request.page_size)?;
-        let filter = token_filter(request.filter.as_ref())?;
-        let after = paging::decode(&request.page_token, &filter)?;
-        let tables = self.store.tables();
-        let page = tables.page(&filter, after, size);
-        let total_size = tables.count(&filter);
+        let mut violations = Violations::default();
+        let size = violations.take(paging::page_size(request.page_size));
+        let filter = violations.take(token_filter(request.filter.as_ref()));
+        // A page token is checked against the filter, so only when the filter is valid.
+        let after = filter.and_then(|f| violations.take(paging::decode(&request.page_token, &f)));
+        let (Some(size), Some(filter), Some(after)) = (size, filter, after) else {
+            return Err(violations.into());
+        };
+        let (page, total_size) = self.store.tables().page_with_count(&filter, after, size);
         let next_page_token = match (page.more, page.tokens.last()) {
             (true, Some(last)) => paging::encode(&filter, last.id.get()),
             _ => String::new(),
@@ -162,7 +171,7 @@ impl TokenService for TokenApi {
                     tokens.len()
                 ),
             );
-            return Err(StoreError::Invalid(violations).into());
+            return Err(violations.into());
         }
         let mut violations = Violations::default();
         let mut drafts = Vec::with_capacity(tokens.len());
@@ -172,9 +181,7 @@ impl TokenService for TokenApi {
                 Err(v) => violations.extend(v),
             }
         }
-        let drafts = violations
-            .into_result(drafts)
-            .map_err(StoreError::Invalid)?;
+        let drafts = violations.into_result(drafts)?;
         let committed = self.store.apply(Command::BatchCreate {
             drafts,
             at: unix_now(),
@@ -211,7 +218,8 @@ impl TokenService for TokenApi {
                     tokio::select! {
                         sent = sender.send(Ok(pb::Token::from(token))) => if sent.is_err() { return },
                         () = shutdown.wait() => {
-                            let _ = sender.send(Err(Status::unavailable("server is shutting down"))).await;
+                            let ended = to_status(StoreError::Unavailable("server is shutting down".into()));
+                            let _ = sender.send(Err(ended)).await;
                             return;
                         }
                     }

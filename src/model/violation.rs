@@ -55,6 +55,23 @@ impl Violations {
         self.0.extend(other.0);
     }
 
+    /// The value of `result`, or `None` after recording its violations: lets a handler check
+    /// every part of a request and report all violations at once.
+    pub fn take<T>(&mut self, result: Result<T, Violations>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(violations) => {
+                self.extend(violations);
+                None
+            }
+        }
+    }
+
+    /// A single violation of `field`.
+    pub fn one(field: impl Into<String>, description: impl Into<String>) -> Violations {
+        Violations(vec![FieldViolation::new(field, description)])
+    }
+
     /// `Ok(value)` when empty, else `Err(self)`.
     pub fn into_result<T>(self, value: T) -> Result<T, Violations> {
         if self.is_empty() {

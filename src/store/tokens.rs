@@ -34,6 +34,15 @@ pub struct TokenTables {
     active: AtomicU64,
 }
 
+/// Number of ids in `ids` matching `filter`.
+fn count_locked(ids: &RoaringBitmap, filter: &TokenFilter) -> u64 {
+    filter
+        .id_ranges()
+        .into_iter()
+        .map(|range| ids.range_cardinality(range))
+        .sum()
+}
+
 impl TokenTables {
     /// Empty tables sized for `capacity` tokens.
     pub fn with_capacity(capacity: usize) -> TokenTables {
@@ -72,17 +81,33 @@ impl TokenTables {
 
     /// Number of tokens matching `filter`.
     pub fn count(&self, filter: &TokenFilter) -> u64 {
+        count_locked(&self.ids.read(), filter)
+    }
+
+    /// A page (as `page`) and the number of matches, read under one lock so they agree.
+    pub fn page_with_count(
+        &self,
+        filter: &TokenFilter,
+        after: Option<u32>,
+        size: usize,
+    ) -> (TokenPage, u64) {
         let ids = self.ids.read();
-        filter
-            .id_ranges()
-            .into_iter()
-            .map(|range| ids.range_cardinality(range))
-            .sum()
+        let count = count_locked(&ids, filter);
+        (self.page_locked(&ids, filter, after, size), count)
     }
 
     /// Up to `size` tokens matching `filter` with ids above `after`, ascending.
     pub fn page(&self, filter: &TokenFilter, after: Option<u32>, size: usize) -> TokenPage {
-        let ids = self.ids.read();
+        self.page_locked(&self.ids.read(), filter, after, size)
+    }
+
+    fn page_locked(
+        &self,
+        ids: &RoaringBitmap,
+        filter: &TokenFilter,
+        after: Option<u32>,
+        size: usize,
+    ) -> TokenPage {
         let mut tokens = Vec::with_capacity(size.min(1024));
         for range in filter.id_ranges() {
             let start = match after {
