@@ -164,6 +164,32 @@ async fn stored_values_are_quantised_exactly() {
 }
 
 #[tokio::test]
+async fn quantisation_rounds_ties_away_from_zero() {
+    let server = TestServer::start().await;
+    let mut client = server.tokens().await;
+    // 0.125 is exact in f32, so ×100 is exactly 12.5: a tie that half-to-even would round to 12.
+    let stored = create(
+        &mut client,
+        pb::Token {
+            field_radius: 0.125,
+            l1_physical: Some(pb::Point3 {
+                x: -0.125,
+                y: 0.125,
+                z: 0.375,
+            }),
+            ..pb::Token::default()
+        },
+    )
+    .await;
+    assert_eq!(stored.field_radius, 13.0 / 100.0);
+    let l1 = stored.l1_physical.expect("defined");
+    assert_eq!(
+        (l1.x, l1.y, l1.z),
+        (-13.0 / 100.0, 13.0 / 100.0, 38.0 / 100.0)
+    );
+}
+
+#[tokio::test]
 async fn update_replaces_only_masked_paths() {
     let server = TestServer::start().await;
     let mut client = server.tokens().await;
@@ -385,33 +411,65 @@ async fn list_page_size_defaults_to_50_and_caps_at_1000() {
 async fn paging_neither_skips_nor_repeats_tokens_under_concurrent_writes() {
     let server = TestServer::start().await;
     let mut client = server.tokens().await;
-    let tokens = vec![token_at(0.5, 0.0, 0.0, 0.0); 500];
-    let stable: BTreeSet<u32> = batch(&mut client, tokens)
-        .await
+    // Stable tokens take odd local ids; between pages, tokens come and go at even local ids
+    // both before the cursor and after it. An offset-based pager would skip or repeat.
+    let stable: Vec<u32> = (0..300u32).map(|i| 2 * i + 1).collect();
+    let tokens = stable
         .iter()
-        .map(|t| t.id)
+        .map(|&id| pb::Token { id, ..full_token() })
         .collect();
+    batch(&mut client, tokens).await;
     let mut writer = server.tokens().await;
-    let churn = tokio::spawn(async move {
-        for i in 0..300u32 {
-            let created = create(&mut writer, token_at(0.5, 0.0, 0.0, 0.0)).await;
-            if i % 2 == 0 {
-                writer
-                    .delete_token(pb::DeleteTokenRequest { id: created.id })
-                    .await
-                    .expect("delete");
-            }
+    let mut walked = Vec::new();
+    let mut page_token = String::new();
+    let mut churn_round = 0u32;
+    loop {
+        let page = client
+            .list_tokens(pb::ListTokensRequest {
+                page_size: 17,
+                page_token: page_token.clone(),
+                filter: None,
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        walked.extend(page.tokens.iter().map(|t| t.id));
+        if page.next_page_token.is_empty() {
+            break;
         }
-    });
-    let walked = list_all(&mut client, 13, None).await;
-    churn.await.expect("writer finished");
-    let unique: BTreeSet<u32> = walked.iter().copied().collect();
-    assert_eq!(unique.len(), walked.len(), "no id repeated");
-    assert!(walked.windows(2).all(|w| w[0] < w[1]), "ascending");
+        page_token = page.next_page_token;
+        let cursor = *walked.last().expect("a full page");
+        // Create two tokens before the cursor and two after it, and delete those of the
+        // previous round.
+        for id in [2, cursor - 1, cursor + 1, 600 - churn_round * 2].map(|id| id & !1) {
+            if id == 0 {
+                continue;
+            }
+            let _ = writer.delete_token(pb::DeleteTokenRequest { id }).await;
+            let _ = writer
+                .create_token(pb::CreateTokenRequest {
+                    token: Some(pb::Token { id, ..full_token() }),
+                })
+                .await;
+        }
+        churn_round += 1;
+    }
+    assert!(churn_round >= 10, "the walk spanned many pages");
+    let mut seen = std::collections::BTreeMap::new();
+    for id in &walked {
+        *seen.entry(*id).or_insert(0) += 1;
+    }
     assert!(
-        stable.is_subset(&unique),
-        "every token that existed throughout was seen"
+        walked.windows(2).all(|w| w[0] < w[1]),
+        "ascending, no repeats"
     );
+    for id in stable {
+        assert_eq!(
+            seen.get(&id),
+            Some(&1),
+            "stable token {id} walked exactly once"
+        );
+    }
 }
 
 #[tokio::test]

@@ -316,7 +316,8 @@ async fn id_zero_and_unknown_ids_are_rejected() {
         .expect_err("id 0");
     assert_eq!(violation_fields(&status), ["token.id"]);
 
-    for id in [1, 0x1234_5678] {
+    // 0x0500_0000 has local_id 0: no token can have it, but it is a valid question.
+    for id in [1, 0x1234_5678, 0x0500_0000] {
         let status = client
             .get_token(pb::GetTokenRequest { id })
             .await
@@ -515,4 +516,67 @@ async fn message_over_a_configured_limit_is_resource_exhausted() {
         })
         .await;
     assert!(stream.is_ok(), "small requests still pass");
+}
+
+#[tokio::test]
+async fn update_reports_id_path_and_value_violations_together() {
+    let server = TestServer::start().await;
+    let mut client = server.tokens().await;
+    let status = client
+        .update_token(pb::UpdateTokenRequest {
+            token: Some(pb::Token {
+                id: 0,
+                weight: 5.0,
+                ..pb::Token::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["weight".into(), "foo".into()],
+            }),
+        })
+        .await
+        .expect_err("three violations");
+    assert_eq!(
+        violation_fields(&status),
+        ["token.id", "update_mask.paths[1]", "token.weight"]
+    );
+}
+
+#[tokio::test]
+async fn list_reports_page_size_and_filter_violations_together() {
+    let server = TestServer::start().await;
+    let mut client = server.tokens().await;
+    let status = client
+        .list_tokens(pb::ListTokensRequest {
+            page_size: -1,
+            page_token: String::new(),
+            filter: Some(pb::TokenFilter {
+                domain: Some(16),
+                entity_type: Some(3),
+            }),
+        })
+        .await
+        .expect_err("two violations");
+    assert_eq!(violation_fields(&status), ["page_size", "filter.domain"]);
+}
+
+#[tokio::test]
+async fn the_message_limit_applies_to_health_and_reflection_too() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let server = TestServer::start_with(|c| c.max_message_bytes = 64).await;
+    let mut health = HealthClient::new(server.channel().await);
+    let status = health
+        .check(HealthCheckRequest {
+            service: "x".repeat(200),
+        })
+        .await
+        .expect_err("too large");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let small = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await;
+    assert!(small.is_ok(), "{small:?}");
 }
