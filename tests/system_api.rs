@@ -125,7 +125,7 @@ async fn closed_connections_leave_the_active_count() {
     drop(extra);
     // The server notices the close asynchronously: poll with a bounded number of tries.
     let mut settled = None;
-    for _ in 0..200 {
+    for _ in 0..1000 {
         let now = system
             .status(pb::StatusRequest {})
             .await
