@@ -15,16 +15,15 @@ use std::process::Command as Process;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use neurograph::model::{Space, TokenDraft, TokenInput};
 use neurograph::store::{Command, Store};
 use neurograph::telemetry::resident_bytes;
 
+mod support;
+
+use support::{draft, XorShift, AT, CHUNK};
+
 /// Store sizes to measure.
 const SIZES: [usize; 3] = [500_000, 1_000_000, 2_000_000];
-/// Tokens per `BatchCreate`.
-const CHUNK: usize = 1_000;
-/// Fixed commit time.
-const AT: u32 = 1_700_000_000;
 /// The target, in bytes of resident memory per token.
 const TARGET_BYTES_PER_TOKEN: f64 = 160.0;
 
@@ -74,42 +73,6 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
 #[global_allocator]
 static ALLOCATOR: CountingAlloc = CountingAlloc;
-
-/// xorshift64: deterministic and dependency-free.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// A token with every space defined, in (domain, entity_type) pair `pair`.
-fn draft(rng: &mut XorShift, pair: usize) -> TokenDraft {
-    let mut coordinate = |space: Space| {
-        let max = space.max_value() * 0.99;
-        ((rng.unit() * 2.0 - 1.0) * max) as f32
-    };
-    TokenInput {
-        domain: (pair >> 4) as u32,
-        entity_type: (pair & 0xF) as u32,
-        weight: 0.5,
-        field_radius: 1.0,
-        field_strength: 0.5,
-        points: Space::ALL.map(|space| Some([(); 3].map(|()| coordinate(space)))),
-        ..TokenInput::default()
-    }
-    .to_draft()
-    .expect("generated input is valid")
-}
 
 /// One size, in this process: prints `N,rss_bytes,rss_per_token,heap_bytes,heap_per_token,secs`.
 fn measure(tokens: usize) {

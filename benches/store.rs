@@ -8,67 +8,17 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use neurograph::model::{
-    Space, TokenDraft, TokenFilter, TokenId, TokenInput, TokenPatch, UpdatePath,
-};
+use neurograph::model::{Space, TokenFilter, TokenId, TokenInput, TokenPatch, UpdatePath};
 use neurograph::store::{Command, Effect, Store};
+
+mod support;
+
+use support::{draft, XorShift, AT, CHUNK};
 
 /// Tokens preloaded before any measurement.
 const PRELOAD: usize = 1_000_000;
 /// Tokens preloaded when run as a test (`cargo test --benches`: each bench once, unoptimised).
 const PRELOAD_AS_TEST: usize = 10_000;
-/// Tokens per `BatchCreate` while preloading.
-const CHUNK: usize = 1_000;
-/// Fixed commit time, so that runs are deterministic.
-const AT: u32 = 1_700_000_000;
-
-/// xorshift64: deterministic and dependency-free; quality is ample for picking ids.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in 0..len.
-    fn below(&mut self, len: usize) -> usize {
-        (self.next_u64() % len as u64) as usize
-    }
-
-    /// A point inside `space`'s range (kept 1 % inside so that rounding never leaves it).
-    fn point(&mut self, space: Space) -> [f32; 3] {
-        let max = space.max_value() * 0.99;
-        [(); 3].map(|()| ((self.unit() * 2.0 - 1.0) * max) as f32)
-    }
-}
-
-/// A token with every space defined, in (domain, entity_type) pair `pair`.
-fn input(rng: &mut XorShift, pair: usize) -> TokenInput {
-    TokenInput {
-        domain: (pair >> 4) as u32,
-        entity_type: (pair & 0xF) as u32,
-        weight: rng.unit() as f32,
-        field_radius: 1.0,
-        field_strength: 0.5,
-        points: Space::ALL.map(|space| Some(rng.point(space))),
-        ..TokenInput::default()
-    }
-}
-
-fn draft(rng: &mut XorShift, pair: usize) -> TokenDraft {
-    input(rng, pair)
-        .to_draft()
-        .expect("generated input is valid")
-}
-
 /// The id preloading gives token number `index`: chunk `c` goes to pair `c % 256` and takes
 /// that pair's next `CHUNK` local ids. Computed rather than looked up in a table of ids, so
 /// that picking a random id costs no cache miss of its own.

@@ -1,0 +1,58 @@
+//! What the benches share: a deterministic generator and tokens with every space defined.
+#![allow(dead_code)]
+
+use neurograph::model::{Space, TokenDraft, TokenInput};
+
+/// Tokens per `BatchCreate` while preloading.
+pub const CHUNK: usize = 1_000;
+/// Fixed commit time, so that runs are deterministic.
+pub const AT: u32 = 1_700_000_000;
+
+/// xorshift64: deterministic and dependency-free; quality is ample for picking ids and points.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    /// The next raw value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in 0..len.
+    pub fn below(&mut self, len: usize) -> usize {
+        (self.next_u64() % len as u64) as usize
+    }
+
+    /// A point inside `space`'s range (kept 1 % inside so that rounding never leaves it).
+    pub fn point(&mut self, space: Space) -> [f32; 3] {
+        let max = space.max_value() * 0.99;
+        [(); 3].map(|()| ((self.unit() * 2.0 - 1.0) * max) as f32)
+    }
+}
+
+/// A token with every space defined, in (domain, entity_type) pair `pair`.
+fn input(rng: &mut XorShift, pair: usize) -> TokenInput {
+    TokenInput {
+        domain: (pair >> 4) as u32,
+        entity_type: (pair & 0xF) as u32,
+        weight: rng.unit() as f32,
+        field_radius: 1.0,
+        field_strength: 0.5,
+        points: Space::ALL.map(|space| Some(rng.point(space))),
+        ..TokenInput::default()
+    }
+}
+
+/// `input` validated for a create.
+pub fn draft(rng: &mut XorShift, pair: usize) -> TokenDraft {
+    input(rng, pair)
+        .to_draft()
+        .expect("generated input is valid")
+}
