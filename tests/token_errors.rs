@@ -116,6 +116,18 @@ async fn create_rejects_out_of_range_coordinate_in_every_space() {
     }
 }
 
+/// A valid token with one scalar replaced: `weight`, `field_radius` or `field_strength`.
+fn with_scalar(field: &str, value: f32) -> pb::Token {
+    let mut token = full_token();
+    match field {
+        "weight" => token.weight = value,
+        "field_radius" => token.field_radius = value,
+        "field_strength" => token.field_strength = value,
+        other => panic!("no scalar {other}"),
+    }
+    token
+}
+
 #[tokio::test]
 async fn create_rejects_nan_and_infinite_values() {
     let server = TestServer::start().await;
@@ -127,33 +139,10 @@ async fn create_rejects_nan_and_infinite_values() {
             z: 0.0,
         };
         assert_create_rejected(&mut client, with_point(3, point), "token.l4_emotional.y").await;
-        assert_create_rejected(
-            &mut client,
-            pb::Token {
-                weight: bad,
-                ..full_token()
-            },
-            "token.weight",
-        )
-        .await;
-        assert_create_rejected(
-            &mut client,
-            pb::Token {
-                field_radius: bad,
-                ..full_token()
-            },
-            "token.field_radius",
-        )
-        .await;
-        assert_create_rejected(
-            &mut client,
-            pb::Token {
-                field_strength: bad,
-                ..full_token()
-            },
-            "token.field_strength",
-        )
-        .await;
+        for field in ["weight", "field_radius", "field_strength"] {
+            let token = with_scalar(field, bad);
+            assert_create_rejected(&mut client, token, &format!("token.{field}")).await;
+        }
     }
 }
 
@@ -161,57 +150,27 @@ async fn create_rejects_nan_and_infinite_values() {
 async fn create_rejects_scalars_out_of_range() {
     let server = TestServer::start().await;
     let mut client = server.tokens().await;
-    for weight in [-0.01, 1.01] {
-        assert_create_rejected(
-            &mut client,
-            pb::Token {
-                weight,
-                ..full_token()
-            },
-            "token.weight",
-        )
-        .await;
+    let cases = [
+        ("weight", [-0.01, 1.01]),
+        ("field_radius", [-0.01, 2.556]),
+        ("field_strength", [-0.01, 1.01]),
+    ];
+    for (field, values) in cases {
+        for value in values {
+            let token = with_scalar(field, value);
+            assert_create_rejected(&mut client, token, &format!("token.{field}")).await;
+        }
     }
-    for field_radius in [-0.01, 2.556] {
-        assert_create_rejected(
-            &mut client,
-            pb::Token {
-                field_radius,
-                ..full_token()
-            },
-            "token.field_radius",
-        )
-        .await;
-    }
-    for field_strength in [-0.01, 1.01] {
-        assert_create_rejected(
-            &mut client,
-            pb::Token {
-                field_strength,
-                ..full_token()
-            },
-            "token.field_strength",
-        )
-        .await;
-    }
-    assert_create_rejected(
-        &mut client,
-        pb::Token {
-            entity_type: 16,
-            ..full_token()
-        },
-        "token.entity_type",
-    )
-    .await;
-    assert_create_rejected(
-        &mut client,
-        pb::Token {
-            domain: 99,
-            ..full_token()
-        },
-        "token.domain",
-    )
-    .await;
+    let token = pb::Token {
+        entity_type: 16,
+        ..full_token()
+    };
+    assert_create_rejected(&mut client, token, "token.entity_type").await;
+    let token = pb::Token {
+        domain: 99,
+        ..full_token()
+    };
+    assert_create_rejected(&mut client, token, "token.domain").await;
 }
 
 #[tokio::test]
