@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{batch, count, create, full_token, token_at, TestServer};
+use common::{batch, batch_rejected, count, create, full_token, token_at, TestServer};
 use neurograph::api::pb;
 use prost_types::FieldMask;
 use tonic::Code;
@@ -502,10 +502,7 @@ async fn batch_create_is_all_or_nothing() {
     let mut client = server.tokens().await;
     let mut tokens = vec![full_token(); 5];
     tokens[3].weight = 7.0;
-    let status = client
-        .batch_create_tokens(pb::BatchCreateTokensRequest { tokens })
-        .await
-        .expect_err("one bad token");
+    let status = batch_rejected(&mut client, tokens).await;
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(
         status.message().contains("tokens[3].weight"),
@@ -517,10 +514,7 @@ async fn batch_create_is_all_or_nothing() {
     let mut tokens = vec![full_token(); 3];
     tokens[0].id = 9;
     tokens[2].id = 9;
-    let status = client
-        .batch_create_tokens(pb::BatchCreateTokensRequest { tokens })
-        .await
-        .expect_err("duplicate inside the batch");
+    let status = batch_rejected(&mut client, tokens).await;
     assert_eq!(status.code(), Code::AlreadyExists);
     assert_eq!(count(&mut client).await, 0);
 
@@ -556,10 +550,7 @@ async fn batch_reports_already_exists_before_resource_exhausted() {
             ..full_token()
         },
     ];
-    let status = client
-        .batch_create_tokens(pb::BatchCreateTokensRequest { tokens })
-        .await
-        .expect_err("conflict and exhaustion");
+    let status = batch_rejected(&mut client, tokens).await;
     assert_eq!(status.code(), Code::AlreadyExists);
     assert!(
         status.message().contains("tokens[2]"),

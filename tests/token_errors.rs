@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{batch, count, create, full_token, token_at, TestServer};
+use common::{batch, batch_rejected, count, create, full_token, token_at, TestServer};
 use neurograph::api::pb;
 use neurograph::api::pb::token_service_client::TokenServiceClient;
 use prost_types::FieldMask;
@@ -424,12 +424,7 @@ async fn list_rejects_negative_page_size_and_bad_page_tokens() {
 async fn batch_of_1001_is_rejected() {
     let server = TestServer::start().await;
     let mut client = server.tokens().await;
-    let status = client
-        .batch_create_tokens(pb::BatchCreateTokensRequest {
-            tokens: vec![full_token(); 1001],
-        })
-        .await
-        .expect_err("too many");
+    let status = batch_rejected(&mut client, vec![full_token(); 1001]).await;
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(violation_fields(&status), ["tokens"]);
     assert!(status.message().contains("1000"));
@@ -461,12 +456,7 @@ async fn message_over_the_default_limit_is_resource_exhausted() {
 async fn message_over_a_configured_limit_is_resource_exhausted() {
     let server = TestServer::start_with(|c| c.max_message_bytes = 16 * 1024).await;
     let mut client = server.tokens().await;
-    let status = client
-        .batch_create_tokens(pb::BatchCreateTokensRequest {
-            tokens: vec![full_token(); 500],
-        })
-        .await
-        .expect_err("too large");
+    let status = batch_rejected(&mut client, vec![full_token(); 500]).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert_eq!(count(&mut client).await, 0);
     let stream = client

@@ -160,3 +160,14 @@ pub async fn batch(
         .into_inner()
         .tokens
 }
+
+/// Sends `tokens` as one batch that must be rejected; returns the status.
+pub async fn batch_rejected(
+    client: &mut TokenServiceClient<Channel>,
+    tokens: Vec<pb::Token>,
+) -> tonic::Status {
+    client
+        .batch_create_tokens(pb::BatchCreateTokensRequest { tokens })
+        .await
+        .expect_err("the batch must be rejected")
+}
