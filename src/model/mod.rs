@@ -1,6 +1,8 @@
-//! Pure domain: token values and their rules. No locks, no I/O, no protobuf types.
+//! Pure domain: token values, grid and CDNA rules. No locks, no I/O, no protobuf types.
 
+pub mod cdna;
 pub mod filter;
+pub mod grid;
 pub mod token;
 pub mod violation;
 

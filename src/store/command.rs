@@ -1,5 +1,7 @@
 //! Commands (one per write RPC) and the effects a committed command had.
 
+use super::cdna::{CdnaCommand, CdnaEffect};
+use super::grids::{GridCommand, GridEffect};
 use crate::model::{Token, TokenDraft, TokenId, TokenPatch};
 
 /// One write, applied by the write path as a unit with one commit sequence. Commands carry
@@ -36,6 +38,10 @@ pub enum Command {
     },
     /// Delete every token at once.
     ClearTokens,
+    /// A change of the user grids (owned by `store::grids`).
+    Grid(GridCommand),
+    /// A change of the CDNA config (owned by `store::cdna`).
+    Cdna(CdnaCommand),
 }
 
 impl Command {
@@ -67,6 +73,10 @@ pub enum Effect {
         /// How many there were.
         count: u64,
     },
+    /// A user grid changed.
+    Grid(GridEffect),
+    /// The CDNA config or its quarantine changed.
+    Cdna(CdnaEffect),
 }
 
 /// A command that was applied: its commit sequence and effects.

@@ -1,8 +1,10 @@
 //! The state: tokens in a sharded map with an ordered id set, id allocation, and the one write
 //! path that every change goes through. Knows nothing of gRPC.
 
+pub mod cdna;
 pub mod command;
 pub mod error;
+pub mod grids;
 pub mod tokens;
 pub mod write_path;
 

@@ -18,15 +18,24 @@ use crate::model::{Token, TokenDraft, TokenFilter, TokenId};
 /// Number of (domain, entity_type) allocation pairs.
 const PAIRS: usize = 256;
 
-/// A component that plugs into the write path (the spatial index, CDNA, the change feed).
+/// A component that plugs into the write path (the spatial index, grids, CDNA, the change
+/// feed). Every method runs under the write lock, so a component sees exactly the state the
+/// command applies to, and `check` → `execute` → `applied` cannot interleave with another write.
 pub trait WriteHook: Send + Sync {
-    /// Rejects a command before anything is written; runs under the write lock, so it sees
-    /// the state the command will apply to.
-    fn check(&self, _command: &Command) -> Result<(), StoreError> {
+    /// Rejects a command before anything is written. Every state-dependent rule of a command
+    /// the component owns belongs here, so that a checked command always applies cleanly
+    /// (also on replay from a log).
+    fn check(&self, _command: &Command, _tables: &TokenTables) -> Result<(), StoreError> {
         Ok(())
     }
 
-    /// Follows a committed command, in sequence order, still under the write lock.
+    /// Applies a command this component owns (a grid or CDNA change) after every `check`
+    /// passed, returning its effects; `None` for a command it does not own.
+    fn execute(&self, _command: &Command) -> Option<Vec<Effect>> {
+        None
+    }
+
+    /// Follows a committed command, in sequence order.
     fn applied(&self, _committed: &Committed) {}
 }
 
@@ -96,10 +105,10 @@ impl Store {
     /// Applies one command: all of it or, on error, nothing.
     pub fn apply(&self, command: Command) -> Result<Committed, StoreError> {
         let mut writer = self.writer.lock();
-        for hook in &self.hooks {
-            hook.check(&command)?;
-        }
         let tables = self.tables.load_full();
+        for hook in &self.hooks {
+            hook.check(&command, &tables)?;
+        }
         let effects = match &command {
             Command::CreateToken { draft, at } => {
                 let tokens = plan_creates(
@@ -136,6 +145,13 @@ impl Store {
                 self.tables.store(Arc::new(TokenTables::default()));
                 vec![Effect::Cleared { count }]
             }
+            Command::Grid(_) | Command::Cdna(_) => self
+                .hooks
+                .iter()
+                .find_map(|hook| hook.execute(&command))
+                .ok_or_else(|| {
+                    StoreError::Unavailable(format!("no component applies {command:?}"))
+                })?,
         };
         writer.sequence += 1;
         let committed = Committed {
@@ -224,7 +240,7 @@ mod tests {
     }
 
     impl WriteHook for Recorder {
-        fn check(&self, _command: &Command) -> Result<(), StoreError> {
+        fn check(&self, _command: &Command, _tables: &TokenTables) -> Result<(), StoreError> {
             if self.veto.load(Ordering::SeqCst) {
                 Err(StoreError::FailedPrecondition("vetoed".into()))
             } else {

@@ -1,0 +1,2 @@
+//! CDNA config, profiles, scale rules and the quarantine state machine (filled in by the CDNA
+//! issue).
