@@ -54,6 +54,14 @@ pub struct Config {
     #[arg(long, env = "NEUROGRAPH_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Most user-grid memberships over all grids; AddToken beyond gets RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "NEUROGRAPH_MAX_GRID_MEMBERSHIPS",
+        default_value_t = 10_000_000
+    )]
+    pub max_grid_memberships: u64,
+
     /// Log format.
     #[arg(
         long,

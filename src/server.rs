@@ -19,14 +19,16 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
+use crate::api::grid::GridApi;
 use crate::api::health::HealthApi;
+use crate::api::pb::grid_service_server::GridServiceServer;
 use crate::api::pb::system_server::SystemServer;
 use crate::api::pb::token_service_server::TokenServiceServer;
 use crate::api::system::SystemApi;
 use crate::api::token::TokenApi;
 use crate::api::{ShutdownSignal, FILE_DESCRIPTOR_SET, STATUS_DETAILS_DESCRIPTOR_SET};
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{Grids, SpatialIndex, Store, WriteHook};
 use crate::telemetry::{ConnectionGuard, ConnectionStats, ProcessSampler};
 
 /// gRPC status code OUT_OF_RANGE, tonic's answer to an oversized request.
@@ -35,7 +37,11 @@ const GRPC_OUT_OF_RANGE: &str = "11";
 const GRPC_RESOURCE_EXHAUSTED: &str = "8";
 
 /// The neurograph services this build implements, as health and reflection name them.
-pub const SERVED_SERVICES: &[&str] = &["neurograph.v1.TokenService", "neurograph.v1.System"];
+pub const SERVED_SERVICES: &[&str] = &[
+    "neurograph.v1.TokenService",
+    "neurograph.v1.GridService",
+    "neurograph.v1.System",
+];
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -196,7 +202,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let store = Arc::new(Store::default());
+    let index = Arc::new(SpatialIndex::default());
+    let grids = Arc::new(Grids::new(config.max_grid_memberships));
+    let hooks: Vec<Arc<dyn WriteHook>> = vec![index.clone(), grids.clone()];
+    let store = Arc::new(Store::new(hooks));
     let max = config.max_message_bytes;
     let (down_sender, down_receiver) = tokio::sync::watch::channel(false);
     let down = ShutdownSignal::new(down_receiver);
@@ -217,6 +226,8 @@ pub async fn serve(
 
     let tokens = TokenServiceServer::new(TokenApi::new(Arc::clone(&store), down.clone()))
         .max_decoding_message_size(max);
+    let grid = GridServiceServer::new(GridApi::new(Arc::clone(&store), index, grids))
+        .max_decoding_message_size(max);
     let system = SystemServer::new(SystemApi::new(
         Arc::clone(&store),
         sampler,
@@ -233,6 +244,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(tokens)
+        .add_service(grid)
         .add_service(system);
 
     let local = listener.local_addr().ok();

@@ -4,6 +4,7 @@
 use prost_types::Timestamp;
 
 use super::pb;
+use crate::model::grid::GridConfig;
 use crate::model::{
     FlagName, Space, Token, TokenFilter, TokenFlags, TokenId, TokenInput, TokenPatch, UpdatePath,
     Violations,
@@ -161,5 +162,56 @@ pub fn token_patch(
     match patch {
         Some(patch) if violations.is_empty() => Ok(patch),
         _ => Err(violations),
+    }
+}
+
+/// The space a query names; SPACE_UNSPECIFIED and unknown values are violations at `field`.
+pub fn space(raw: i32, field: &str) -> Result<Space, Violations> {
+    let rule = "must be one of SPACE_L1_PHYSICAL (1) .. SPACE_L8_ABSTRACT (8)";
+    match pb::Space::try_from(raw) {
+        Ok(pb::Space::Unspecified) => Err(Violations::one(
+            field,
+            format!("{rule}, got SPACE_UNSPECIFIED"),
+        )),
+        Ok(_) => {
+            let index = usize::try_from(raw - 1).expect("a known Space above 0");
+            Ok(Space::from_index(index).expect("proto and model spaces agree"))
+        }
+        Err(_) => Err(Violations::one(field, format!("{rule}, got {raw}"))),
+    }
+}
+
+/// A required query centre as sent (f32 widened, never quantised); every non-finite
+/// coordinate is a violation at `field.x|y|z`.
+pub fn centre(point: Option<&pb::Point3>, field: &str) -> Result<[f64; 3], Violations> {
+    let point = required(point, field)?;
+    let mut violations = Violations::default();
+    for (axis, value) in [("x", point.x), ("y", point.y), ("z", point.z)] {
+        if !value.is_finite() {
+            violations.push(
+                format!("{field}.{axis}"),
+                format!("must be a finite number, got {value}"),
+            );
+        }
+    }
+    violations.into_result([point.x, point.y, point.z].map(f64::from))
+}
+
+/// The effective config of a CreateGrid request (absent fields take their defaults);
+/// violations under `config.`.
+pub fn grid_config(config: Option<&pb::GridConfig>) -> Result<GridConfig, Violations> {
+    match config {
+        None => Ok(GridConfig::default()),
+        Some(c) => GridConfig::from_options(c.density_threshold, c.min_field_nodes)
+            .map_err(|v| v.prefixed("config.")),
+    }
+}
+
+impl From<GridConfig> for pb::GridConfig {
+    fn from(config: GridConfig) -> Self {
+        pb::GridConfig {
+            density_threshold: Some(config.density_threshold),
+            min_field_nodes: Some(config.min_field_nodes),
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod grid;
 pub mod health;
 pub mod paging;
 pub mod system;

@@ -41,7 +41,7 @@ impl SystemApi {
 
     /// One check per component that exists: `ok`, `starting` or `error: …`.
     fn checks(&self) -> HashMap<String, String> {
-        ["token_store", "storage"]
+        ["token_store", "spatial_index", "grids", "storage"]
             .into_iter()
             .map(|component| (component.to_string(), "ok".to_string()))
             .collect()

@@ -1,6 +1,18 @@
-//! User grids: membership, config and their own spatial trees.
+//! User grids: their config, members and own spatial trees, changed only by grid commands
+//! and token effects through the write path. Grid 0 (every token) is the `SpatialIndex`.
 
-use crate::model::grid::{GridConfig, GridId};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use roaring::RoaringBitmap;
+
+use super::command::{Command, Committed, Effect};
+use super::error::StoreError;
+use super::spatial::SpaceTrees;
+use super::tokens::TokenTables;
+use super::write_path::WriteHook;
+use crate::model::grid::{GridConfig, GridId, DEFAULT_GRID, MAX_USER_GRIDS};
 use crate::model::TokenId;
 
 /// A change of the user grids, applied through the write path.
@@ -61,4 +73,253 @@ pub enum GridEffect {
         /// The token.
         token: TokenId,
     },
+}
+
+/// A user grid: its config, its members and trees over them.
+pub struct UserGrid {
+    id: GridId,
+    config: GridConfig,
+    members: RwLock<RoaringBitmap>,
+    trees: SpaceTrees,
+}
+
+impl UserGrid {
+    /// Its id (≥ 1).
+    pub fn id(&self) -> GridId {
+        self.id
+    }
+
+    /// Its effective config.
+    pub fn config(&self) -> GridConfig {
+        self.config
+    }
+
+    /// Number of member tokens.
+    pub fn token_count(&self) -> u64 {
+        self.members.read().len()
+    }
+
+    /// Whether `token` is a member.
+    pub fn is_member(&self, token: u32) -> bool {
+        self.members.read().contains(token)
+    }
+
+    /// The trees over its members, for queries.
+    pub fn trees(&self) -> &SpaceTrees {
+        &self.trees
+    }
+}
+
+/// Every user grid and the counters that outlive them.
+#[derive(Default)]
+struct GridSet {
+    grids: BTreeMap<GridId, Arc<UserGrid>>,
+    /// Highest grid id ever used: ids are never reused.
+    highest_id: GridId,
+    /// Memberships over every grid.
+    memberships: u64,
+}
+
+/// The user grids, following the write path.
+pub struct Grids {
+    set: RwLock<GridSet>,
+    max_memberships: u64,
+}
+
+fn grid_not_found(grid: GridId) -> StoreError {
+    StoreError::NotFound(format!("grid_id: grid {grid} does not exist"))
+}
+
+fn default_grid_fixed(what: &str) -> StoreError {
+    StoreError::FailedPrecondition(format!(
+        "grid_id: grid 0 is the default grid; it holds every token and cannot {what}"
+    ))
+}
+
+impl Grids {
+    /// No user grids; at most `max_memberships` memberships over all of them.
+    pub fn new(max_memberships: u64) -> Grids {
+        Grids {
+            set: RwLock::new(GridSet::default()),
+            max_memberships,
+        }
+    }
+
+    /// The user grid `id`.
+    pub fn get(&self, id: GridId) -> Option<Arc<UserGrid>> {
+        self.set.read().grids.get(&id).cloned()
+    }
+
+    /// Every user grid, by id.
+    pub fn list(&self) -> Vec<Arc<UserGrid>> {
+        self.set.read().grids.values().cloned().collect()
+    }
+
+    /// Memberships over every grid.
+    pub fn memberships(&self) -> u64 {
+        self.set.read().memberships
+    }
+
+    /// The user grid a membership command names: grid 0 and unknown grids are refused.
+    fn member_grid(&self, grid: GridId, what: &str) -> Result<Arc<UserGrid>, StoreError> {
+        if grid == DEFAULT_GRID {
+            return Err(default_grid_fixed(what));
+        }
+        self.get(grid).ok_or_else(|| grid_not_found(grid))
+    }
+
+    fn check_grid(&self, command: &GridCommand, tables: &TokenTables) -> Result<(), StoreError> {
+        match command {
+            GridCommand::Create { .. } => {
+                if self.set.read().grids.len() >= MAX_USER_GRIDS {
+                    return Err(StoreError::ResourceExhausted(format!(
+                        "at most {MAX_USER_GRIDS} user grids may exist; delete one first"
+                    )));
+                }
+            }
+            GridCommand::Delete { grid } => {
+                self.member_grid(*grid, "be deleted")?;
+            }
+            GridCommand::AddMember { grid, token } => {
+                let user_grid = self.member_grid(*grid, "change its members")?;
+                if !tables.contains(*token) {
+                    return Err(StoreError::NotFound(format!(
+                        "token_id: token {token} does not exist"
+                    )));
+                }
+                if !user_grid.is_member(token.get()) && self.memberships() >= self.max_memberships {
+                    return Err(StoreError::ResourceExhausted(format!(
+                        "grid memberships are capped at {} (--max-grid-memberships); remove some first",
+                        self.max_memberships
+                    )));
+                }
+            }
+            GridCommand::RemoveMember { grid, token } => {
+                let user_grid = self.member_grid(*grid, "change its members")?;
+                if !user_grid.is_member(token.get()) {
+                    return Err(StoreError::NotFound(format!(
+                        "token_id: token {token} is not a member of grid {grid}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn execute_grid(&self, command: &GridCommand, tables: &TokenTables) -> GridEffect {
+        let mut set = self.set.write();
+        match command {
+            GridCommand::Create { config } => {
+                set.highest_id += 1;
+                let grid = set.highest_id;
+                set.grids.insert(
+                    grid,
+                    Arc::new(UserGrid {
+                        id: grid,
+                        config: *config,
+                        members: RwLock::new(RoaringBitmap::new()),
+                        trees: SpaceTrees::default(),
+                    }),
+                );
+                GridEffect::Created {
+                    grid,
+                    config: *config,
+                }
+            }
+            GridCommand::Delete { grid } => {
+                if let Some(removed) = set.grids.remove(grid) {
+                    set.memberships -= removed.token_count();
+                }
+                GridEffect::Deleted { grid: *grid }
+            }
+            GridCommand::AddMember { grid, token } => {
+                let user_grid = Arc::clone(&set.grids[grid]);
+                if user_grid.members.write().insert(token.get()) {
+                    set.memberships += 1;
+                    if let Some(t) = tables.get(*token) {
+                        user_grid.trees.insert(&[t]);
+                    }
+                }
+                GridEffect::MemberAdded {
+                    grid: *grid,
+                    token: *token,
+                }
+            }
+            GridCommand::RemoveMember { grid, token } => {
+                let user_grid = Arc::clone(&set.grids[grid]);
+                if user_grid.members.write().remove(token.get()) {
+                    set.memberships -= 1;
+                    if let Some(t) = tables.get(*token) {
+                        user_grid.trees.remove(&t);
+                    }
+                }
+                GridEffect::MemberRemoved {
+                    grid: *grid,
+                    token: *token,
+                }
+            }
+        }
+    }
+}
+
+impl WriteHook for Grids {
+    fn check(&self, command: &Command, tables: &TokenTables) -> Result<(), StoreError> {
+        match command {
+            Command::Grid(grid_command) => self.check_grid(grid_command, tables),
+            _ => Ok(()),
+        }
+    }
+
+    fn execute(&self, command: &Command, tables: &TokenTables) -> Option<Vec<Effect>> {
+        match command {
+            Command::Grid(grid_command) => {
+                Some(vec![Effect::Grid(self.execute_grid(grid_command, tables))])
+            }
+            _ => None,
+        }
+    }
+
+    /// Keeps members' entries current, drops deleted tokens from every grid and empties every
+    /// grid on a clear (the grids themselves stay).
+    fn applied(&self, committed: &Committed) {
+        let concerns_members = committed.effects.iter().any(|effect| {
+            matches!(
+                effect,
+                Effect::Updated { .. } | Effect::Deleted(_) | Effect::Cleared { .. }
+            )
+        });
+        if !concerns_members {
+            return;
+        }
+        let mut set = self.set.write();
+        for effect in &committed.effects {
+            match effect {
+                Effect::Updated { before, after } => {
+                    for grid in set.grids.values() {
+                        if grid.is_member(after.id.get()) {
+                            grid.trees.update(before, after);
+                        }
+                    }
+                }
+                Effect::Deleted(token) => {
+                    let mut removed = 0;
+                    for grid in set.grids.values() {
+                        if grid.members.write().remove(token.id.get()) {
+                            grid.trees.remove(token);
+                            removed += 1;
+                        }
+                    }
+                    set.memberships -= removed;
+                }
+                Effect::Cleared { .. } => {
+                    for grid in set.grids.values() {
+                        grid.members.write().clear();
+                        grid.trees.clear();
+                    }
+                    set.memberships = 0;
+                }
+                _ => {}
+            }
+        }
+    }
 }

@@ -5,10 +5,13 @@ pub mod cdna;
 pub mod command;
 pub mod error;
 pub mod grids;
+pub mod spatial;
 pub mod tokens;
 pub mod write_path;
 
 pub use command::{Command, Committed, Effect};
 pub use error::StoreError;
+pub use grids::{Grids, UserGrid};
+pub use spatial::{SpaceTrees, SpatialIndex};
 pub use tokens::{TokenPage, TokenTables};
 pub use write_path::{Store, WriteHook};

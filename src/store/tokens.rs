@@ -134,6 +134,19 @@ impl TokenTables {
     }
 
     /// Inserts new tokens (the write path checked they are absent).
+    /// Every live token, in no particular order (for rebuilding indexes).
+    pub fn all_tokens(&self) -> Vec<Token> {
+        self.map
+            .iter()
+            .filter_map(|entry| {
+                TokenId::new(*entry.key()).map(|id| Token {
+                    id,
+                    data: *entry.value(),
+                })
+            })
+            .collect()
+    }
+
     pub(crate) fn insert_new(&self, tokens: &[Token]) {
         let mut ids = self.ids.write();
         let mut active = 0;

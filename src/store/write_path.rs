@@ -31,7 +31,7 @@ pub trait WriteHook: Send + Sync {
 
     /// Applies a command this component owns (a grid or CDNA change) after every `check`
     /// passed, returning its effects; `None` for a command it does not own.
-    fn execute(&self, _command: &Command) -> Option<Vec<Effect>> {
+    fn execute(&self, _command: &Command, _tables: &TokenTables) -> Option<Vec<Effect>> {
         None
     }
 
@@ -148,7 +148,7 @@ impl Store {
             Command::Grid(_) | Command::Cdna(_) => self
                 .hooks
                 .iter()
-                .find_map(|hook| hook.execute(&command))
+                .find_map(|hook| hook.execute(&command, &tables))
                 .ok_or_else(|| {
                     StoreError::Unavailable(format!("no component applies {command:?}"))
                 })?,

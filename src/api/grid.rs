@@ -1,0 +1,303 @@
+//! `neurograph.v1.GridService`: spatial queries over the default grid (every token) or a user
+//! grid, and user grid management. Queries read the trees; changes go through the write path.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::pb::{self, grid_service_server::GridService};
+use crate::model::grid::{
+    self, check_k, check_max_distance, check_radius, check_range_limit, GridConfig, GridId, Hit,
+    DEFAULT_GRID,
+};
+use crate::model::{Space, TokenId, Violations};
+use crate::store::grids::{GridCommand, GridEffect};
+use crate::store::{Command, Effect, Grids, SpaceTrees, SpatialIndex, Store, StoreError, UserGrid};
+
+/// The GridService implementation.
+#[derive(Clone)]
+pub struct GridApi {
+    store: Arc<Store>,
+    index: Arc<SpatialIndex>,
+    grids: Arc<Grids>,
+}
+
+/// The grid a query reads.
+enum QueryGrid<'a> {
+    Default(&'a SpatialIndex),
+    User(Arc<UserGrid>),
+}
+
+impl QueryGrid<'_> {
+    fn trees(&self) -> &SpaceTrees {
+        match self {
+            QueryGrid::Default(index) => index.trees(),
+            QueryGrid::User(grid) => grid.trees(),
+        }
+    }
+
+    fn config(&self) -> GridConfig {
+        match self {
+            QueryGrid::Default(_) => GridConfig::default(),
+            QueryGrid::User(grid) => grid.config(),
+        }
+    }
+}
+
+/// The common part of the point queries (range, density, influence), validated together.
+struct PointQuery {
+    space: Space,
+    centre: [f64; 3],
+    radius: f64,
+}
+
+impl PointQuery {
+    fn parse(
+        violations: &mut Violations,
+        space: i32,
+        centre: Option<&pb::Point3>,
+        radius: f64,
+    ) -> Option<PointQuery> {
+        let space = violations.take(convert::space(space, "space"));
+        let centre = violations.take(convert::centre(centre, "center"));
+        let radius =
+            violations.take(check_radius(radius).map_err(|r| Violations::one("radius", r)));
+        Some(PointQuery {
+            space: space?,
+            centre: centre?,
+            radius: radius?,
+        })
+    }
+}
+
+fn neighbors(hits: Vec<Hit>) -> Vec<pb::Neighbor> {
+    hits.into_iter()
+        .map(|hit| pb::Neighbor {
+            token_id: hit.id,
+            distance: hit.distance,
+        })
+        .collect()
+}
+
+fn token_not_found(raw: u32) -> StoreError {
+    StoreError::NotFound(format!("token_id: token {raw} does not exist"))
+}
+
+impl GridApi {
+    /// A service over the default grid's `index`, the user `grids`, writing through `store`.
+    pub fn new(store: Arc<Store>, index: Arc<SpatialIndex>, grids: Arc<Grids>) -> Self {
+        GridApi {
+            store,
+            index,
+            grids,
+        }
+    }
+
+    fn query_grid(&self, id: GridId) -> Result<QueryGrid<'_>, StoreError> {
+        if id == DEFAULT_GRID {
+            return Ok(QueryGrid::Default(&self.index));
+        }
+        self.grids
+            .get(id)
+            .map(QueryGrid::User)
+            .ok_or_else(|| StoreError::NotFound(format!("grid_id: grid {id} does not exist")))
+    }
+
+    fn default_grid(&self) -> pb::Grid {
+        pb::Grid {
+            grid_id: DEFAULT_GRID,
+            config: Some(GridConfig::default().into()),
+            token_count: self.store.tables().len(),
+        }
+    }
+
+    fn apply(&self, command: GridCommand) -> Result<GridEffect, Status> {
+        let committed = self.store.apply(Command::Grid(command))?;
+        match committed.effects.into_iter().next() {
+            Some(Effect::Grid(effect)) => Ok(effect),
+            other => Err(Status::internal(format!("grid command produced {other:?}"))),
+        }
+    }
+
+    /// The token a membership request names: a violation for 0, NOT_FOUND for an id no token
+    /// can have.
+    fn member_token(raw: u32) -> Result<TokenId, Status> {
+        convert::existing_id(raw, "token_id")?.ok_or_else(|| token_not_found(raw).into())
+    }
+}
+
+fn user_grid(grid: &UserGrid) -> pb::Grid {
+    pb::Grid {
+        grid_id: grid.id(),
+        config: Some(grid.config().into()),
+        token_count: grid.token_count(),
+    }
+}
+
+#[tonic::async_trait]
+impl GridService for GridApi {
+    async fn find_neighbors(
+        &self,
+        request: Request<pb::FindNeighborsRequest>,
+    ) -> Result<Response<pb::FindNeighborsResponse>, Status> {
+        let r = request.into_inner();
+        let mut violations = Violations::default();
+        let space = violations.take(convert::space(r.space, "space"));
+        let k = violations.take(check_k(r.k).map_err(|rule| Violations::one("k", rule)));
+        let max = violations.take(
+            check_max_distance(r.max_distance)
+                .map_err(|rule| Violations::one("max_distance", rule)),
+        );
+        let id = violations.take(convert::existing_id(r.token_id, "token_id"));
+        let (Some(space), Some(k), Some(max), Some(id)) = (space, k, max, id) else {
+            return Err(violations.into());
+        };
+        let grid = self.query_grid(r.grid_id)?;
+        let token = id
+            .and_then(|id| self.store.get(id))
+            .ok_or_else(|| token_not_found(r.token_id))?;
+        let point = token.data.point(space).ok_or_else(|| {
+            StoreError::FailedPrecondition(format!(
+                "token_id: token {} is undefined in {} (no {} point), so it has no neighbours there",
+                token.id,
+                space.field_name(),
+                space.field_name()
+            ))
+        })?;
+        let hits = grid
+            .trees()
+            .nearest(space, point.to_f64(space), k, max, Some(token.id.get()));
+        Ok(Response::new(pb::FindNeighborsResponse {
+            neighbors: neighbors(hits),
+        }))
+    }
+
+    async fn range_query(
+        &self,
+        request: Request<pb::RangeQueryRequest>,
+    ) -> Result<Response<pb::RangeQueryResponse>, Status> {
+        let r = request.into_inner();
+        let mut violations = Violations::default();
+        let query = PointQuery::parse(&mut violations, r.space, r.center.as_ref(), r.radius);
+        let limit = violations
+            .take(check_range_limit(r.limit).map_err(|rule| Violations::one("limit", rule)));
+        let (Some(q), Some(limit)) = (query, limit) else {
+            return Err(violations.into());
+        };
+        let grid = self.query_grid(r.grid_id)?;
+        let found = grid.trees().within(q.space, q.centre, q.radius, limit);
+        Ok(Response::new(pb::RangeQueryResponse {
+            results: neighbors(found.hits),
+            total_in_range: found.total,
+        }))
+    }
+
+    async fn calculate_density(
+        &self,
+        request: Request<pb::CalculateDensityRequest>,
+    ) -> Result<Response<pb::CalculateDensityResponse>, Status> {
+        let r = request.into_inner();
+        let mut violations = Violations::default();
+        let Some(q) = PointQuery::parse(&mut violations, r.space, r.center.as_ref(), r.radius)
+        else {
+            return Err(violations.into());
+        };
+        let grid = self.query_grid(r.grid_id)?;
+        let count = grid.trees().count_within(q.space, q.centre, q.radius);
+        let density = grid::density(count, q.radius);
+        Ok(Response::new(pb::CalculateDensityResponse {
+            density,
+            tokens_in_range: count,
+            dense: density >= grid.config().density_threshold,
+        }))
+    }
+
+    async fn field_influence(
+        &self,
+        request: Request<pb::FieldInfluenceRequest>,
+    ) -> Result<Response<pb::FieldInfluenceResponse>, Status> {
+        let r = request.into_inner();
+        let mut violations = Violations::default();
+        let Some(q) = PointQuery::parse(&mut violations, r.space, r.center.as_ref(), r.radius)
+        else {
+            return Err(violations.into());
+        };
+        let grid = self.query_grid(r.grid_id)?;
+        let sum = grid.trees().influence(q.space, q.centre, q.radius);
+        Ok(Response::new(pb::FieldInfluenceResponse {
+            influence: grid::reported_influence(sum.sum, sum.contributors, &grid.config()),
+            contributors: sum.contributors,
+        }))
+    }
+
+    async fn create_grid(
+        &self,
+        request: Request<pb::CreateGridRequest>,
+    ) -> Result<Response<pb::Grid>, Status> {
+        let config = convert::grid_config(request.get_ref().config.as_ref())?;
+        match self.apply(GridCommand::Create { config })? {
+            GridEffect::Created { grid, config } => Ok(Response::new(pb::Grid {
+                grid_id: grid,
+                config: Some(config.into()),
+                token_count: 0,
+            })),
+            other => Err(Status::internal(format!("CreateGrid produced {other:?}"))),
+        }
+    }
+
+    async fn get_grid(
+        &self,
+        request: Request<pb::GetGridRequest>,
+    ) -> Result<Response<pb::Grid>, Status> {
+        let id = request.get_ref().grid_id;
+        Ok(Response::new(match self.query_grid(id)? {
+            QueryGrid::Default(_) => self.default_grid(),
+            QueryGrid::User(grid) => user_grid(&grid),
+        }))
+    }
+
+    async fn list_grids(
+        &self,
+        _request: Request<pb::ListGridsRequest>,
+    ) -> Result<Response<pb::ListGridsResponse>, Status> {
+        let mut grids = vec![self.default_grid()];
+        grids.extend(self.grids.list().iter().map(|g| user_grid(g)));
+        Ok(Response::new(pb::ListGridsResponse { grids }))
+    }
+
+    async fn delete_grid(
+        &self,
+        request: Request<pb::DeleteGridRequest>,
+    ) -> Result<Response<pb::DeleteGridResponse>, Status> {
+        let grid = request.get_ref().grid_id;
+        self.apply(GridCommand::Delete { grid })?;
+        Ok(Response::new(pb::DeleteGridResponse {}))
+    }
+
+    async fn add_token(
+        &self,
+        request: Request<pb::AddTokenRequest>,
+    ) -> Result<Response<pb::AddTokenResponse>, Status> {
+        let r = request.into_inner();
+        let token = Self::member_token(r.token_id)?;
+        self.apply(GridCommand::AddMember {
+            grid: r.grid_id,
+            token,
+        })?;
+        Ok(Response::new(pb::AddTokenResponse {}))
+    }
+
+    async fn remove_token(
+        &self,
+        request: Request<pb::RemoveTokenRequest>,
+    ) -> Result<Response<pb::RemoveTokenResponse>, Status> {
+        let r = request.into_inner();
+        let token = Self::member_token(r.token_id)?;
+        self.apply(GridCommand::RemoveMember {
+            grid: r.grid_id,
+            token,
+        })?;
+        Ok(Response::new(pb::RemoveTokenResponse {}))
+    }
+}

@@ -1,0 +1,375 @@
+//! The spatial index: one rstar R-tree per space over the tokens defined there, and the exact
+//! queries over it (k nearest, range, density, influence). The default grid's index follows
+//! every commit as a `WriteHook`; user grids keep their own `SpaceTrees` over their members.
+//!
+//! The trees hold quantised coordinates as f32 (integers up to 32767, exact in f32) and only
+//! supply candidates: rstar's f32 arithmetic is approximate, and integer points would overflow
+//! when it squares distances. Every candidate's distance is then computed exactly in f64
+//! (`model::grid::distance`) and the (distance, id) order applied to those.
+
+use std::ops::ControlFlow;
+
+use parking_lot::RwLock;
+use rstar::primitives::GeomWithData;
+use rstar::{RStarInsertionStrategy, RTree, RTreeParams, AABB};
+
+use super::command::{Committed, Effect};
+use super::tokens::TokenTables;
+use super::write_path::WriteHook;
+use crate::model::grid::{self, Hit, MAX_FIELD_RADIUS};
+use crate::model::token::SPACE_COUNT;
+use crate::model::{QPoint, Space, Token, TokenData};
+
+/// Node sizes of the trees; chosen with `cargo bench --bench spatial` (memory and speed).
+pub struct IndexParams;
+
+impl RTreeParams for IndexParams {
+    const MIN_SIZE: usize = 3;
+    const MAX_SIZE: usize = 8;
+    const REINSERTION_COUNT: usize = 2;
+    type DefaultInsertionStrategy = RStarInsertionStrategy;
+}
+
+/// What an entry carries besides its point: enough for every query without a map lookup, so
+/// that a query reads one consistent tree.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Payload {
+    /// The token id.
+    pub id: u32,
+    /// Its field radius as stored.
+    pub field_radius: f32,
+    /// Its field strength as stored.
+    pub field_strength: f32,
+}
+
+/// One tree entry: the quantised point (as f32) and its payload.
+pub type Entry = GeomWithData<[f32; 3], Payload>;
+
+/// One space's tree.
+pub type SpaceTree = RTree<Entry, IndexParams>;
+
+/// Margin, in quantised units, added around a search box: stored points are integers, so a
+/// point within the exact distance lies inside the box despite f32 rounding of its corners.
+const BOX_MARGIN: f64 = 1.0;
+
+/// The tree entry of `data` in `space`, if defined there.
+fn entry(id: u32, data: &TokenData, space: Space) -> Option<Entry> {
+    data.point(space).map(|QPoint(q)| {
+        GeomWithData::new(
+            q.map(f32::from),
+            Payload {
+                id,
+                field_radius: data.field_radius(),
+                field_strength: data.field_strength(),
+            },
+        )
+    })
+}
+
+/// The stored point of an entry.
+fn point_of(entry: &Entry) -> QPoint {
+    // The f32 holds an integer in i16 range: written from an i16 in `entry`.
+    QPoint(entry.geom().map(|v| v as i16))
+}
+
+/// The search box of the ball around `centre` (space units) with `radius`, in quantised units.
+fn search_box(space: Space, centre: [f64; 3], radius: f64) -> AABB<[f32; 3]> {
+    let scale = space.scale();
+    let half = radius * scale + BOX_MARGIN;
+    let lower = centre.map(|c| (c * scale - half) as f32);
+    let upper = centre.map(|c| (c * scale + half) as f32);
+    AABB::from_corners(lower, upper)
+}
+
+/// Outcome of a range query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RangeHits {
+    /// The first `limit` hits in (distance, id) order.
+    pub hits: Vec<Hit>,
+    /// Every token in range.
+    pub total: u64,
+}
+
+/// Outcome of a field influence query, before the grid's `min_field_nodes` rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InfluenceSum {
+    /// Σ strength·(1 − d/R) over the contributors.
+    pub sum: f64,
+    /// Tokens that contributed.
+    pub contributors: u64,
+}
+
+/// One R-tree per space, each behind its own lock: a query reads one space consistently while
+/// writes to other spaces go on.
+pub struct SpaceTrees {
+    trees: [RwLock<SpaceTree>; SPACE_COUNT],
+}
+
+impl Default for SpaceTrees {
+    fn default() -> Self {
+        SpaceTrees {
+            trees: std::array::from_fn(|_| RwLock::new(SpaceTree::new_with_params())),
+        }
+    }
+}
+
+impl SpaceTrees {
+    /// Trees bulk-loaded from `tokens`, the spaces built in parallel on the available cores.
+    pub fn bulk_built(tokens: &[Token]) -> SpaceTrees {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(SPACE_COUNT);
+        let mut built: Vec<Option<SpaceTree>> = (0..SPACE_COUNT).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let chunks = built.chunks_mut(SPACE_COUNT.div_ceil(threads));
+            for (chunk_index, chunk) in chunks.enumerate() {
+                let first = chunk_index * SPACE_COUNT.div_ceil(threads);
+                scope.spawn(move || {
+                    for (offset, slot) in chunk.iter_mut().enumerate() {
+                        let space = Space::ALL[first + offset];
+                        let entries = tokens
+                            .iter()
+                            .filter_map(|t| entry(t.id.get(), &t.data, space))
+                            .collect();
+                        *slot = Some(SpaceTree::bulk_load_with_params(entries));
+                    }
+                });
+            }
+        });
+        SpaceTrees {
+            trees: std::array::from_fn(|i| {
+                RwLock::new(built[i].take().expect("every space was built"))
+            }),
+        }
+    }
+
+    /// Indexes new tokens; a space whose tree is empty is bulk-loaded instead (a big batch
+    /// into an empty store), which builds a better tree much faster than inserting one by one.
+    pub fn insert(&self, tokens: &[Token]) {
+        for space in Space::ALL {
+            let entries: Vec<Entry> = tokens
+                .iter()
+                .filter_map(|t| entry(t.id.get(), &t.data, space))
+                .collect();
+            if entries.is_empty() {
+                continue;
+            }
+            let mut tree = self.trees[space.index()].write();
+            if tree.size() == 0 && entries.len() > 1 {
+                *tree = SpaceTree::bulk_load_with_params(entries);
+            } else {
+                for e in entries {
+                    tree.insert(e);
+                }
+            }
+        }
+    }
+
+    /// Unindexes a token that is gone.
+    pub fn remove(&self, token: &Token) {
+        for space in Space::ALL {
+            if let Some(e) = entry(token.id.get(), &token.data, space) {
+                self.trees[space.index()].write().remove(&e);
+            }
+        }
+    }
+
+    /// Moves a token's entries from `before` to `after`, touching only the spaces whose entry
+    /// changed (a moved point, a space defined or undefined, a new radius or strength).
+    pub fn update(&self, before: &Token, after: &Token) {
+        for space in Space::ALL {
+            let old = entry(before.id.get(), &before.data, space);
+            let new = entry(after.id.get(), &after.data, space);
+            if old == new {
+                continue;
+            }
+            let mut tree = self.trees[space.index()].write();
+            if let Some(e) = old {
+                tree.remove(&e);
+            }
+            if let Some(e) = new {
+                tree.insert(e);
+            }
+        }
+    }
+
+    /// Empties every tree; each space switches from all to nothing at once.
+    pub fn clear(&self) {
+        for tree in &self.trees {
+            *tree.write() = SpaceTree::new_with_params();
+        }
+    }
+
+    /// Number of tokens indexed in `space`.
+    pub fn len(&self, space: Space) -> usize {
+        self.trees[space.index()].read().size()
+    }
+
+    /// True when no space indexes anything.
+    pub fn is_empty(&self) -> bool {
+        Space::ALL.iter().all(|s| self.len(*s) == 0)
+    }
+
+    /// Calls `visit` with every token within `radius` of `centre` (inclusive) and its exact
+    /// distance, all read under one lock of the space's tree.
+    fn for_each_within(
+        tree: &SpaceTree,
+        space: Space,
+        centre: [f64; 3],
+        radius: f64,
+        mut visit: impl FnMut(&Entry, f64),
+    ) {
+        let _ = tree.locate_in_envelope_intersecting_int(
+            search_box(space, centre, radius),
+            |e| -> ControlFlow<()> {
+                let d = grid::distance(point_of(e), space, centre);
+                if d <= radius {
+                    visit(e, d);
+                }
+                ControlFlow::Continue(())
+            },
+        );
+    }
+
+    /// The `k` tokens nearest to `centre` in (distance, id) order, `exclude` left out, none
+    /// farther than `max_distance` when given.
+    pub fn nearest(
+        &self,
+        space: Space,
+        centre: [f64; 3],
+        k: usize,
+        max_distance: Option<f64>,
+        exclude: Option<u32>,
+    ) -> Vec<Hit> {
+        let tree = self.trees[space.index()].read();
+        let scale = space.scale();
+        // rstar's (approximate) nearest order finds k tokens; the farthest of them bounds the
+        // exact k-th distance, so the exact answer, ties included, lies within that radius.
+        let query = centre.map(|c| (c * scale) as f32);
+        let mut bound: Option<f64> = None;
+        let mut found = 0;
+        for e in tree.nearest_neighbor_iter(query) {
+            if Some(e.data.id) == exclude {
+                continue;
+            }
+            let d = grid::distance(point_of(e), space, centre);
+            bound = Some(bound.map_or(d, |b: f64| b.max(d)));
+            found += 1;
+            if found == k {
+                break;
+            }
+        }
+        let Some(mut bound) = bound else {
+            return Vec::new();
+        };
+        if let Some(max) = max_distance {
+            bound = bound.min(max);
+        }
+        let mut hits = Vec::with_capacity(2 * k);
+        Self::for_each_within(&tree, space, centre, bound, |e, d| {
+            if Some(e.data.id) != exclude {
+                hits.push(Hit {
+                    id: e.data.id,
+                    distance: d,
+                });
+            }
+        });
+        grid::smallest_hits(hits, k)
+    }
+
+    /// Every token within `radius` of `centre`: the first `limit` in (distance, id) order and
+    /// the total count.
+    pub fn within(&self, space: Space, centre: [f64; 3], radius: f64, limit: usize) -> RangeHits {
+        let tree = self.trees[space.index()].read();
+        let mut hits = Vec::new();
+        Self::for_each_within(&tree, space, centre, radius, |e, d| {
+            hits.push(Hit {
+                id: e.data.id,
+                distance: d,
+            });
+        });
+        let total = hits.len() as u64;
+        RangeHits {
+            hits: grid::smallest_hits(hits, limit),
+            total,
+        }
+    }
+
+    /// Number of tokens within `radius` of `centre`.
+    pub fn count_within(&self, space: Space, centre: [f64; 3], radius: f64) -> u64 {
+        let tree = self.trees[space.index()].read();
+        let mut count = 0;
+        Self::for_each_within(&tree, space, centre, radius, |_, _| count += 1);
+        count
+    }
+
+    /// The summed field influence at `centre` of tokens within `radius` and their own field
+    /// radius.
+    pub fn influence(&self, space: Space, centre: [f64; 3], radius: f64) -> InfluenceSum {
+        let tree = self.trees[space.index()].read();
+        let mut result = InfluenceSum {
+            sum: 0.0,
+            contributors: 0,
+        };
+        // No token reaches farther than the largest storable field radius.
+        let reach = radius.min(MAX_FIELD_RADIUS);
+        Self::for_each_within(&tree, space, centre, reach, |e, d| {
+            let share = grid::influence_share(
+                d,
+                radius,
+                f64::from(e.data.field_radius),
+                f64::from(e.data.field_strength),
+            );
+            if let Some(share) = share {
+                result.sum += share;
+                result.contributors += 1;
+            }
+        });
+        result
+    }
+
+    /// Applies the token effects of a commit, for tokens `wanted` says this index holds.
+    fn follow(&self, committed: &Committed, wanted: impl Fn(u32) -> bool) {
+        let mut created = Vec::new();
+        for effect in &committed.effects {
+            match effect {
+                Effect::Created(token) if wanted(token.id.get()) => created.push(*token),
+                Effect::Updated { before, after } if wanted(after.id.get()) => {
+                    self.update(before, after)
+                }
+                Effect::Deleted(token) if wanted(token.id.get()) => self.remove(token),
+                Effect::Cleared { .. } => self.clear(),
+                _ => {}
+            }
+        }
+        if !created.is_empty() {
+            self.insert(&created);
+        }
+    }
+}
+
+/// The default grid's index: every token, following every commit.
+#[derive(Default)]
+pub struct SpatialIndex {
+    trees: SpaceTrees,
+}
+
+impl SpatialIndex {
+    /// The trees, for queries.
+    pub fn trees(&self) -> &SpaceTrees {
+        &self.trees
+    }
+
+    /// Rebuilds every tree from the tokens in `tables` (recovery, or a benchmark's setup).
+    pub fn rebuild(&mut self, tables: &TokenTables) {
+        let tokens = tables.all_tokens();
+        self.trees = SpaceTrees::bulk_built(&tokens);
+    }
+}
+
+impl WriteHook for SpatialIndex {
+    fn applied(&self, committed: &Committed) {
+        self.trees.follow(committed, |_| true);
+    }
+}

@@ -1,0 +1,309 @@
+//! Property tests: every spatial query (k nearest, range, density count, influence) on the
+//! default grid and on a user grid equals a brute-force scan over the same tokens, after random
+//! creates, batches, moves, undefines, deletes, clears and membership changes, with coordinates
+//! drawn from a tiny set so that piles of identical points and distance ties are common.
+
+use std::sync::Arc;
+
+use neurograph::model::grid::{self, GridConfig, Hit};
+use neurograph::model::{Space, Token, TokenId, TokenInput, TokenPatch, UpdatePath};
+use neurograph::store::grids::GridCommand;
+use neurograph::store::{Command, Grids, SpaceTrees, SpatialIndex, Store, WriteHook};
+use proptest::prelude::*;
+
+/// Spaces the tests use: scales 100 and 10000 (the maths differ only by the scale).
+const SPACES: [Space; 2] = [Space::L1Physical, Space::L2Sensory];
+
+/// A coordinate from a small set, in quantised steps, so that ties and piles are frequent.
+fn coordinate(space: Space) -> impl Strategy<Value = f32> {
+    (-4i32..=4).prop_map(move |q| (q as f64 / space.scale()) as f32)
+}
+
+fn point(space: Space) -> impl Strategy<Value = Option<[f32; 3]>> {
+    prop_oneof![
+        1 => Just(None),
+        4 => (coordinate(space), coordinate(space), coordinate(space)).prop_map(|(x, y, z)| Some([x, y, z])),
+    ]
+}
+
+fn input() -> impl Strategy<Value = TokenInput> {
+    (point(SPACES[0]), point(SPACES[1]), 0u8..=255, 0u8..=255).prop_map(|(p1, p2, r, s)| {
+        let mut input = TokenInput {
+            weight: 0.5,
+            field_radius: (f64::from(r) / 100.0) as f32,
+            field_strength: (f64::from(s) / 255.0) as f32,
+            ..TokenInput::default()
+        };
+        input.points[SPACES[0].index()] = p1;
+        input.points[SPACES[1].index()] = p2;
+        input
+    })
+}
+
+/// One write the test applies; indexes pick among live tokens or grids modulo their count.
+#[derive(Clone, Debug)]
+enum Op {
+    Create(TokenInput),
+    Batch(Vec<TokenInput>),
+    Update(usize, TokenInput),
+    Delete(usize),
+    Clear,
+    Add(usize),
+    Remove(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => input().prop_map(Op::Create),
+        2 => prop::collection::vec(input(), 1..40).prop_map(Op::Batch),
+        4 => (any::<usize>(), input()).prop_map(|(i, t)| Op::Update(i, t)),
+        2 => any::<usize>().prop_map(Op::Delete),
+        1 => Just(Op::Clear),
+        4 => any::<usize>().prop_map(Op::Add),
+        2 => any::<usize>().prop_map(Op::Remove),
+    ]
+}
+
+/// A store with the default grid's index and the user grids following it, and one user grid.
+struct World {
+    store: Store,
+    index: Arc<SpatialIndex>,
+    grids: Arc<Grids>,
+}
+
+impl World {
+    fn new() -> World {
+        let index = Arc::new(SpatialIndex::default());
+        let grids = Arc::new(Grids::new(1_000_000));
+        let hooks: Vec<Arc<dyn WriteHook>> = vec![index.clone(), grids.clone()];
+        let store = Store::new(hooks);
+        store
+            .apply(Command::Grid(GridCommand::Create {
+                config: GridConfig::default(),
+            }))
+            .expect("create grid 1");
+        World {
+            store,
+            index,
+            grids,
+        }
+    }
+
+    fn live(&self) -> Vec<Token> {
+        let mut tokens = self.store.tables().all_tokens();
+        tokens.sort_by_key(|t| t.id.get());
+        tokens
+    }
+
+    fn nth_live(&self, i: usize) -> Option<TokenId> {
+        let live = self.live();
+        (!live.is_empty()).then(|| live[i % live.len()].id)
+    }
+
+    fn apply(&self, op: &Op) {
+        let at = 1_700_000_000;
+        let command = match op {
+            Op::Create(input) => Command::CreateToken {
+                draft: input.to_draft().expect("valid input"),
+                at,
+            },
+            Op::Batch(inputs) => Command::BatchCreate {
+                drafts: inputs
+                    .iter()
+                    .map(|i| i.to_draft().expect("valid"))
+                    .collect(),
+                at,
+            },
+            Op::Update(i, input) => {
+                let Some(id) = self.nth_live(*i) else { return };
+                Command::UpdateToken {
+                    id,
+                    patch: TokenPatch::new(input, UpdatePath::all()).expect("valid patch"),
+                    at,
+                }
+            }
+            Op::Delete(i) => {
+                let Some(id) = self.nth_live(*i) else { return };
+                Command::DeleteToken { id }
+            }
+            Op::Clear => Command::ClearTokens,
+            Op::Add(i) => {
+                let Some(token) = self.nth_live(*i) else {
+                    return;
+                };
+                Command::Grid(GridCommand::AddMember { grid: 1, token })
+            }
+            Op::Remove(i) => {
+                let grid = self.grids.get(1).expect("grid 1");
+                let members: Vec<Token> = self
+                    .live()
+                    .into_iter()
+                    .filter(|t| grid.is_member(t.id.get()))
+                    .collect();
+                if members.is_empty() {
+                    return;
+                }
+                let token = members[i % members.len()].id;
+                Command::Grid(GridCommand::RemoveMember { grid: 1, token })
+            }
+        };
+        self.store.apply(command).expect("the op is valid");
+    }
+
+    /// The live tokens that are members of grid 1.
+    fn members(&self) -> Vec<Token> {
+        let grid = self.grids.get(1).expect("grid 1");
+        self.live()
+            .into_iter()
+            .filter(|t| grid.is_member(t.id.get()))
+            .collect()
+    }
+}
+
+/// Every token defined in `space` with its exact distance from `centre`, in result order.
+fn brute_force(tokens: &[Token], space: Space, centre: [f64; 3]) -> Vec<(Hit, Token)> {
+    let mut hits: Vec<(Hit, Token)> = tokens
+        .iter()
+        .filter_map(|t| {
+            t.data.point(space).map(|p| {
+                (
+                    Hit {
+                        id: t.id.get(),
+                        distance: grid::distance(p, space, centre),
+                    },
+                    *t,
+                )
+            })
+        })
+        .collect();
+    hits.sort_by(|a, b| grid::hit_order(&a.0, &b.0));
+    hits
+}
+
+fn check_queries(
+    trees: &SpaceTrees,
+    tokens: &[Token],
+    centre_q: [i32; 3],
+    radius_steps: u32,
+    k: usize,
+    limit: usize,
+) {
+    for space in SPACES {
+        let centre = centre_q.map(|q| f64::from(q) / space.scale() + 0.25 / space.scale());
+        let radius = f64::from(radius_steps) / space.scale();
+        let all = brute_force(tokens, space, centre);
+        assert_eq!(trees.len(space), all.len(), "tree size in {space:?}");
+
+        let in_range: Vec<Hit> = all
+            .iter()
+            .map(|(h, _)| *h)
+            .filter(|h| h.distance <= radius)
+            .collect();
+        let range = trees.within(space, centre, radius, limit);
+        assert_eq!(
+            range.total,
+            in_range.len() as u64,
+            "range total in {space:?}"
+        );
+        assert_eq!(
+            range.hits,
+            in_range.iter().copied().take(limit).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            trees.count_within(space, centre, radius),
+            in_range.len() as u64
+        );
+
+        let mut sum = 0.0;
+        let mut contributors = 0;
+        for (hit, token) in &all {
+            if let Some(share) = grid::influence_share(
+                hit.distance,
+                radius,
+                f64::from(token.data.field_radius()),
+                f64::from(token.data.field_strength()),
+            ) {
+                sum += share;
+                contributors += 1;
+            }
+        }
+        let influence = trees.influence(space, centre, radius);
+        assert_eq!(influence.contributors, contributors);
+        assert!(
+            (influence.sum - sum).abs() < 1e-9,
+            "{} vs {sum}",
+            influence.sum
+        );
+
+        // k nearest around a stored token, itself excluded, with and without max_distance.
+        if let Some((_, origin)) = all.first() {
+            let p = origin.data.point(space).expect("defined").to_f64(space);
+            let around = brute_force(tokens, space, p);
+            let others = around
+                .iter()
+                .map(|(h, _)| *h)
+                .filter(|h| h.id != origin.id.get());
+            let expected: Vec<Hit> = others.clone().take(k).collect();
+            assert_eq!(
+                trees.nearest(space, p, k, None, Some(origin.id.get())),
+                expected
+            );
+            let bounded: Vec<Hit> = others.filter(|h| h.distance <= radius).take(k).collect();
+            assert_eq!(
+                trees.nearest(space, p, k, Some(radius), Some(origin.id.get())),
+                bounded
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn queries_equal_brute_force_after_random_writes(
+        ops in prop::collection::vec(op(), 1..60),
+        centre in (-5i32..=5, -5i32..=5, -5i32..=5),
+        radius_steps in 1u32..=8,
+        k in 1usize..=12,
+        limit in 1usize..=30,
+    ) {
+        let world = World::new();
+        for op in &ops {
+            world.apply(op);
+        }
+        let centre = [centre.0, centre.1, centre.2];
+        check_queries(world.index.trees(), &world.live(), centre, radius_steps, k, limit);
+        let user = world.grids.get(1).expect("grid 1");
+        check_queries(user.trees(), &world.members(), centre, radius_steps, k, limit);
+    }
+}
+
+#[test]
+fn a_pile_of_identical_points_ties_to_the_smallest_ids() {
+    let world = World::new();
+    let mut input = TokenInput {
+        weight: 0.5,
+        field_radius: 1.0,
+        field_strength: 1.0,
+        ..TokenInput::default()
+    };
+    input.points[Space::L1Physical.index()] = Some([1.0, 1.0, 1.0]);
+    for _ in 0..3 {
+        world.apply(&Op::Batch(vec![input.clone(); 700]));
+    }
+    let tokens = world.live();
+    let trees = world.index.trees();
+    let centre = [1.0, 1.0, 1.0];
+    let k = 10;
+    let hits = trees.nearest(Space::L1Physical, centre, k, None, Some(tokens[0].id.get()));
+    let expected: Vec<u32> = tokens[1..=k].iter().map(|t| t.id.get()).collect();
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), expected);
+    let range = trees.within(Space::L1Physical, centre, 0.5, 5);
+    assert_eq!(range.total, 2100);
+    assert_eq!(
+        range.hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+        tokens[..5].iter().map(|t| t.id.get()).collect::<Vec<_>>()
+    );
+    check_queries(trees, &tokens, [100, 100, 100], 3, 7, 20);
+}
