@@ -3,21 +3,14 @@
 
 mod common;
 
-use common::{batch, batch_rejected, count, create, full_token, token_at, TestServer};
+use common::{
+    batch, batch_rejected, count, create, full_token, token_at, violation_fields, TestServer,
+};
 use neurograph::api::pb;
 use neurograph::api::pb::token_service_client::TokenServiceClient;
 use prost_types::FieldMask;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
-use tonic_types::StatusExt;
-
-/// The BadRequest field paths of `status`.
-fn violation_fields(status: &Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
+use tonic::Code;
 
 /// Creating `token` fails with INVALID_ARGUMENT naming `field`, and nothing is stored.
 async fn assert_create_rejected(

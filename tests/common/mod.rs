@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use neurograph::api::pb;
+use neurograph::api::pb::grid_service_client::GridServiceClient;
 use neurograph::api::pb::system_client::SystemClient;
 use neurograph::api::pb::token_service_client::TokenServiceClient;
 use neurograph::config::Config;
@@ -64,6 +65,11 @@ impl TestServer {
         TokenServiceClient::new(self.channel().await)
     }
 
+    /// A GridService client on a new connection.
+    pub async fn grids(&self) -> GridServiceClient<Channel> {
+        GridServiceClient::new(self.channel().await)
+    }
+
     /// A System client on a new connection.
     pub async fn system(&self) -> SystemClient<Channel> {
         SystemClient::new(self.channel().await)
@@ -88,6 +94,15 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.signal_shutdown();
     }
+}
+
+/// The BadRequest field paths of `status`.
+pub fn violation_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
 }
 
 /// A token with a weight and the given point in L1 Physical.
