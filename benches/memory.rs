@@ -10,9 +10,7 @@
 //! separates what the data structures ask for from what the allocator keeps resident.
 //! `cargo bench --bench memory`; figures go in the README.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::Command as Process;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use neurograph::store::{Command, Store};
@@ -20,56 +18,13 @@ use neurograph::telemetry::resident_bytes;
 
 mod support;
 
+use support::alloc::{live_bytes, CountingAlloc};
 use support::{draft, XorShift, AT, CHUNK};
 
 /// Store sizes to measure.
 const SIZES: [usize; 3] = [500_000, 1_000_000, 2_000_000];
 /// The target, in bytes of resident memory per token.
 const TARGET_BYTES_PER_TOKEN: f64 = 160.0;
-
-/// The system allocator, counting the bytes currently allocated.
-struct CountingAlloc;
-
-static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
-// `GlobalAlloc` contract is `System`'s; the counter only observes sizes. Every run of this
-// benchmark exercises it.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded as is; the caller upholds `alloc`'s contract.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded as is; the caller upholds `alloc_zeroed`'s contract.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is; `ptr` came from this allocator with `layout`.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded as is; the caller upholds `realloc`'s contract.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-            LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
-        }
-        new
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: CountingAlloc = CountingAlloc;
@@ -78,7 +33,7 @@ static ALLOCATOR: CountingAlloc = CountingAlloc;
 fn measure(tokens: usize) {
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let rss_before = resident_bytes();
-    let heap_before = LIVE_BYTES.load(Ordering::Relaxed);
+    let heap_before = live_bytes();
     let started = Instant::now();
     let store = Store::default();
     for chunk in 0..tokens.div_ceil(CHUNK) {
@@ -91,9 +46,7 @@ fn measure(tokens: usize) {
     }
     let secs = started.elapsed().as_secs_f64();
     let rss = resident_bytes().saturating_sub(rss_before);
-    let heap = LIVE_BYTES
-        .load(Ordering::Relaxed)
-        .saturating_sub(heap_before);
+    let heap = live_bytes().saturating_sub(heap_before);
     assert_eq!(store.tables().len(), tokens as u64);
     println!(
         "{tokens},{rss},{:.1},{heap},{:.1},{secs:.2}",

@@ -13,23 +13,12 @@ use neurograph::store::{Command, Effect, Store};
 
 mod support;
 
-use support::{draft, XorShift, AT, CHUNK};
+use support::{draft, preloaded_id, XorShift, AT, CHUNK};
 
 /// Tokens preloaded before any measurement.
 const PRELOAD: usize = 1_000_000;
 /// Tokens preloaded when run as a test (`cargo test --benches`: each bench once, unoptimised).
 const PRELOAD_AS_TEST: usize = 10_000;
-/// The id preloading gives token number `index`: chunk `c` goes to pair `c % 256` and takes
-/// that pair's next `CHUNK` local ids. Computed rather than looked up in a table of ids, so
-/// that picking a random id costs no cache miss of its own.
-fn preloaded_id(index: usize) -> TokenId {
-    let chunk = index / CHUNK;
-    let pair = chunk % 256;
-    let local = (chunk / 256) * CHUNK + index % CHUNK + 1;
-    TokenId::from_parts((pair >> 4) as u32, (pair & 0xF) as u32, local as u32)
-        .expect("preload stays far below the local id limit")
-}
-
 /// A store holding `tokens` tokens spread over all 256 pairs, at the ids `preloaded_id` gives.
 fn preloaded(rng: &mut XorShift, tokens: usize) -> Store {
     let store = Store::default();

@@ -1,7 +1,9 @@
 //! What the benches share: a deterministic generator and tokens with every space defined.
 #![allow(dead_code)]
 
-use neurograph::model::{Space, TokenDraft, TokenInput};
+pub mod alloc;
+
+use neurograph::model::{Space, Token, TokenDraft, TokenId, TokenInput};
 
 /// Tokens per `BatchCreate` while preloading.
 pub const CHUNK: usize = 1_000;
@@ -55,4 +57,26 @@ pub fn draft(rng: &mut XorShift, pair: usize) -> TokenDraft {
     input(rng, pair)
         .to_draft()
         .expect("generated input is valid")
+}
+
+/// The id a store preloaded by `BatchCreate`s of `CHUNK` gives token number `index`: chunk `c`
+/// goes to pair `c % 256` and takes that pair's next `CHUNK` local ids. Computed rather than
+/// looked up in a table of ids, so that picking a random id costs no cache miss of its own.
+pub fn preloaded_id(index: usize) -> TokenId {
+    let chunk = index / CHUNK;
+    let pair = chunk % 256;
+    let local = (chunk / 256) * CHUNK + index % CHUNK + 1;
+    TokenId::from_parts((pair >> 4) as u32, (pair & 0xF) as u32, local as u32)
+        .expect("bench sizes stay far below the local id limit")
+}
+
+/// `n` tokens with every space defined, at the ids `preloaded_id` gives, stamped `AT`: what a
+/// store preloaded by batches would hold.
+pub fn tokens(rng: &mut XorShift, n: usize) -> Vec<Token> {
+    (0..n)
+        .map(|index| Token {
+            id: preloaded_id(index),
+            data: draft(rng, (index / CHUNK) % 256).stamped(AT),
+        })
+        .collect()
 }

@@ -1,0 +1,221 @@
+//! In-process benchmarks of the spatial index at 1,000,000 tokens, every space defined (no
+//! gRPC): bulk build of the 8 trees, k nearest (k = 10), a range query of ~50 hits, density,
+//! influence, create / update / delete through the write path with index upkeep, and queries
+//! on a pile of 100,000 identical points. Targets: kNN and range ≤ 20 µs, create ≤ 30 µs,
+//! bulk build ≤ 4 s.
+//!
+//! `cargo bench --bench spatial`; figures go in the README.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use neurograph::model::{
+    IdRequest, QPoint, Space, Token, TokenDraft, TokenInput, TokenPatch, UpdatePath,
+};
+use neurograph::store::{Command, Effect, Grids, SpaceTrees, SpatialIndex, Store, WriteHook};
+
+mod support;
+
+use support::{draft, tokens, XorShift, AT};
+
+/// Tokens indexed.
+const TOKENS: usize = 1_000_000;
+/// Tokens when run as a test (`cargo test --benches`: each bench once, unoptimised).
+const TOKENS_AS_TEST: usize = 10_000;
+/// Points in the pile of identical points.
+const PILE: usize = 100_000;
+/// Hits a range query aims at.
+const RANGE_HITS: f64 = 50.0;
+
+/// The radius whose ball holds `RANGE_HITS` of `n` tokens spread uniformly over `space`'s cube
+/// (the generator keeps points within 99 % of the representable range).
+fn radius_for_hits(space: Space, n: usize) -> f64 {
+    let side = 2.0 * 0.99 * space.max_value();
+    (RANGE_HITS * side.powi(3) / (n as f64 * 4.0 / 3.0 * std::f64::consts::PI)).cbrt()
+}
+
+/// A random space and a centre whose ball of `radius_for_hits` lies inside the cube.
+fn query(rng: &mut XorShift, n: usize) -> (Space, [f64; 3], f64) {
+    let space = Space::ALL[rng.below(Space::ALL.len())];
+    let radius = radius_for_hits(space, n);
+    let inner = 0.99 * space.max_value() - radius;
+    let centre = [(); 3].map(|()| (rng.unit() * 2.0 - 1.0) * inner);
+    (space, centre, radius)
+}
+
+/// A store with the default grid's index and user grids hooked in, loaded with `tokens` by one
+/// big batch into the empty store (the bulk-load path).
+fn loaded_store(tokens: &[Token]) -> (Store, Arc<SpatialIndex>) {
+    let index = Arc::new(SpatialIndex::default());
+    let hooks: Vec<Arc<dyn WriteHook>> = vec![index.clone(), Arc::new(Grids::new(10_000_000))];
+    let store = Store::new(hooks);
+    let started = Instant::now();
+    let drafts = tokens
+        .iter()
+        .map(|t| TokenDraft {
+            id: IdRequest::Explicit(t.id),
+            data: t.data,
+        })
+        .collect();
+    store
+        .apply(Command::BatchCreate { drafts, at: AT })
+        .expect("bench tokens are valid");
+    eprintln!(
+        "one BatchCreate of {} tokens into the empty store (tables + bulk-loaded trees): {:.2?}",
+        tokens.len(),
+        started.elapsed()
+    );
+    (store, index)
+}
+
+fn spatial_benches(c: &mut Criterion) {
+    let n = if std::env::args().any(|a| a == "--bench") {
+        TOKENS
+    } else {
+        TOKENS_AS_TEST
+    };
+    let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+    let all = tokens(&mut rng, n);
+    let (store, index) = loaded_store(&all);
+    let trees = index.trees();
+
+    let mut hits = 0;
+    for _ in 0..1000 {
+        let (space, centre, radius) = query(&mut rng, n);
+        hits += trees.count_within(space, centre, radius);
+    }
+    eprintln!("range queries average {:.1} hits", hits as f64 / 1000.0);
+
+    let mut group = c.benchmark_group("spatial_1m");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(20));
+    group.bench_function("bulk_build_8_trees", |b| {
+        b.iter(|| black_box(SpaceTrees::bulk_built(&all)))
+    });
+
+    group
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(3));
+    group.bench_function("knn_k10", |b| {
+        b.iter_batched(
+            || {
+                let token = all[rng.below(n)];
+                let space = Space::ALL[rng.below(Space::ALL.len())];
+                let point = token.data.point(space).expect("every space is defined");
+                (space, point.to_f64(space), token.id.get())
+            },
+            |(space, centre, id)| black_box(trees.nearest(space, centre, 10, None, Some(id))),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("range_50_hits", |b| {
+        b.iter_batched(
+            || query(&mut rng, n),
+            |(space, centre, radius)| black_box(trees.within(space, centre, radius, 1000)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("density_50_hits", |b| {
+        b.iter_batched(
+            || query(&mut rng, n),
+            |(space, centre, radius)| black_box(trees.count_within(space, centre, radius)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("influence_50_hits", |b| {
+        b.iter_batched(
+            || query(&mut rng, n),
+            |(space, centre, radius)| black_box(trees.influence(space, centre, radius)),
+            BatchSize::SmallInput,
+        )
+    });
+
+    // Writes through the write path: tables, 8 trees and the grid hook.
+    let new_token = draft(&mut rng, 0xAB);
+    group.bench_function("create_indexed_8_spaces", |b| {
+        b.iter_custom(|iters| {
+            let mut created = Vec::with_capacity(iters as usize);
+            let started = Instant::now();
+            for _ in 0..iters {
+                let committed = store
+                    .apply(Command::CreateToken {
+                        draft: new_token,
+                        at: AT,
+                    })
+                    .expect("id space is far from used up");
+                created.push(committed.effects[0].clone());
+            }
+            let elapsed = started.elapsed();
+            for effect in created {
+                if let Effect::Created(token) = effect {
+                    store
+                        .apply(Command::DeleteToken { id: token.id })
+                        .expect("just created");
+                }
+            }
+            elapsed
+        })
+    });
+    group.bench_function("update_move_8_spaces", |b| {
+        b.iter_batched(
+            || {
+                let sent = TokenInput {
+                    weight: 0.5,
+                    points: Space::ALL.map(|space| Some(rng.point(space))),
+                    ..TokenInput::default()
+                };
+                let paths = Space::ALL.map(UpdatePath::Point).to_vec();
+                Command::UpdateToken {
+                    id: all[rng.below(n)].id,
+                    patch: TokenPatch::new(&sent, paths).expect("valid patch"),
+                    at: AT,
+                }
+            },
+            |command| store.apply(command).expect("token exists"),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("delete_indexed_8_spaces", |b| {
+        b.iter_batched(
+            || {
+                let committed = store
+                    .apply(Command::CreateToken {
+                        draft: draft(&mut rng, 0xCD),
+                        at: AT,
+                    })
+                    .expect("create");
+                match &committed.effects[0] {
+                    Effect::Created(token) => token.id,
+                    other => panic!("create gave {other:?}"),
+                }
+            },
+            |id| store.apply(Command::DeleteToken { id }).expect("exists"),
+            BatchSize::SmallInput,
+        )
+    });
+
+    // A pile: PILE tokens at one point in L1, beside the uniform rest.
+    let pile_trees = SpaceTrees::default();
+    let mut pile: Vec<Token> = all.iter().take(PILE.min(n)).copied().collect();
+    let spot = QPoint([1234, -567, 89]);
+    for token in &mut pile {
+        token.data.set_point(Space::L1Physical, Some(spot));
+    }
+    pile_trees.insert(&pile);
+    pile_trees.insert(&all[PILE.min(n)..]);
+    let centre = spot.to_f64(Space::L1Physical);
+    group.bench_function("pile_100k_knn_k10", |b| {
+        b.iter(|| black_box(pile_trees.nearest(Space::L1Physical, centre, 10, None, None)))
+    });
+    group.bench_function("pile_100k_range_limit_1000", |b| {
+        b.iter(|| black_box(pile_trees.within(Space::L1Physical, centre, 0.01, 1000)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, spatial_benches);
+criterion_main!(benches);
