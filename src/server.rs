@@ -19,13 +19,16 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
+use crate::api::cdna::CdnaApi;
 use crate::api::health::HealthApi;
+use crate::api::pb::cdna_service_server::CdnaServiceServer;
 use crate::api::pb::system_server::SystemServer;
 use crate::api::pb::token_service_server::TokenServiceServer;
 use crate::api::system::SystemApi;
 use crate::api::token::TokenApi;
 use crate::api::{ShutdownSignal, FILE_DESCRIPTOR_SET, STATUS_DETAILS_DESCRIPTOR_SET};
 use crate::config::Config;
+use crate::store::cdna::{run_quarantine_timer, Cdna, SystemClock};
 use crate::store::Store;
 use crate::telemetry::{ConnectionGuard, ConnectionStats, ProcessSampler};
 
@@ -35,7 +38,11 @@ const GRPC_OUT_OF_RANGE: &str = "11";
 const GRPC_RESOURCE_EXHAUSTED: &str = "8";
 
 /// The neurograph services this build implements, as health and reflection name them.
-pub const SERVED_SERVICES: &[&str] = &["neurograph.v1.TokenService", "neurograph.v1.System"];
+pub const SERVED_SERVICES: &[&str] = &[
+    "neurograph.v1.TokenService",
+    "neurograph.v1.CDNAService",
+    "neurograph.v1.System",
+];
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +149,7 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 }
 
 /// Our proto files whose services are all served: a file declaring a service of a later issue
-/// (grid.proto, cdna.proto) stays out of reflection until that service is served.
+/// (grid.proto) stays out of reflection until that service is served.
 fn served_descriptors() -> prost_types::FileDescriptorSet {
     let mut set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET)
         .expect("build.rs wrote a valid descriptor set");
@@ -196,10 +203,18 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let store = Arc::new(Store::default());
+    let cdna = Arc::new(Cdna::new(Arc::new(SystemClock)));
+    let store = Arc::new(Store::new(vec![cdna.clone()]));
     let max = config.max_message_bytes;
     let (down_sender, down_receiver) = tokio::sync::watch::channel(false);
     let down = ShutdownSignal::new(down_receiver);
+    let mut timer_down = down.clone();
+    // Ends at the first shutdown signal, or when `serve` returns and drops the sender.
+    tokio::spawn(run_quarantine_timer(
+        Arc::clone(&store),
+        Arc::clone(&cdna),
+        async move { timer_down.wait().await },
+    ));
     let connections = Arc::new(ConnectionStats::default());
     let sampler = ProcessSampler::start(Duration::from_secs(1));
 
@@ -217,14 +232,19 @@ pub async fn serve(
 
     let tokens = TokenServiceServer::new(TokenApi::new(Arc::clone(&store), down.clone()))
         .max_decoding_message_size(max);
-    let system = SystemServer::new(SystemApi::new(
-        Arc::clone(&store),
-        sampler,
-        Arc::clone(&connections),
-        down.clone(),
-        config.storage.name(),
-    ))
+    let system = SystemServer::new(
+        SystemApi::new(
+            Arc::clone(&store),
+            sampler,
+            Arc::clone(&connections),
+            down.clone(),
+            config.storage.name(),
+        )
+        .with_cdna(Arc::clone(&cdna)),
+    )
     .max_decoding_message_size(max);
+    let cdna = CdnaServiceServer::new(CdnaApi::new(Arc::clone(&store), cdna))
+        .max_decoding_message_size(max);
 
     let router = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
@@ -233,6 +253,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(tokens)
+        .add_service(cdna)
         .add_service(system);
 
     let local = listener.local_addr().ok();

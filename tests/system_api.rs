@@ -34,7 +34,7 @@ async fn health_and_ready_report_every_existing_component() {
     assert!(ready.ready);
     let mut names: Vec<_> = ready.checks.keys().cloned().collect();
     names.sort();
-    assert_eq!(names, ["storage", "token_store"]);
+    assert_eq!(names, ["cdna", "storage", "token_store"]);
     assert!(ready.checks.values().all(|v| v == "ok"));
 }
 
@@ -148,7 +148,12 @@ async fn closed_connections_leave_the_active_count() {
 async fn grpc_health_serves_implemented_services_only() {
     let server = TestServer::start().await;
     let mut health = HealthClient::new(server.channel().await);
-    for service in ["", "neurograph.v1.TokenService", "neurograph.v1.System"] {
+    for service in [
+        "",
+        "neurograph.v1.TokenService",
+        "neurograph.v1.CDNAService",
+        "neurograph.v1.System",
+    ] {
         let reply = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -158,7 +163,7 @@ async fn grpc_health_serves_implemented_services_only() {
             .into_inner();
         assert_eq!(reply.status(), ServingStatus::Serving, "{service:?}");
     }
-    for service in ["neurograph.v1.GridService", "neurograph.v1.CDNAService"] {
+    for service in ["neurograph.v1.GridService"] {
         let status = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -233,10 +238,11 @@ mod reflection {
     use super::*;
     use tokio_stream::StreamExt;
 
-    const EXPECTED: [&str; 5] = [
+    const EXPECTED: [&str; 6] = [
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
+        "neurograph.v1.CDNAService",
         "neurograph.v1.System",
         "neurograph.v1.TokenService",
     ];
@@ -257,6 +263,7 @@ mod reflection {
             MessageRequest::FileByFilename("google/protobuf/timestamp.proto".into()),
             MessageRequest::FileContainingSymbol("grpc.reflection.v1alpha.ServerReflection".into()),
             MessageRequest::FileContainingSymbol("google.rpc.BadRequest".into()),
+            MessageRequest::FileContainingSymbol("neurograph.v1.CDNAService".into()),
             MessageRequest::FileContainingSymbol("neurograph.v1.GridService".into()),
         ];
         let stream = tokio_stream::iter(requests.into_iter().map(|m| ServerReflectionRequest {
@@ -279,7 +286,7 @@ mod reflection {
                 }
             }
         }
-        assert_eq!(answers.len(), 6);
+        assert_eq!(answers.len(), 7);
         let ended = ended.expect("a service not served yet is absent");
         assert_eq!(ended.code(), Code::NotFound, "{ended:?}");
         match &answers[0] {

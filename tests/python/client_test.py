@@ -33,8 +33,12 @@ from neurograph.v1 import token_pb2, token_pb2_grpc  # noqa: E402
 
 TIMEOUT = support.RPC_TIMEOUT_SECONDS
 
-IMPLEMENTED_SERVICES = {"neurograph.v1.TokenService", "neurograph.v1.System"}
-UNIMPLEMENTED_SERVICES = {"neurograph.v1.GridService", "neurograph.v1.CDNAService"}
+IMPLEMENTED_SERVICES = {
+    "neurograph.v1.TokenService",
+    "neurograph.v1.CDNAService",
+    "neurograph.v1.System",
+}
+UNIMPLEMENTED_SERVICES = {"neurograph.v1.GridService"}
 INFRASTRUCTURE_SERVICES = {
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
