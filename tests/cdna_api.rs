@@ -198,6 +198,23 @@ mod config {
     }
 
     #[tokio::test]
+    async fn update_requires_the_config() {
+        let server = TestServer::start().await;
+        let mut client = server.cdna().await;
+        let status = client
+            .update_config(pb::UpdateConfigRequest {
+                config: None,
+                update_mask: mask(&["min_token_weight"]),
+                expected_revision: None,
+                validate: None,
+            })
+            .await
+            .expect_err("config required");
+        assert_invalid(&status, &["config"]);
+        assert_eq!(get_config(&mut client).await.revision, 1);
+    }
+
+    #[tokio::test]
     async fn update_rejects_every_path_that_is_not_mutable() {
         let server = TestServer::start().await;
         let mut client = server.cdna().await;

@@ -322,11 +322,12 @@ impl CdnaState {
                     HistoryAction::QuarantineStopDiscarded
                 };
                 let details = if *apply {
-                    format!("stopped; kept {} config changes", quarantine.config_changes)
+                    format!("stopped; kept {}", changes(quarantine.config_changes))
                 } else {
                     format!(
-                        "stopped; discarded {} config changes, restored the config of revision {}",
-                        quarantine.config_changes, quarantine.snapshot.revision
+                        "stopped; discarded {}, restored the config of revision {}",
+                        changes(quarantine.config_changes),
+                        quarantine.snapshot.revision
                     )
                 };
                 self.record(action, *at, details);
@@ -349,9 +350,9 @@ impl CdnaState {
                     HistoryAction::QuarantineExpired,
                     *at,
                     format!(
-                        "expired after {} s; discarded {} config changes, restored the config of revision {}",
+                        "expired after {} s; discarded {}, restored the config of revision {}",
                         quarantine.duration_seconds,
-                        quarantine.config_changes,
+                        changes(quarantine.config_changes),
                         quarantine.snapshot.revision
                     ),
                 );
@@ -379,6 +380,14 @@ impl CdnaState {
             (None, Some(last)) => last.status(false, now),
             (None, None) => QuarantineStatus::default(),
         }
+    }
+}
+
+/// "1 config change", "2 config changes".
+fn changes(count: u64) -> String {
+    match count {
+        1 => "1 config change".to_string(),
+        n => format!("{n} config changes"),
     }
 }
 
