@@ -9,7 +9,8 @@ use super::convert_cdna::config_changes;
 use super::paging;
 use super::pb::{self, cdna_service_server::CdnaService};
 use crate::model::cdna::{
-    quarantine_duration, validate_scales, CdnaConfig, ProfileId, QuarantineStatus, PROFILES,
+    quarantine_duration, validate_scales, CdnaConfig, Profile, ProfileId, QuarantineStatus,
+    PROFILES,
 };
 use crate::model::Violations;
 use crate::store::cdna::{Cdna, CdnaCommand, CdnaEffect};
@@ -60,7 +61,7 @@ fn changed_quarantine(effects: &[Effect]) -> &QuarantineStatus {
 }
 
 /// The preset named by `profile_id`: INVALID_ARGUMENT when empty, NOT_FOUND when unknown.
-fn preset(profile_id: &str) -> Result<&'static crate::model::cdna::Profile, StoreError> {
+fn preset(profile_id: &str) -> Result<&'static Profile, StoreError> {
     if profile_id.is_empty() {
         return Err(StoreError::Invalid(Violations::one(
             "profile_id",

@@ -141,16 +141,7 @@ pub fn config_changes(
     let input = ConfigInput {
         scales: config.dimension_scales.clone(),
         // Proto3: an absent message reads as its default, every flag false.
-        flags: config
-            .flags
-            .as_ref()
-            .map(CdnaFlags::from)
-            .unwrap_or(CdnaFlags {
-                validation: false,
-                events: false,
-                mutation: false,
-                strict: false,
-            }),
+        flags: CdnaFlags::from(&config.flags.unwrap_or_default()),
         min_token_weight: config.min_token_weight,
         max_token_weight: config.max_token_weight,
     };
