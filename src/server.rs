@@ -19,8 +19,10 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
+use crate::api::cdna::CdnaApi;
 use crate::api::grid::GridApi;
 use crate::api::health::HealthApi;
+use crate::api::pb::cdna_service_server::CdnaServiceServer;
 use crate::api::pb::grid_service_server::GridServiceServer;
 use crate::api::pb::system_server::SystemServer;
 use crate::api::pb::token_service_server::TokenServiceServer;
@@ -28,6 +30,7 @@ use crate::api::system::SystemApi;
 use crate::api::token::TokenApi;
 use crate::api::{ShutdownSignal, FILE_DESCRIPTOR_SET, STATUS_DETAILS_DESCRIPTOR_SET};
 use crate::config::Config;
+use crate::store::cdna::{run_quarantine_timer, Cdna, SystemClock};
 use crate::store::{Grids, SpatialIndex, Store, WriteHook};
 use crate::telemetry::{ConnectionGuard, ConnectionStats, ProcessSampler};
 
@@ -40,6 +43,7 @@ const GRPC_RESOURCE_EXHAUSTED: &str = "8";
 pub const SERVED_SERVICES: &[&str] = &[
     "neurograph.v1.TokenService",
     "neurograph.v1.GridService",
+    "neurograph.v1.CDNAService",
     "neurograph.v1.System",
 ];
 
@@ -148,7 +152,7 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 }
 
 /// Our proto files whose services are all served: a file declaring a service of a later issue
-/// (grid.proto, cdna.proto) stays out of reflection until that service is served.
+/// (grid.proto) stays out of reflection until that service is served.
 fn served_descriptors() -> prost_types::FileDescriptorSet {
     let mut set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET)
         .expect("build.rs wrote a valid descriptor set");
@@ -202,13 +206,22 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let cdna = Arc::new(Cdna::new(Arc::new(SystemClock)));
     let index = Arc::new(SpatialIndex::default());
     let grids = Arc::new(Grids::new(config.max_grid_memberships));
-    let hooks: Vec<Arc<dyn WriteHook>> = vec![index.clone(), grids.clone()];
+    // CDNA first: its weight limits reject a command before any other component sees it.
+    let hooks: Vec<Arc<dyn WriteHook>> = vec![cdna.clone(), index.clone(), grids.clone()];
     let store = Arc::new(Store::new(hooks));
     let max = config.max_message_bytes;
     let (down_sender, down_receiver) = tokio::sync::watch::channel(false);
     let down = ShutdownSignal::new(down_receiver);
+    let mut timer_down = down.clone();
+    // Ends at the first shutdown signal, or when `serve` returns and drops the sender.
+    tokio::spawn(run_quarantine_timer(
+        Arc::clone(&store),
+        Arc::clone(&cdna),
+        async move { timer_down.wait().await },
+    ));
     let connections = Arc::new(ConnectionStats::default());
     let sampler = ProcessSampler::start(Duration::from_secs(1));
 
@@ -228,14 +241,19 @@ pub async fn serve(
         .max_decoding_message_size(max);
     let grid = GridServiceServer::new(GridApi::new(Arc::clone(&store), index, grids))
         .max_decoding_message_size(max);
-    let system = SystemServer::new(SystemApi::new(
-        Arc::clone(&store),
-        sampler,
-        Arc::clone(&connections),
-        down.clone(),
-        config.storage.name(),
-    ))
+    let system = SystemServer::new(
+        SystemApi::new(
+            Arc::clone(&store),
+            sampler,
+            Arc::clone(&connections),
+            down.clone(),
+            config.storage.name(),
+        )
+        .with_cdna(Arc::clone(&cdna)),
+    )
     .max_decoding_message_size(max);
+    let cdna = CdnaServiceServer::new(CdnaApi::new(Arc::clone(&store), cdna))
+        .max_decoding_message_size(max);
 
     let router = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
@@ -245,6 +263,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(tokens)
         .add_service(grid)
+        .add_service(cdna)
         .add_service(system);
 
     let local = listener.local_addr().ok();

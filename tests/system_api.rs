@@ -34,7 +34,10 @@ async fn health_and_ready_report_every_existing_component() {
     assert!(ready.ready);
     let mut names: Vec<_> = ready.checks.keys().cloned().collect();
     names.sort();
-    assert_eq!(names, ["grids", "spatial_index", "storage", "token_store"]);
+    assert_eq!(
+        names,
+        ["cdna", "grids", "spatial_index", "storage", "token_store"]
+    );
     assert!(ready.checks.values().all(|v| v == "ok"));
 }
 
@@ -152,6 +155,7 @@ async fn grpc_health_serves_implemented_services_only() {
         "",
         "neurograph.v1.TokenService",
         "neurograph.v1.GridService",
+        "neurograph.v1.CDNAService",
         "neurograph.v1.System",
     ] {
         let reply = health
@@ -163,7 +167,7 @@ async fn grpc_health_serves_implemented_services_only() {
             .into_inner();
         assert_eq!(reply.status(), ServingStatus::Serving, "{service:?}");
     }
-    for service in ["neurograph.v1.CDNAService"] {
+    for service in ["neurograph.v1.NoSuchService"] {
         let status = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -238,10 +242,11 @@ mod reflection {
     use super::*;
     use tokio_stream::StreamExt;
 
-    const EXPECTED: [&str; 6] = [
+    const EXPECTED: [&str; 7] = [
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
+        "neurograph.v1.CDNAService",
         "neurograph.v1.GridService",
         "neurograph.v1.System",
         "neurograph.v1.TokenService",
@@ -264,6 +269,8 @@ mod reflection {
             MessageRequest::FileContainingSymbol("grpc.reflection.v1alpha.ServerReflection".into()),
             MessageRequest::FileContainingSymbol("google.rpc.BadRequest".into()),
             MessageRequest::FileContainingSymbol("neurograph.v1.CDNAService".into()),
+            MessageRequest::FileContainingSymbol("neurograph.v1.GridService".into()),
+            MessageRequest::FileContainingSymbol("neurograph.v1.NoSuchService".into()),
         ];
         let stream = tokio_stream::iter(requests.into_iter().map(|m| ServerReflectionRequest {
             host: String::new(),
@@ -285,8 +292,8 @@ mod reflection {
                 }
             }
         }
-        assert_eq!(answers.len(), 6);
-        let ended = ended.expect("a service not served yet is absent");
+        assert_eq!(answers.len(), 8);
+        let ended = ended.expect("an unknown service is absent");
         assert_eq!(ended.code(), Code::NotFound, "{ended:?}");
         match &answers[0] {
             MessageResponse::ListServicesResponse(list) => {

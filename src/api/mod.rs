@@ -1,7 +1,9 @@
 //! Thin tonic adapters: request → model/store call → response. The generated code and the
 //! reflection descriptor set live here too; nothing below `api` sees a protobuf type.
 
+pub mod cdna;
 pub mod convert;
+pub mod convert_cdna;
 pub mod error;
 pub mod grid;
 pub mod health;

@@ -1,5 +1,6 @@
-//! Opaque page tokens and page sizes (AIP-158): a token records the filter it was made for and
-//! the last id returned, so the next page starts after that id.
+//! Opaque page tokens and page sizes (AIP-158): a ListTokens token records the filter it was
+//! made for and the last id returned, so the next page starts after that id; a GetHistory token
+//! records the last history sequence returned, so the next page holds the older entries.
 
 use crate::model::TokenFilter;
 use crate::model::Violations;
@@ -36,9 +37,59 @@ pub fn encode(filter: &TokenFilter, last_id: u32) -> String {
     let [d, t] = filter_bytes(filter);
     let mut bytes = vec![VERSION, d, t];
     bytes.extend(last_id.to_be_bytes());
-    let check = bytes.iter().fold(0x5Au8, |acc, b| acc.rotate_left(3) ^ b);
-    bytes.push(check);
+    seal(bytes)
+}
+
+fn checksum(bytes: &[u8]) -> u8 {
+    bytes.iter().fold(0x5Au8, |acc, b| acc.rotate_left(3) ^ b)
+}
+
+/// `bytes` plus their checksum, as hex.
+fn seal(mut bytes: Vec<u8>) -> String {
+    bytes.push(checksum(&bytes));
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes a token of `len` bytes (checksum included) sealed with `version` first, without
+/// the checksum; `None` if it is anything else.
+fn unseal(token: &str, len: usize, version: u8) -> Option<Vec<u8>> {
+    if token.len() != len * 2 || !token.is_ascii() {
+        return None;
+    }
+    let mut bytes: Vec<u8> = (0..len)
+        .map(|i| u8::from_str_radix(&token[i * 2..i * 2 + 2], 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let check = bytes.pop()?;
+    (bytes.first() == Some(&version) && checksum(&bytes) == check).then_some(bytes)
+}
+
+fn malformed() -> Violations {
+    Violations::one(
+        "page_token",
+        "is malformed; pass back a next_page_token unchanged",
+    )
+}
+
+/// Version byte of GetHistory page tokens (distinct from ListTokens', so one is never taken
+/// for the other).
+const HISTORY_VERSION: u8 = 2;
+
+/// The GetHistory token for the page after (older than) history sequence `last_sequence`.
+pub fn encode_history(last_sequence: u64) -> String {
+    let mut bytes = vec![HISTORY_VERSION];
+    bytes.extend(last_sequence.to_be_bytes());
+    seal(bytes)
+}
+
+/// The last history sequence a GetHistory token recorded; INVALID_ARGUMENT if malformed.
+pub fn decode_history(token: &str) -> Result<Option<u64>, Violations> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bytes = unseal(token, 10, HISTORY_VERSION).ok_or_else(malformed)?;
+    let sequence: [u8; 8] = bytes[1..9].try_into().map_err(|_| malformed())?;
+    Ok(Some(u64::from_be_bytes(sequence)))
 }
 
 /// The last id a token recorded; INVALID_ARGUMENT if malformed or made for another filter.
@@ -46,25 +97,7 @@ pub fn decode(token: &str, filter: &TokenFilter) -> Result<Option<u32>, Violatio
     if token.is_empty() {
         return Ok(None);
     }
-    let malformed = || {
-        Violations::one(
-            "page_token",
-            "is malformed; pass back a next_page_token unchanged",
-        )
-    };
-    if token.len() != 16 || !token.is_ascii() {
-        return Err(malformed());
-    }
-    let bytes: Vec<u8> = (0..8)
-        .map(|i| u8::from_str_radix(&token[i * 2..i * 2 + 2], 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| malformed())?;
-    let check = bytes[..7]
-        .iter()
-        .fold(0x5Au8, |acc, b| acc.rotate_left(3) ^ b);
-    if bytes[0] != VERSION || bytes[7] != check {
-        return Err(malformed());
-    }
+    let bytes = unseal(token, 8, VERSION).ok_or_else(malformed)?;
     if bytes[1..3] != filter_bytes(filter) {
         return Err(Violations::one(
             "page_token",
@@ -91,6 +124,20 @@ mod tests {
         assert!(decode(&String::from_utf8(tampered).expect("ascii"), &filter).is_err());
         assert!(decode("not-a-token", &filter).is_err());
         assert_eq!(decode("", &filter), Ok(None));
+    }
+
+    #[test]
+    fn history_tokens_round_trip_and_are_not_list_tokens() {
+        let token = encode_history(1234);
+        assert_eq!(decode_history(&token), Ok(Some(1234)));
+        assert_eq!(decode_history(""), Ok(None));
+        let list = encode(&TokenFilter::default(), 1234);
+        assert!(decode_history(&list).is_err());
+        assert!(decode(&token, &TokenFilter::default()).is_err());
+        let mut tampered = token.into_bytes();
+        tampered[5] = if tampered[5] == b'0' { b'1' } else { b'0' };
+        assert!(decode_history(&String::from_utf8(tampered).expect("ascii")).is_err());
+        assert!(decode_history("zz").is_err());
     }
 
     #[test]

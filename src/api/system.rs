@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use super::pb::{self, system_server::System};
 use super::ShutdownSignal;
 use crate::model::TokenFilter;
+use crate::store::cdna::Cdna;
 use crate::store::Store;
 use crate::telemetry::{process_start, ConnectionStats, ProcessSampler};
 
@@ -19,6 +20,7 @@ pub struct SystemApi {
     connections: Arc<ConnectionStats>,
     shutdown: ShutdownSignal,
     storage_backend: &'static str,
+    cdna: Option<Arc<Cdna>>,
 }
 
 impl SystemApi {
@@ -36,13 +38,22 @@ impl SystemApi {
             connections,
             shutdown,
             storage_backend,
+            cdna: None,
         }
+    }
+
+    /// Reports on `cdna` too: its Ready check and the live profile in Status.
+    pub fn with_cdna(mut self, cdna: Arc<Cdna>) -> Self {
+        self.cdna = Some(cdna);
+        self
     }
 
     /// One check per component that exists: `ok`, `starting` or `error: …`.
     fn checks(&self) -> HashMap<String, String> {
+        let cdna = self.cdna.as_ref().map(|_| "cdna");
         ["token_store", "spatial_index", "grids", "storage"]
             .into_iter()
+            .chain(cdna)
             .map(|component| (component.to_string(), "ok".to_string()))
             .collect()
     }
@@ -110,7 +121,11 @@ impl System for SystemApi {
             memory_usage_mb: self.sampler.memory_mb(),
             cpu_usage_percent: self.sampler.cpu_percent(),
             components: checks,
-            cdna_profile: "default".to_string(),
+            cdna_profile: self
+                .cdna
+                .as_ref()
+                .map_or("default", |cdna| cdna.profile().as_str())
+                .to_string(),
             storage_backend: self.storage_backend.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }))

@@ -1,9 +1,1007 @@
-//! The live CDNA config, its history and the quarantine (filled in by the CDNA issue).
+//! The live CDNA config, its history ring and the quarantine, as a write-path component:
+//! every change is a `CdnaCommand` applied through `Store::apply`; the component checks
+//! state-dependent rules (stale revisions, quarantine rules, the token-weight limits of every
+//! token write), executes its own commands and counts token churn during a quarantine. Reads
+//! go straight to the component's own lock, never through the write lock. The quarantine timer
+//! lives here too: a task that sleeps until the wall-clock deadline and then applies
+//! `ExpireQuarantine` through the write path.
 
-/// A change of the CDNA config, applied through the write path.
-#[derive(Clone, Debug, PartialEq)]
-pub enum CdnaCommand {}
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// What a CDNA command changed.
+use parking_lot::RwLock;
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use super::command::{Command, Committed, Effect};
+use super::error::StoreError;
+use super::tokens::TokenTables;
+use super::write_path::{Store, WriteHook};
+use crate::model::cdna::{
+    CdnaConfig, ConfigChanges, HistoryAction, HistoryEntry, ProfileId, Quarantine,
+    QuarantineStatus, WallTime, HISTORY_LIMIT,
+};
+use crate::model::Violations;
+
+/// Where the CDNA component reads the time. Commands carry their time, so only the API (to
+/// stamp a command) and the quarantine timer ask.
+pub trait Clock: Send + Sync {
+    /// The current wall-clock time.
+    fn now(&self) -> WallTime;
+}
+
+/// The production clock: the system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> WallTime {
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        WallTime(u64::try_from(millis).unwrap_or(u64::MAX))
+    }
+}
+
+/// A clock that follows tokio's time: `base` plus the tokio time elapsed since creation, so
+/// that with paused time (`start_paused = true`) auto-advance moves it, without real sleeps.
+#[derive(Clone, Copy, Debug)]
+pub struct TokioClock {
+    base: WallTime,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock reading `base` now.
+    pub fn starting_at(base: WallTime) -> TokioClock {
+        TokioClock {
+            base,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> WallTime {
+        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        WallTime(self.base.0.saturating_add(elapsed))
+    }
+}
+
+/// A change of the CDNA state, applied through the write path. Each carries its time so that
+/// applying it is deterministic (also on replay from a log).
 #[derive(Clone, Debug, PartialEq)]
-pub enum CdnaEffect {}
+pub enum CdnaCommand {
+    /// Change some config fields.
+    UpdateConfig {
+        /// The validated changes.
+        changes: ConfigChanges,
+        /// ABORTED unless the config is at this revision.
+        expected_revision: Option<u64>,
+        /// When.
+        at: WallTime,
+    },
+    /// Set a preset profile and its scales.
+    SwitchProfile {
+        /// A preset (never `custom`).
+        profile: ProfileId,
+        /// ABORTED unless the config is at this revision.
+        expected_revision: Option<u64>,
+        /// When.
+        at: WallTime,
+    },
+    /// Back to the fresh-store config with a new revision.
+    Reset {
+        /// Leave only the reset entry in the history.
+        clear_history: bool,
+        /// ABORTED unless the config is at this revision.
+        expected_revision: Option<u64>,
+        /// When.
+        at: WallTime,
+    },
+    /// Snapshot the config; changes become provisional.
+    StartQuarantine {
+        /// Effective duration (60..=3600).
+        duration_seconds: u32,
+        /// When.
+        at: WallTime,
+    },
+    /// End the quarantine, keeping (`apply`) or discarding the changes.
+    StopQuarantine {
+        /// Keep the changes.
+        apply: bool,
+        /// When.
+        at: WallTime,
+    },
+    /// Restore the snapshot because the deadline passed (the quarantine timer sends this).
+    ExpireQuarantine {
+        /// When; must be at or after the deadline.
+        at: WallTime,
+    },
+}
+
+/// What a CDNA command changed, so that the RPC answers with exactly what its command did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CdnaEffect {
+    /// The config now reads `config` (update, switch, reset, quarantine restore).
+    Config {
+        /// The profile before the change.
+        old_profile: ProfileId,
+        /// The config after it.
+        config: CdnaConfig,
+    },
+    /// The quarantine after a start, stop or expiry.
+    Quarantine(QuarantineStatus),
+}
+
+/// The whole CDNA state: plain data, so that persistence can store and restore it as is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CdnaState {
+    /// The live config.
+    pub config: CdnaConfig,
+    /// The running quarantine.
+    pub quarantine: Option<Quarantine>,
+    /// The last quarantine that ended (its figures stay visible in the status).
+    pub last_quarantine: Option<Quarantine>,
+    /// Newest first, at most `HISTORY_LIMIT`.
+    pub history: VecDeque<HistoryEntry>,
+    /// Sequence of the next history entry (never reused, also not after a clear).
+    pub next_history_sequence: u64,
+}
+
+impl CdnaState {
+    /// A fresh store's state at `at`.
+    pub fn fresh(at: WallTime) -> CdnaState {
+        CdnaState {
+            config: CdnaConfig::fresh(at),
+            quarantine: None,
+            last_quarantine: None,
+            history: VecDeque::new(),
+            next_history_sequence: 1,
+        }
+    }
+
+    fn record(&mut self, action: HistoryAction, at: WallTime, details: String) {
+        self.history.push_front(HistoryEntry {
+            sequence: self.next_history_sequence,
+            action,
+            at,
+            revision: self.config.revision,
+            details,
+        });
+        self.next_history_sequence += 1;
+        self.history.truncate(HISTORY_LIMIT);
+    }
+
+    fn check_revision(&self, expected: Option<u64>) -> Result<(), StoreError> {
+        match expected {
+            Some(expected) if expected != self.config.revision => Err(StoreError::Aborted(format!(
+                "expected_revision {expected} is stale: the config is at revision {}; read it again and retry",
+                self.config.revision
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn active(&self) -> Result<&Quarantine, StoreError> {
+        self.quarantine.as_ref().ok_or_else(|| {
+            StoreError::FailedPrecondition(
+                "no quarantine is active; start one with StartQuarantine".into(),
+            )
+        })
+    }
+
+    /// Every state-dependent rule of `command`.
+    fn check(&self, command: &CdnaCommand) -> Result<(), StoreError> {
+        match command {
+            CdnaCommand::UpdateConfig {
+                changes,
+                expected_revision,
+                ..
+            } => {
+                self.check_revision(*expected_revision)?;
+                self.config
+                    .check_changes(changes)
+                    .map_err(|v| StoreError::Invalid(v.prefixed("config.")))
+            }
+            CdnaCommand::SwitchProfile {
+                profile,
+                expected_revision,
+                ..
+            } => {
+                if profile.profile().is_none() {
+                    return Err(StoreError::NotFound(format!(
+                        "profile {profile} is not a preset"
+                    )));
+                }
+                self.check_revision(*expected_revision)
+            }
+            CdnaCommand::Reset {
+                expected_revision,
+                at,
+                ..
+            } => {
+                self.check_revision(*expected_revision)?;
+                if let Some(q) = &self.quarantine {
+                    return Err(StoreError::FailedPrecondition(format!(
+                        "a quarantine is active ({} s left); stop it before ResetConfig",
+                        q.status(true, *at).time_left_seconds
+                    )));
+                }
+                Ok(())
+            }
+            CdnaCommand::StartQuarantine { at, .. } => match &self.quarantine {
+                Some(q) => Err(StoreError::FailedPrecondition(format!(
+                    "a quarantine is already active ({} s left); stop it first",
+                    q.status(true, *at).time_left_seconds
+                ))),
+                None => Ok(()),
+            },
+            CdnaCommand::StopQuarantine { .. } => self.active().map(|_| ()),
+            CdnaCommand::ExpireQuarantine { at } => {
+                if self.active()?.expired_at(*at) {
+                    Ok(())
+                } else {
+                    Err(StoreError::FailedPrecondition(
+                        "the quarantine has not reached its deadline".into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Applies a checked command; returns its effects.
+    fn execute(&mut self, command: &CdnaCommand) -> Vec<Effect> {
+        let old_profile = self.config.profile;
+        let config_effect = |state: &CdnaState| {
+            Effect::Cdna(CdnaEffect::Config {
+                old_profile,
+                config: state.config.clone(),
+            })
+        };
+        match command {
+            CdnaCommand::UpdateConfig { changes, at, .. } => {
+                self.config = self.config.changed(changes, *at);
+                let details = self.provisional(format!("updated {}", changes.describe()));
+                self.record(HistoryAction::ConfigUpdate, *at, details);
+                vec![config_effect(self)]
+            }
+            CdnaCommand::SwitchProfile { profile, at, .. } => {
+                if let Some(preset) = profile.profile() {
+                    self.config = self.config.switched(preset, *at);
+                }
+                let details = self.provisional(format!("{old_profile} → {profile}"));
+                self.record(HistoryAction::ProfileSwitch, *at, details);
+                vec![config_effect(self)]
+            }
+            CdnaCommand::Reset {
+                clear_history, at, ..
+            } => {
+                self.config = self.config.reset(*at);
+                if *clear_history {
+                    self.history.clear();
+                }
+                let details = if *clear_history {
+                    "reset to the fresh-store config; history cleared"
+                } else {
+                    "reset to the fresh-store config"
+                };
+                self.record(HistoryAction::Reset, *at, details.to_string());
+                vec![config_effect(self)]
+            }
+            CdnaCommand::StartQuarantine {
+                duration_seconds,
+                at,
+            } => {
+                let quarantine = Quarantine::start(self.config.clone(), *at, *duration_seconds);
+                let status = quarantine.status(true, *at);
+                self.quarantine = Some(quarantine);
+                self.record(
+                    HistoryAction::QuarantineStart,
+                    *at,
+                    format!(
+                        "started for {duration_seconds} s; snapshot of revision {}",
+                        self.config.revision
+                    ),
+                );
+                vec![Effect::Cdna(CdnaEffect::Quarantine(status))]
+            }
+            CdnaCommand::StopQuarantine { apply, at } => {
+                let Some(quarantine) = self.quarantine.take() else {
+                    return Vec::new();
+                };
+                let mut effects = Vec::new();
+                let action = if *apply {
+                    HistoryAction::QuarantineStopApplied
+                } else {
+                    self.config = self.config.restored(&quarantine.snapshot, *at);
+                    effects.push(config_effect(self));
+                    HistoryAction::QuarantineStopDiscarded
+                };
+                let details = if *apply {
+                    format!("stopped; kept {}", changes(quarantine.config_changes))
+                } else {
+                    format!(
+                        "stopped; discarded {}, restored the config of revision {}",
+                        changes(quarantine.config_changes),
+                        quarantine.snapshot.revision
+                    )
+                };
+                self.record(action, *at, details);
+                effects.push(Effect::Cdna(CdnaEffect::Quarantine(
+                    quarantine.status(false, *at),
+                )));
+                self.last_quarantine = Some(quarantine);
+                effects
+            }
+            CdnaCommand::ExpireQuarantine { at } => {
+                let Some(quarantine) = self.quarantine.take() else {
+                    return Vec::new();
+                };
+                self.config = self.config.restored(&quarantine.snapshot, *at);
+                let effects = vec![
+                    config_effect(self),
+                    Effect::Cdna(CdnaEffect::Quarantine(quarantine.status(false, *at))),
+                ];
+                self.record(
+                    HistoryAction::QuarantineExpired,
+                    *at,
+                    format!(
+                        "expired after {} s; discarded {}, restored the config of revision {}",
+                        quarantine.duration_seconds,
+                        changes(quarantine.config_changes),
+                        quarantine.snapshot.revision
+                    ),
+                );
+                self.last_quarantine = Some(quarantine);
+                effects
+            }
+        }
+    }
+
+    /// Counts a config change against a running quarantine and says so in `details`.
+    fn provisional(&mut self, details: String) -> String {
+        match &mut self.quarantine {
+            Some(q) => {
+                q.config_changes += 1;
+                format!("{details} (provisional: quarantine active)")
+            }
+            None => details,
+        }
+    }
+
+    /// The quarantine's status at `now`: the running one, or the figures of the last one.
+    fn quarantine_status(&self, now: WallTime) -> QuarantineStatus {
+        match (&self.quarantine, &self.last_quarantine) {
+            (Some(q), _) => q.status(true, now),
+            (None, Some(last)) => last.status(false, now),
+            (None, None) => QuarantineStatus::default(),
+        }
+    }
+}
+
+/// "1 config change", "2 config changes".
+fn changes(count: u64) -> String {
+    match count {
+        1 => "1 config change".to_string(),
+        n => format!("{n} config changes"),
+    }
+}
+
+/// One page of history, newest first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryPage {
+    /// The entries.
+    pub entries: Vec<HistoryEntry>,
+    /// Whether older entries follow.
+    pub more: bool,
+    /// Entries held when the page was read.
+    pub total: u64,
+}
+
+/// The CDNA component: plugs into the write path as a `WriteHook`, answers reads directly.
+pub struct Cdna {
+    state: RwLock<CdnaState>,
+    clock: Arc<dyn Clock>,
+    /// The running quarantine's deadline, for the timer; updated under the write lock.
+    deadline: watch::Sender<Option<WallTime>>,
+}
+
+impl Cdna {
+    /// A fresh store's CDNA state, reading the time from `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Cdna {
+        let state = CdnaState::fresh(clock.now());
+        Cdna::with_state(clock, state)
+    }
+
+    /// A component resuming `state` (e.g. recovered from disk); a quarantine whose deadline
+    /// passed while the server was down expires as soon as the timer runs.
+    pub fn with_state(clock: Arc<dyn Clock>, state: CdnaState) -> Cdna {
+        let deadline = state.quarantine.as_ref().map(|q| q.deadline);
+        Cdna {
+            state: RwLock::new(state),
+            clock,
+            deadline: watch::Sender::new(deadline),
+        }
+    }
+
+    /// The current time on this component's clock, for stamping commands.
+    pub fn now(&self) -> WallTime {
+        self.clock.now()
+    }
+
+    /// A copy of the whole state (for persistence and tests).
+    pub fn state(&self) -> CdnaState {
+        self.state.read().clone()
+    }
+
+    /// The live config.
+    pub fn config(&self) -> CdnaConfig {
+        self.state.read().config.clone()
+    }
+
+    /// The live profile.
+    pub fn profile(&self) -> ProfileId {
+        self.state.read().config.profile
+    }
+
+    /// The quarantine status now.
+    pub fn quarantine_status(&self) -> QuarantineStatus {
+        let now = self.now();
+        self.state.read().quarantine_status(now)
+    }
+
+    /// Up to `size` history entries older than sequence `before` (all when `None`).
+    pub fn history_page(&self, before: Option<u64>, size: usize) -> HistoryPage {
+        let state = self.state.read();
+        // Newest first, so sequences decrease along the ring.
+        let start = before.map_or(0, |s| state.history.partition_point(|e| e.sequence >= s));
+        let entries: Vec<_> = state
+            .history
+            .iter()
+            .skip(start)
+            .take(size)
+            .cloned()
+            .collect();
+        HistoryPage {
+            more: start + entries.len() < state.history.len(),
+            total: state.history.len() as u64,
+            entries,
+        }
+    }
+
+    /// Follows the running quarantine's deadline (`None` when there is none).
+    pub fn deadlines(&self) -> watch::Receiver<Option<WallTime>> {
+        self.deadline.subscribe()
+    }
+
+    /// The weight-limit violations of a token write, with request-root paths.
+    fn check_weights(&self, command: &Command) -> Result<(), StoreError> {
+        let weights: Vec<(usize, f32)> = match command {
+            Command::CreateToken { draft, .. } => vec![(0, draft.data.weight())],
+            Command::BatchCreate { drafts, .. } => drafts
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (i, d.data.weight()))
+                .collect(),
+            Command::UpdateToken { patch, .. } if patch.writes_weight => {
+                vec![(0, patch.values.weight())]
+            }
+            _ => return Ok(()),
+        };
+        let state = self.state.read();
+        let config = &state.config;
+        let mut violations = Violations::default();
+        for (index, weight) in weights {
+            if !config.allows_weight(weight) {
+                violations.push(
+                    format!("{}weight", command.token_path(index)),
+                    format!(
+                        "{weight} is outside the CDNA token-weight limits [{}, {}]",
+                        config.min_token_weight, config.max_token_weight
+                    ),
+                );
+            }
+        }
+        violations.into_result(()).map_err(StoreError::Invalid)
+    }
+}
+
+/// Token writes in `effects`. A clear counts every token it removed, as deleting them one by
+/// one would: churn measures how many tokens changed, not how many calls were made.
+fn token_writes(effects: &[Effect]) -> u64 {
+    effects
+        .iter()
+        .map(|effect| match effect {
+            Effect::Created(_) | Effect::Updated { .. } | Effect::Deleted(_) => 1,
+            Effect::Cleared { count } => *count,
+            Effect::Grid(_) | Effect::Cdna(_) => 0,
+        })
+        .sum()
+}
+
+impl WriteHook for Cdna {
+    fn check(&self, command: &Command, _tables: &TokenTables) -> Result<(), StoreError> {
+        match command {
+            Command::Cdna(command) => self.state.read().check(command),
+            _ => self.check_weights(command),
+        }
+    }
+
+    fn execute(&self, command: &Command, _tables: &TokenTables) -> Option<Vec<Effect>> {
+        let Command::Cdna(command) = command else {
+            return None;
+        };
+        let mut state = self.state.write();
+        let effects = state.execute(command);
+        // Still under the write lock, so the timer sees deadlines in commit order.
+        self.deadline
+            .send_replace(state.quarantine.as_ref().map(|q| q.deadline));
+        Some(effects)
+    }
+
+    fn applied(&self, committed: &Committed) {
+        let churn = token_writes(&committed.effects);
+        // Under the write lock nobody else changes the state between this read and write.
+        if churn > 0 && self.state.read().quarantine.is_some() {
+            if let Some(q) = &mut self.state.write().quarantine {
+                q.token_churn += churn;
+            }
+        }
+    }
+}
+
+/// Expires quarantines: sleeps until the running one's wall-clock deadline and then applies
+/// `ExpireQuarantine` through the write path. Re-arms whenever a quarantine starts or stops;
+/// returns when `shutdown` resolves.
+pub async fn run_quarantine_timer(
+    store: Arc<Store>,
+    cdna: Arc<Cdna>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut deadlines = cdna.deadlines();
+    tokio::pin!(shutdown);
+    loop {
+        let deadline = *deadlines.borrow_and_update();
+        if let Some(deadline) = deadline {
+            let now = cdna.now();
+            if deadline <= now {
+                let expire = Command::Cdna(CdnaCommand::ExpireQuarantine { at: now });
+                match store.apply(expire) {
+                    Ok(_) => {
+                        info!("quarantine expired; the snapshot was restored");
+                        continue;
+                    }
+                    // A stop won the race; wait for the next start instead of retrying.
+                    Err(error) => debug!(%error, "quarantine expiry not applied"),
+                }
+            } else {
+                // The deadline is wall-clock time; tokio sleeps on its own monotonic clock,
+                // so convert the distance, and look again on waking (the wall clock may jump).
+                let wake =
+                    tokio::time::Instant::now() + Duration::from_millis(now.millis_until(deadline));
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = tokio::time::sleep_until(wake) => continue,
+                    changed = deadlines.changed() => if changed.is_err() { return } else { continue },
+                }
+            }
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            changed = deadlines.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::cdna::CdnaFlag;
+    use crate::model::{TokenDraft, TokenInput, TokenPatch, UpdatePath};
+
+    const T0: WallTime = WallTime(1_700_000_000_000);
+
+    fn setup() -> (Arc<Store>, Arc<Cdna>) {
+        let cdna = Arc::new(Cdna::new(Arc::new(TokioClock::starting_at(T0))));
+        let store = Arc::new(Store::new(vec![cdna.clone()]));
+        (store, cdna)
+    }
+
+    fn apply(store: &Store, command: CdnaCommand) -> Result<Vec<Effect>, StoreError> {
+        store.apply(Command::Cdna(command)).map(|c| c.effects)
+    }
+
+    fn draft(weight: f32) -> TokenDraft {
+        TokenInput {
+            weight,
+            ..TokenInput::default()
+        }
+        .to_draft()
+        .expect("valid")
+    }
+
+    fn limits(store: &Store, cdna: &Cdna, min: f32, max: f32) {
+        let changes = ConfigChanges {
+            min_token_weight: Some(min),
+            max_token_weight: Some(max),
+            ..ConfigChanges::default()
+        };
+        apply(
+            store,
+            CdnaCommand::UpdateConfig {
+                changes,
+                expected_revision: None,
+                at: cdna.now(),
+            },
+        )
+        .expect("limits");
+    }
+
+    fn start(store: &Store, cdna: &Cdna, duration_seconds: u32) {
+        apply(
+            store,
+            CdnaCommand::StartQuarantine {
+                duration_seconds,
+                at: cdna.now(),
+            },
+        )
+        .expect("start");
+    }
+
+    fn switch(store: &Store, cdna: &Cdna, profile: ProfileId) {
+        apply(
+            store,
+            CdnaCommand::SwitchProfile {
+                profile,
+                expected_revision: None,
+                at: cdna.now(),
+            },
+        )
+        .expect("switch");
+    }
+
+    #[test]
+    fn token_writes_outside_the_weight_limits_are_rejected_with_their_paths() {
+        let (store, cdna) = setup();
+        limits(&store, &cdna, 0.2, 0.8);
+        let rejected = store
+            .apply(Command::BatchCreate {
+                drafts: vec![draft(0.5), draft(0.9), draft(0.1)],
+                at: 1,
+            })
+            .expect_err("out of limits");
+        let StoreError::Invalid(violations) = rejected else {
+            panic!("INVALID_ARGUMENT expected, got {rejected:?}");
+        };
+        let fields: Vec<_> = violations.0.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["tokens[1].weight", "tokens[2].weight"]);
+        assert!(store.tables().is_empty());
+
+        let created = store
+            .apply(Command::CreateToken {
+                draft: draft(0.8),
+                at: 1,
+            })
+            .expect("the limit itself is allowed");
+        let Effect::Created(token) = &created.effects[0] else {
+            panic!("created");
+        };
+        let input = TokenInput {
+            weight: 0.85,
+            ..TokenInput::default()
+        };
+        let weight = TokenPatch::new(&input, vec![UpdatePath::Weight]).expect("valid");
+        let rejected = store
+            .apply(Command::UpdateToken {
+                id: token.id,
+                patch: weight,
+                at: 2,
+            })
+            .expect_err("weight above the limit");
+        assert!(
+            matches!(&rejected, StoreError::Invalid(v) if v.0[0].field == "token.weight"),
+            "{rejected:?}"
+        );
+        let radius = TokenPatch::new(&input, vec![UpdatePath::FieldRadius]).expect("valid");
+        store
+            .apply(Command::UpdateToken {
+                id: token.id,
+                patch: radius,
+                at: 2,
+            })
+            .expect("an update not writing the weight is not checked against it");
+    }
+
+    #[test]
+    fn narrowing_the_limits_leaves_stored_tokens_alone() {
+        let (store, cdna) = setup();
+        store
+            .apply(Command::CreateToken {
+                draft: draft(0.9),
+                at: 1,
+            })
+            .expect("create");
+        limits(&store, &cdna, 0.0, 0.5);
+        let tables = store.tables();
+        assert_eq!(tables.len(), 1);
+        let first = store.tables().page(&Default::default(), None, 1).tokens[0];
+        assert_eq!(first.data.weight(), 0.9);
+    }
+
+    #[test]
+    fn stale_expected_revision_aborts_and_changes_nothing() {
+        let (store, cdna) = setup();
+        let before = cdna.state();
+        let result = apply(
+            &store,
+            CdnaCommand::SwitchProfile {
+                profile: ProfileId::Creative,
+                expected_revision: Some(7),
+                at: cdna.now(),
+            },
+        );
+        assert!(matches!(result, Err(StoreError::Aborted(_))), "{result:?}");
+        assert_eq!(cdna.state(), before);
+        assert_eq!(store.sequence(), 0);
+    }
+
+    #[test]
+    fn churn_counts_token_writes_only_while_a_quarantine_runs() {
+        let (store, cdna) = setup();
+        store
+            .apply(Command::CreateToken {
+                draft: draft(0.5),
+                at: 1,
+            })
+            .expect("before the quarantine");
+        start(&store, &cdna, 60);
+        store
+            .apply(Command::BatchCreate {
+                drafts: vec![draft(0.5); 3],
+                at: 2,
+            })
+            .expect("batch");
+        let first = store.tables().page(&Default::default(), None, 1).tokens[0];
+        store
+            .apply(Command::DeleteToken { id: first.id })
+            .expect("delete");
+        assert_eq!(cdna.quarantine_status().token_churn, 4);
+        // A clear counts each token it removed: 3 are left.
+        store.apply(Command::ClearTokens).expect("clear");
+        assert_eq!(cdna.quarantine_status().token_churn, 7);
+        switch(&store, &cdna, ProfileId::Explorer);
+        let status = cdna.quarantine_status();
+        assert_eq!((status.token_churn, status.config_changes), (7, 1));
+        apply(
+            &store,
+            CdnaCommand::StopQuarantine {
+                apply: true,
+                at: cdna.now(),
+            },
+        )
+        .expect("stop");
+        store
+            .apply(Command::CreateToken {
+                draft: draft(0.5),
+                at: 3,
+            })
+            .expect("after the quarantine");
+        let status = cdna.quarantine_status();
+        assert!(!status.active);
+        assert_eq!(status.token_churn, 7, "the last quarantine's figures stay");
+    }
+
+    #[test]
+    fn discarding_restores_the_snapshot_under_a_new_revision() {
+        let (store, cdna) = setup();
+        start(&store, &cdna, 60);
+        switch(&store, &cdna, ProfileId::Creative);
+        let changes = ConfigChanges {
+            flags: vec![(CdnaFlag::Strict, true)],
+            ..ConfigChanges::default()
+        };
+        apply(
+            &store,
+            CdnaCommand::UpdateConfig {
+                changes,
+                expected_revision: Some(2),
+                at: cdna.now(),
+            },
+        )
+        .expect("update");
+        let effects = apply(
+            &store,
+            CdnaCommand::StopQuarantine {
+                apply: false,
+                at: cdna.now(),
+            },
+        )
+        .expect("stop");
+        let config = cdna.config();
+        assert_eq!(config.profile, ProfileId::Default);
+        assert!(!config.flags.strict);
+        assert_eq!(config.revision, 4);
+        assert!(matches!(
+            &effects[..],
+            [
+                Effect::Cdna(CdnaEffect::Config { .. }),
+                Effect::Cdna(CdnaEffect::Quarantine(QuarantineStatus {
+                    active: false,
+                    config_changes: 2,
+                    ..
+                }))
+            ]
+        ));
+    }
+
+    #[test]
+    fn history_is_bounded_and_its_sequence_survives_a_clear() {
+        let (store, cdna) = setup();
+        for _ in 0..(HISTORY_LIMIT + 5) {
+            switch(&store, &cdna, ProfileId::Explorer);
+        }
+        let page = cdna.history_page(None, 2000);
+        assert_eq!(page.total, HISTORY_LIMIT as u64);
+        assert_eq!(page.entries[0].sequence, HISTORY_LIMIT as u64 + 5);
+        assert_eq!(page.entries.last().map(|e| e.sequence), Some(6));
+        let older = cdna.history_page(Some(10), 3);
+        let sequences: Vec<_> = older.entries.iter().map(|e| e.sequence).collect();
+        assert_eq!(sequences, [9, 8, 7]);
+        assert!(older.more);
+        apply(
+            &store,
+            CdnaCommand::Reset {
+                clear_history: true,
+                expected_revision: None,
+                at: cdna.now(),
+            },
+        )
+        .expect("reset");
+        let page = cdna.history_page(None, 50);
+        assert_eq!(page.entries.len(), 1);
+        assert_eq!(page.entries[0].action, HistoryAction::Reset);
+        assert_eq!(page.entries[0].sequence, HISTORY_LIMIT as u64 + 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_expires_a_quarantine_at_its_deadline() {
+        let (store, cdna) = setup();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let timer = tokio::spawn(run_quarantine_timer(
+            Arc::clone(&store),
+            Arc::clone(&cdna),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        start(&store, &cdna, 60);
+        switch(&store, &cdna, ProfileId::Analyzer);
+        // Paused time: these sleeps advance the clock at once, nothing really waits.
+        tokio::time::sleep(Duration::from_millis(59_500)).await;
+        let status = cdna.quarantine_status();
+        assert!(status.active);
+        assert_eq!(status.time_left_seconds, 1, "0.5 s left rounds up");
+        assert_eq!(cdna.profile(), ProfileId::Analyzer);
+
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let status = cdna.quarantine_status();
+        assert!(!status.active);
+        assert_eq!(status.config_changes, 1);
+        let config = cdna.config();
+        assert_eq!((config.profile, config.revision), (ProfileId::Default, 3));
+        let newest = &cdna.history_page(None, 1).entries[0];
+        assert_eq!(newest.action, HistoryAction::QuarantineExpired);
+        assert_eq!(newest.at, T0.plus_seconds(60), "expired at the deadline");
+
+        stop.send(()).expect("timer still running");
+        timer.await.expect("the timer ends at shutdown");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_re_arms_when_quarantines_stop_and_start() {
+        let (store, cdna) = setup();
+        let timer = tokio::spawn(run_quarantine_timer(
+            Arc::clone(&store),
+            Arc::clone(&cdna),
+            std::future::pending(),
+        ));
+        start(&store, &cdna, 60);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        apply(
+            &store,
+            CdnaCommand::StopQuarantine {
+                apply: true,
+                at: cdna.now(),
+            },
+        )
+        .expect("stop");
+        start(&store, &cdna, 120);
+        // Past the first quarantine's deadline: the second one still runs.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(cdna.quarantine_status().active);
+        assert_eq!(cdna.quarantine_status().time_left_seconds, 60);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        assert!(!cdna.quarantine_status().active);
+        let actions: Vec<_> = cdna
+            .history_page(None, 10)
+            .entries
+            .iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                HistoryAction::QuarantineExpired,
+                HistoryAction::QuarantineStart,
+                HistoryAction::QuarantineStopApplied,
+                HistoryAction::QuarantineStart,
+            ]
+        );
+        timer.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_passed_while_down_expires_when_the_timer_starts() {
+        let clock = Arc::new(TokioClock::starting_at(T0));
+        let mut state = CdnaState::fresh(T0);
+        state.quarantine = Some(Quarantine::start(
+            state.config.clone(),
+            WallTime(T0.0 - 600_000),
+            300,
+        ));
+        let cdna = Arc::new(Cdna::with_state(clock, state));
+        let store = Arc::new(Store::new(vec![cdna.clone()]));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let timer = tokio::spawn(run_quarantine_timer(
+            Arc::clone(&store),
+            Arc::clone(&cdna),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(!cdna.quarantine_status().active);
+        assert_eq!(cdna.config().revision, 2);
+        stop.send(()).expect("running");
+        timer.await.expect("ends");
+    }
+
+    #[test]
+    fn quarantine_rules_are_failed_preconditions() {
+        let (store, cdna) = setup();
+        let stop = |apply_changes| CdnaCommand::StopQuarantine {
+            apply: apply_changes,
+            at: cdna.now(),
+        };
+        assert!(matches!(
+            apply(&store, stop(true)),
+            Err(StoreError::FailedPrecondition(_))
+        ));
+        start(&store, &cdna, 60);
+        let again = apply(
+            &store,
+            CdnaCommand::StartQuarantine {
+                duration_seconds: 60,
+                at: cdna.now(),
+            },
+        );
+        assert!(matches!(again, Err(StoreError::FailedPrecondition(_))));
+        let reset = apply(
+            &store,
+            CdnaCommand::Reset {
+                clear_history: false,
+                expected_revision: None,
+                at: cdna.now(),
+            },
+        );
+        assert!(matches!(reset, Err(StoreError::FailedPrecondition(_))));
+        let early = apply(&store, CdnaCommand::ExpireQuarantine { at: cdna.now() });
+        assert!(matches!(early, Err(StoreError::FailedPrecondition(_))));
+        assert!(cdna.quarantine_status().active);
+    }
+}

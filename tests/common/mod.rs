@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use neurograph::api::pb;
+use neurograph::api::pb::cdna_service_client::CdnaServiceClient;
 use neurograph::api::pb::grid_service_client::GridServiceClient;
 use neurograph::api::pb::system_client::SystemClient;
 use neurograph::api::pb::token_service_client::TokenServiceClient;
@@ -68,6 +69,11 @@ impl TestServer {
     /// A GridService client on a new connection.
     pub async fn grids(&self) -> GridServiceClient<Channel> {
         GridServiceClient::new(self.channel().await)
+    }
+
+    /// A CDNAService client on a new connection.
+    pub async fn cdna(&self) -> CdnaServiceClient<Channel> {
+        CdnaServiceClient::new(self.channel().await)
     }
 
     /// A System client on a new connection.
