@@ -307,3 +307,38 @@ fn a_pile_of_identical_points_ties_to_the_smallest_ids() {
     );
     check_queries(trees, &tokens, [100, 100, 100], 3, 7, 20);
 }
+
+#[test]
+fn far_centres_and_huge_radii_lose_no_hit() {
+    let world = World::new();
+    let mut batch = Vec::new();
+    for x in [-327.67f32, 0.0, 327.67] {
+        for y in [-327.67f32, 327.67] {
+            let mut input = TokenInput {
+                weight: 0.5,
+                ..TokenInput::default()
+            };
+            input.points[Space::L1Physical.index()] = Some([x, y, 0.0]);
+            batch.push(input);
+        }
+    }
+    world.apply(&Op::Batch(batch));
+    let tokens = world.live();
+    let trees = world.index.trees();
+    for (centre, radius) in [
+        ([1e7, 0.0, 0.0], 1e7 - 100.0),
+        ([1e7, 0.0, 0.0], 1e7),
+        ([-3e9, 5e8, 0.0], 3.1e9),
+        ([1e30, 0.0, 0.0], 1e30),
+        ([0.0, 0.0, 0.0], 1e300),
+        ([327.67, 327.67, 0.0], 1e-9),
+    ] {
+        let expected: Vec<Hit> = brute_force(&tokens, Space::L1Physical, centre)
+            .into_iter()
+            .map(|(h, _)| h)
+            .filter(|h| h.distance <= radius)
+            .collect();
+        let found = trees.within(Space::L1Physical, centre, radius, 100);
+        assert_eq!(found.hits, expected, "centre {centre:?} radius {radius}");
+    }
+}

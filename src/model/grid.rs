@@ -3,6 +3,7 @@
 //! trees that find candidates live in `store::spatial`.
 
 use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 
 use super::token::{QPoint, Space};
 use super::Violations;
@@ -120,10 +121,16 @@ pub fn check_range_limit(limit: u32) -> Result<usize, String> {
 /// The exact Euclidean distance, in the space's own units and in f64, between a stored point
 /// (`q / scale`) and a centre as sent.
 pub fn distance(point: QPoint, space: Space, centre: [f64; 3]) -> f64 {
-    let p = point.to_f64(space);
-    let dx = p[0] - centre[0];
-    let dy = p[1] - centre[1];
-    let dz = p[2] - centre[2];
+    distance_quantised(point.0.map(f64::from), space.scale(), centre)
+}
+
+/// `distance` of quantised coordinates `q` (integers, however they are held) with `scale`:
+/// the same arithmetic, so the same bits, for callers that keep points in another type.
+#[inline]
+pub fn distance_quantised(q: [f64; 3], scale: f64, centre: [f64; 3]) -> f64 {
+    let dx = q[0] / scale - centre[0];
+    let dy = q[1] / scale - centre[1];
+    let dz = q[2] / scale - centre[2];
     (dx * dx + dy * dy + dz * dz).sqrt()
 }
 
@@ -145,18 +152,66 @@ pub fn hit_order(a: &Hit, b: &Hit) -> Ordering {
         .then(a.id.cmp(&b.id))
 }
 
-/// Keeps the `n` first hits in (distance, id) order, sorted; a partial selection first, so
-/// that a pile of tied candidates costs O(len) rather than a full sort.
-pub fn smallest_hits(mut hits: Vec<Hit>, n: usize) -> Vec<Hit> {
-    if hits.len() > n {
-        if n == 0 {
-            return Vec::new();
-        }
-        hits.select_nth_unstable_by(n - 1, hit_order);
-        hits.truncate(n);
+/// The first `n` hits in (distance, id) order among those offered, kept in a bounded max-heap:
+/// memory stays O(n) and each further hit costs one comparison with the worst kept, so a pile
+/// of tied candidates costs O(len) rather than a collection and a sort.
+pub struct TopHits {
+    n: usize,
+    heap: BinaryHeap<OrderedHit>,
+}
+
+/// A hit ordered by `hit_order`, for the heap.
+struct OrderedHit(Hit);
+
+impl PartialEq for OrderedHit {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
     }
-    hits.sort_unstable_by(hit_order);
-    hits
+}
+
+impl Eq for OrderedHit {}
+
+impl PartialOrd for OrderedHit {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for OrderedHit {
+    fn cmp(&self, other: &Self) -> Ordering {
+        hit_order(&self.0, &other.0)
+    }
+}
+
+impl TopHits {
+    /// Keeps at most `n` hits.
+    pub fn new(n: usize) -> TopHits {
+        TopHits {
+            n,
+            heap: BinaryHeap::with_capacity(n.min(64)),
+        }
+    }
+
+    /// Considers one hit.
+    #[inline]
+    pub fn offer(&mut self, hit: Hit) {
+        if self.heap.len() < self.n {
+            self.heap.push(OrderedHit(hit));
+        } else if let Some(mut worst) = self.heap.peek_mut() {
+            if hit_order(&hit, &worst.0) == Ordering::Less {
+                *worst = OrderedHit(hit);
+            }
+        }
+    }
+
+    /// The kept hits, in (distance, id) order.
+    pub fn into_sorted(self) -> Vec<Hit> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|h| h.0)
+            .collect()
+    }
 }
 
 /// Volume of a ball of `radius`.
@@ -249,8 +304,13 @@ mod tests {
                 distance: 1.0,
             },
         ];
-        let ids: Vec<u32> = smallest_hits(hits, 3).iter().map(|h| h.id).collect();
+        let mut top = TopHits::new(3);
+        for hit in hits {
+            top.offer(hit);
+        }
+        let ids: Vec<u32> = top.into_sorted().iter().map(|h| h.id).collect();
         assert_eq!(ids, vec![5, 1, 3]);
+        assert!(TopHits::new(0).into_sorted().is_empty());
     }
 
     #[test]

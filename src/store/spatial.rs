@@ -4,19 +4,18 @@
 //!
 //! The trees hold quantised coordinates as f32 (integers up to 32767, exact in f32) and only
 //! supply candidates: rstar's f32 arithmetic is approximate, and integer points would overflow
-//! when it squares distances. Every candidate's distance is then computed exactly in f64
+//! when it squares distances. Range searches prune with our own f64 ball test over those exact
+//! integers. Every candidate's distance is then computed exactly in f64
 //! (`model::grid::distance`) and the (distance, id) order applied to those.
-
-use std::ops::ControlFlow;
 
 use parking_lot::RwLock;
 use rstar::primitives::GeomWithData;
-use rstar::{RStarInsertionStrategy, RTree, RTreeParams, AABB};
+use rstar::{RStarInsertionStrategy, RTree, RTreeParams, SelectionFunction, AABB};
 
 use super::command::{Committed, Effect};
 use super::tokens::TokenTables;
 use super::write_path::WriteHook;
-use crate::model::grid::{self, Hit, MAX_FIELD_RADIUS};
+use crate::model::grid::{self, Hit, TopHits, MAX_FIELD_RADIUS};
 use crate::model::token::SPACE_COUNT;
 use crate::model::{QPoint, Space, Token, TokenData};
 
@@ -24,9 +23,9 @@ use crate::model::{QPoint, Space, Token, TokenData};
 pub struct IndexParams;
 
 impl RTreeParams for IndexParams {
-    const MIN_SIZE: usize = 3;
-    const MAX_SIZE: usize = 8;
-    const REINSERTION_COUNT: usize = 2;
+    const MIN_SIZE: usize = 6;
+    const MAX_SIZE: usize = 16;
+    const REINSERTION_COUNT: usize = 4;
     type DefaultInsertionStrategy = RStarInsertionStrategy;
 }
 
@@ -48,10 +47,6 @@ pub type Entry = GeomWithData<[f32; 3], Payload>;
 /// One space's tree.
 pub type SpaceTree = RTree<Entry, IndexParams>;
 
-/// Margin, in quantised units, added around a search box: stored points are integers, so a
-/// point within the exact distance lies inside the box despite f32 rounding of its corners.
-const BOX_MARGIN: f64 = 1.0;
-
 /// The tree entry of `data` in `space`, if defined there.
 fn entry(id: u32, data: &TokenData, space: Space) -> Option<Entry> {
     data.point(space).map(|QPoint(q)| {
@@ -66,19 +61,82 @@ fn entry(id: u32, data: &TokenData, space: Space) -> Option<Entry> {
     })
 }
 
-/// The stored point of an entry.
-fn point_of(entry: &Entry) -> QPoint {
-    // The f32 holds an integer in i16 range: written from an i16 in `entry`.
-    QPoint(entry.geom().map(|v| v as i16))
+/// Selects the tree nodes and entries that may lie within a ball. Computed in f64 over the
+/// exact integer coordinates the f32 values hold, with a relative slack far above f64
+/// rounding, so that no hit is ever pruned; the caller then applies the exact test. A ball
+/// visits fewer nodes than its bounding box would.
+struct WithinBall {
+    /// The centre in quantised units.
+    centre_q: [f64; 3],
+    /// Squared reach in quantised units, slack included.
+    reach_2: f64,
 }
 
-/// The search box of the ball around `centre` (space units) with `radius`, in quantised units.
-fn search_box(space: Space, centre: [f64; 3], radius: f64) -> AABB<[f32; 3]> {
-    let scale = space.scale();
-    let half = radius * scale + BOX_MARGIN;
-    let lower = centre.map(|c| (c * scale - half) as f32);
-    let upper = centre.map(|c| (c * scale + half) as f32);
-    AABB::from_corners(lower, upper)
+impl WithinBall {
+    fn new(space: Space, centre: [f64; 3], radius: f64) -> WithinBall {
+        let scale = space.scale();
+        let reach = radius * scale * (1.0 + 1e-9) + 1e-6;
+        WithinBall {
+            centre_q: centre.map(|c| c * scale),
+            reach_2: reach * reach,
+        }
+    }
+}
+
+impl SelectionFunction<Entry> for WithinBall {
+    fn should_unpack_parent(&self, envelope: &AABB<[f32; 3]>) -> bool {
+        let (lower, upper) = (envelope.lower(), envelope.upper());
+        let mut gap_2 = 0.0;
+        for axis in 0..3 {
+            let c = self.centre_q[axis];
+            let gap = (f64::from(lower[axis]) - c)
+                .max(c - f64::from(upper[axis]))
+                .max(0.0);
+            gap_2 += gap * gap;
+        }
+        gap_2 <= self.reach_2
+    }
+
+    fn should_unpack_leaf(&self, entry: &Entry) -> bool {
+        let p = entry.geom();
+        let d_2: f64 = (0..3)
+            .map(|axis| (f64::from(p[axis]) - self.centre_q[axis]).powi(2))
+            .sum();
+        d_2 <= self.reach_2
+    }
+}
+
+/// Tokens from which an insert into empty trees builds the spaces on several threads.
+const PARALLEL_BULK_LOAD: usize = 50_000;
+
+/// The entries of `tokens` defined in `space`.
+fn entries(tokens: &[Token], space: Space) -> Vec<Entry> {
+    tokens
+        .iter()
+        .filter_map(|t| entry(t.id.get(), &t.data, space))
+        .collect()
+}
+
+/// One bulk-loaded tree per space, in space order, built on up to as many threads as there
+/// are cores (each thread builds a contiguous run of spaces).
+fn build_in_parallel(tokens: &[Token]) -> [SpaceTree; SPACE_COUNT] {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(SPACE_COUNT);
+    let per_thread = SPACE_COUNT.div_ceil(threads);
+    let mut built: [SpaceTree; SPACE_COUNT] = std::array::from_fn(|_| SpaceTree::new_with_params());
+    std::thread::scope(|scope| {
+        for (chunk_index, chunk) in built.chunks_mut(per_thread).enumerate() {
+            scope.spawn(move || {
+                for (offset, slot) in chunk.iter_mut().enumerate() {
+                    let space = Space::ALL[chunk_index * per_thread + offset];
+                    *slot = SpaceTree::bulk_load_with_params(entries(tokens, space));
+                }
+            });
+        }
+    });
+    built
 }
 
 /// Outcome of a range query.
@@ -116,42 +174,24 @@ impl Default for SpaceTrees {
 impl SpaceTrees {
     /// Trees bulk-loaded from `tokens`, the spaces built in parallel on the available cores.
     pub fn bulk_built(tokens: &[Token]) -> SpaceTrees {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(SPACE_COUNT);
-        let mut built: Vec<Option<SpaceTree>> = (0..SPACE_COUNT).map(|_| None).collect();
-        std::thread::scope(|scope| {
-            let chunks = built.chunks_mut(SPACE_COUNT.div_ceil(threads));
-            for (chunk_index, chunk) in chunks.enumerate() {
-                let first = chunk_index * SPACE_COUNT.div_ceil(threads);
-                scope.spawn(move || {
-                    for (offset, slot) in chunk.iter_mut().enumerate() {
-                        let space = Space::ALL[first + offset];
-                        let entries = tokens
-                            .iter()
-                            .filter_map(|t| entry(t.id.get(), &t.data, space))
-                            .collect();
-                        *slot = Some(SpaceTree::bulk_load_with_params(entries));
-                    }
-                });
-            }
-        });
+        let mut built = build_in_parallel(tokens);
         SpaceTrees {
-            trees: std::array::from_fn(|i| {
-                RwLock::new(built[i].take().expect("every space was built"))
-            }),
+            trees: std::array::from_fn(|i| RwLock::new(std::mem::take(&mut built[i]))),
         }
     }
 
-    /// Indexes new tokens; a space whose tree is empty is bulk-loaded instead (a big batch
-    /// into an empty store), which builds a better tree much faster than inserting one by one.
+    /// Indexes new tokens. Into empty trees a batch is bulk-loaded instead (a big batch into
+    /// an empty store, recovery), which builds a better tree much faster than inserting one by
+    /// one; a large one builds the spaces in parallel.
     pub fn insert(&self, tokens: &[Token]) {
+        if tokens.len() >= PARALLEL_BULK_LOAD && self.is_empty() {
+            for (tree, built) in self.trees.iter().zip(build_in_parallel(tokens)) {
+                *tree.write() = built;
+            }
+            return;
+        }
         for space in Space::ALL {
-            let entries: Vec<Entry> = tokens
-                .iter()
-                .filter_map(|t| entry(t.id.get(), &t.data, space))
-                .collect();
+            let entries = entries(tokens, space);
             if entries.is_empty() {
                 continue;
             }
@@ -220,16 +260,14 @@ impl SpaceTrees {
         radius: f64,
         mut visit: impl FnMut(&Entry, f64),
     ) {
-        let _ = tree.locate_in_envelope_intersecting_int(
-            search_box(space, centre, radius),
-            |e| -> ControlFlow<()> {
-                let d = grid::distance(point_of(e), space, centre);
-                if d <= radius {
-                    visit(e, d);
-                }
-                ControlFlow::Continue(())
-            },
-        );
+        let scale = space.scale();
+        for e in tree.locate_with_selection_function(WithinBall::new(space, centre, radius)) {
+            // The f32 coordinates hold the quantised integers exactly.
+            let d = grid::distance_quantised(e.geom().map(f64::from), scale, centre);
+            if d <= radius {
+                visit(e, d);
+            }
+        }
     }
 
     /// The `k` tokens nearest to `centre` in (distance, id) order, `exclude` left out, none
@@ -253,7 +291,7 @@ impl SpaceTrees {
             if Some(e.data.id) == exclude {
                 continue;
             }
-            let d = grid::distance(point_of(e), space, centre);
+            let d = grid::distance_quantised(e.geom().map(f64::from), scale, centre);
             bound = Some(bound.map_or(d, |b: f64| b.max(d)));
             found += 1;
             if found == k {
@@ -266,32 +304,33 @@ impl SpaceTrees {
         if let Some(max) = max_distance {
             bound = bound.min(max);
         }
-        let mut hits = Vec::with_capacity(2 * k);
+        let mut top = TopHits::new(k);
         Self::for_each_within(&tree, space, centre, bound, |e, d| {
             if Some(e.data.id) != exclude {
-                hits.push(Hit {
+                top.offer(Hit {
                     id: e.data.id,
                     distance: d,
                 });
             }
         });
-        grid::smallest_hits(hits, k)
+        top.into_sorted()
     }
 
     /// Every token within `radius` of `centre`: the first `limit` in (distance, id) order and
     /// the total count.
     pub fn within(&self, space: Space, centre: [f64; 3], radius: f64, limit: usize) -> RangeHits {
         let tree = self.trees[space.index()].read();
-        let mut hits = Vec::new();
+        let mut top = TopHits::new(limit);
+        let mut total = 0;
         Self::for_each_within(&tree, space, centre, radius, |e, d| {
-            hits.push(Hit {
+            total += 1;
+            top.offer(Hit {
                 id: e.data.id,
                 distance: d,
             });
         });
-        let total = hits.len() as u64;
         RangeHits {
-            hits: grid::smallest_hits(hits, limit),
+            hits: top.into_sorted(),
             total,
         }
     }
