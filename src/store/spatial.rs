@@ -23,9 +23,9 @@ use crate::model::{QPoint, Space, Token, TokenData};
 pub struct IndexParams;
 
 impl RTreeParams for IndexParams {
-    const MIN_SIZE: usize = 6;
-    const MAX_SIZE: usize = 16;
-    const REINSERTION_COUNT: usize = 4;
+    const MIN_SIZE: usize = 4;
+    const MAX_SIZE: usize = 12;
+    const REINSERTION_COUNT: usize = 0;
     type DefaultInsertionStrategy = RStarInsertionStrategy;
 }
 
