@@ -120,10 +120,18 @@ impl GridApi {
         }
     }
 
-    /// The token a membership request names: a violation for 0, NOT_FOUND for an id no token
-    /// can have.
-    fn member_token(raw: u32) -> Result<TokenId, Status> {
-        convert::existing_id(raw, "token_id")?.ok_or_else(|| token_not_found(raw).into())
+    /// Applies a membership change of `grid` for the token with raw id `raw_token`: 0 is a
+    /// violation, an id no token can have NOT_FOUND; the write path checks the rest.
+    fn change_membership(
+        &self,
+        grid: GridId,
+        raw_token: u32,
+        command: fn(GridId, TokenId) -> GridCommand,
+    ) -> Result<(), Status> {
+        let token = convert::existing_id(raw_token, "token_id")?
+            .ok_or_else(|| Status::from(token_not_found(raw_token)))?;
+        self.apply(command(grid, token))?;
+        Ok(())
     }
 }
 
@@ -280,10 +288,8 @@ impl GridService for GridApi {
         request: Request<pb::AddTokenRequest>,
     ) -> Result<Response<pb::AddTokenResponse>, Status> {
         let r = request.into_inner();
-        let token = Self::member_token(r.token_id)?;
-        self.apply(GridCommand::AddMember {
-            grid: r.grid_id,
-            token,
+        self.change_membership(r.grid_id, r.token_id, |grid, token| {
+            GridCommand::AddMember { grid, token }
         })?;
         Ok(Response::new(pb::AddTokenResponse {}))
     }
@@ -293,10 +299,8 @@ impl GridService for GridApi {
         request: Request<pb::RemoveTokenRequest>,
     ) -> Result<Response<pb::RemoveTokenResponse>, Status> {
         let r = request.into_inner();
-        let token = Self::member_token(r.token_id)?;
-        self.apply(GridCommand::RemoveMember {
-            grid: r.grid_id,
-            token,
+        self.change_membership(r.grid_id, r.token_id, |grid, token| {
+            GridCommand::RemoveMember { grid, token }
         })?;
         Ok(Response::new(pb::RemoveTokenResponse {}))
     }
