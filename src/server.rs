@@ -151,8 +151,9 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Our proto files whose services are all served: a file declaring a service of a later issue
-/// (grid.proto) stays out of reflection until that service is served.
+/// Our proto files whose services are all served: a file declaring a service that a build
+/// does not serve (as grid.proto and cdna.proto were before their issues) stays out of
+/// reflection until it is served.
 fn served_descriptors() -> prost_types::FileDescriptorSet {
     let mut set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET)
         .expect("build.rs wrote a valid descriptor set");

@@ -255,15 +255,58 @@ async fn assert_queries_exact(
             .await
             .expect("neighbors");
         assert_eq!(found, expected, "{name}");
-        // A non-member token may be the origin of a user grid query too.
+        // A non-member token may be the origin of a user grid query too: its neighbours are
+        // the members nearest to it.
         if let Some(outsider) = everyone
             .iter()
             .find(|t| point(t, space).is_some() && !members.iter().any(|m| m.id == t.id))
         {
-            assert!(neighbors(grids, grid_id, outsider.id, space, 3, 0.0)
+            let p = point(outsider, space).expect("defined");
+            let at = [p.x, p.y, p.z].map(|v| stored(v, scale));
+            let expected: Vec<(u32, f64)> = brute_force(members, space, scale, at)
+                .into_iter()
+                .take(3)
+                .collect();
+            let found = neighbors(grids, grid_id, outsider.id, space, 3, 0.0)
                 .await
-                .is_ok());
+                .expect("a non-member origin");
+            assert_eq!(found, expected, "{name}: around non-member {}", outsider.id);
         }
+
+        // Influence: contributors and the sum, from the stored field values.
+        let influence_radius = 2.0 / scale;
+        let mut sum = 0.0;
+        let mut contributors = 0u64;
+        for t in members {
+            let Some(d) = brute_force(std::slice::from_ref(t), space, scale, sent)
+                .first()
+                .map(|h| h.1)
+            else {
+                continue;
+            };
+            let field_radius = stored(t.field_radius, 100.0);
+            let strength = stored(t.field_strength, 255.0);
+            if field_radius > 0.0 && d <= influence_radius.min(field_radius) {
+                sum += strength * (1.0 - d / field_radius);
+                contributors += 1;
+            }
+        }
+        let reply = grids
+            .field_influence(pb::FieldInfluenceRequest {
+                grid_id,
+                space,
+                center: c,
+                radius: influence_radius,
+            })
+            .await
+            .expect("influence")
+            .into_inner();
+        assert_eq!(reply.contributors, contributors, "{name}");
+        let expected = if contributors < 3 { 0.0 } else { sum };
+        assert!(
+            (reply.influence - expected).abs() < 1e-9,
+            "{name}: {reply:?} vs {expected}"
+        );
     }
 }
 
@@ -933,4 +976,90 @@ async fn unknown_grids_and_tokens_are_not_found() {
     ] {
         assert_eq!(status.code(), Code::NotFound);
     }
+}
+
+#[tokio::test]
+async fn influence_counts_tokens_exactly_at_the_field_radius_and_at_the_query_radius() {
+    let server = TestServer::start().await;
+    let mut tokens = server.tokens().await;
+    // d == R for the first two (0.7 is not exact in f32: the server must use q / 100 in f64);
+    // the third has R 1 > d 0.7, the fourth d == query radius 1 < R 2.
+    for (x, field_radius) in [(0.7, 0.7), (0.0, 0.7), (-0.7, 1.0), (0.0, 2.0)] {
+        let mut t = common::token_at(0.5, x, 0.0, 0.0);
+        if field_radius == 2.0 {
+            t.l1_physical = Some(pb::Point3 {
+                x: 0.0,
+                y: 1.0,
+                z: 0.0,
+            });
+        }
+        t.field_radius = field_radius;
+        t.field_strength = 1.0;
+        create(&mut tokens, t).await;
+    }
+    let mut grids = server.grids().await;
+    let reply = grids
+        .field_influence(pb::FieldInfluenceRequest {
+            grid_id: 0,
+            space: 1,
+            center: centre(0.0, 0.0, 0.0),
+            radius: 1.0,
+        })
+        .await
+        .expect("influence")
+        .into_inner();
+    assert_eq!(reply.contributors, 4, "{reply:?}");
+    // 0 (d = R) + 1 (d = 0) + (1 − 0.7) + (1 − 1/2)
+    assert!((reply.influence - 1.8).abs() < 1e-12, "{reply:?}");
+}
+
+#[tokio::test]
+async fn density_is_dense_at_exactly_the_threshold_and_never_nan() {
+    let server = TestServer::start().await;
+    let mut tokens = server.tokens().await;
+    create(&mut tokens, common::token_at(0.5, 1.0, 0.0, 0.0)).await;
+    create(&mut tokens, common::token_at(0.5, 0.0, 1.0, 0.0)).await;
+    let radius = 1.0;
+    let density = 2.0 / (4.0 / 3.0 * std::f64::consts::PI * radius * radius * radius);
+    let mut grids = server.grids().await;
+    let grid = create_grid(
+        &mut grids,
+        Some(pb::GridConfig {
+            density_threshold: Some(density),
+            min_field_nodes: None,
+        }),
+    )
+    .await
+    .grid_id;
+    let everyone = all_tokens(&server).await;
+    for t in &everyone {
+        add(&mut grids, grid, t.id).await;
+    }
+    let request = |radius: f64| pb::CalculateDensityRequest {
+        grid_id: grid,
+        space: 1,
+        center: centre(0.0, 0.0, 0.0),
+        radius,
+    };
+    let reply = grids
+        .calculate_density(request(radius))
+        .await
+        .expect("ok")
+        .into_inner();
+    assert_eq!(reply.tokens_in_range, 2);
+    assert_eq!(reply.density, density);
+    assert!(reply.dense, "density == threshold is dense");
+    let reply = grids
+        .calculate_density(request(0.999))
+        .await
+        .expect("ok")
+        .into_inner();
+    assert!(!reply.dense);
+    // A ball whose volume underflows: empty is 0, never NaN.
+    let reply = grids
+        .calculate_density(request(1e-110))
+        .await
+        .expect("ok")
+        .into_inner();
+    assert_eq!((reply.tokens_in_range, reply.density), (0, 0.0));
 }

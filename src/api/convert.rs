@@ -132,9 +132,9 @@ pub fn existing_id(raw: u32, field: &str) -> Result<Option<TokenId>, Violations>
     Ok(TokenId::new(raw))
 }
 
-/// NOT_FOUND for the token with raw id `raw`.
-pub fn token_not_found(raw: u32) -> StoreError {
-    StoreError::NotFound(format!("token {raw} does not exist"))
+/// NOT_FOUND for the token with raw id `raw`, named by the request's `field`.
+pub fn token_not_found(field: &str, raw: u32) -> StoreError {
+    StoreError::NotFound(format!("{field}: token {raw} does not exist"))
 }
 
 /// The patch an UpdateToken request asks for: every bad mask path (`update_mask.paths[i]`) and

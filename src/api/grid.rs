@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::convert::{self, token_not_found};
 use super::pb::{self, grid_service_server::GridService};
 use crate::model::grid::{
     self, check_k, check_max_distance, check_radius, check_range_limit, GridConfig, GridId, Hit,
     DEFAULT_GRID,
 };
 use crate::model::{Space, TokenId, Violations};
-use crate::store::grids::{GridCommand, GridEffect};
+use crate::store::grids::{grid_not_found, GridCommand, GridEffect};
+use crate::store::spatial::query_origin;
 use crate::store::{Command, Effect, Grids, SpaceTrees, SpatialIndex, Store, StoreError, UserGrid};
 
 /// The GridService implementation.
@@ -80,10 +81,6 @@ fn neighbors(hits: Vec<Hit>) -> Vec<pb::Neighbor> {
         .collect()
 }
 
-fn token_not_found(raw: u32) -> StoreError {
-    StoreError::NotFound(format!("token_id: token {raw} does not exist"))
-}
-
 impl GridApi {
     /// A service over the default grid's `index`, the user `grids`, writing through `store`.
     pub fn new(store: Arc<Store>, index: Arc<SpatialIndex>, grids: Arc<Grids>) -> Self {
@@ -101,7 +98,7 @@ impl GridApi {
         self.grids
             .get(id)
             .map(QueryGrid::User)
-            .ok_or_else(|| StoreError::NotFound(format!("grid_id: grid {id} does not exist")))
+            .ok_or_else(|| grid_not_found(id))
     }
 
     fn default_grid(&self) -> pb::Grid {
@@ -129,7 +126,7 @@ impl GridApi {
         command: fn(GridId, TokenId) -> GridCommand,
     ) -> Result<(), Status> {
         let token = convert::existing_id(raw_token, "token_id")?
-            .ok_or_else(|| Status::from(token_not_found(raw_token)))?;
+            .ok_or_else(|| Status::from(token_not_found("token_id", raw_token)))?;
         self.apply(command(grid, token))?;
         Ok(())
     }
@@ -164,15 +161,8 @@ impl GridService for GridApi {
         let grid = self.query_grid(r.grid_id)?;
         let token = id
             .and_then(|id| self.store.get(id))
-            .ok_or_else(|| token_not_found(r.token_id))?;
-        let point = token.data.point(space).ok_or_else(|| {
-            StoreError::FailedPrecondition(format!(
-                "token_id: token {} is undefined in {} (no {} point), so it has no neighbours there",
-                token.id,
-                space.field_name(),
-                space.field_name()
-            ))
-        })?;
+            .ok_or_else(|| token_not_found("token_id", r.token_id))?;
+        let point = query_origin(&token, space)?;
         let hits = grid
             .trees()
             .nearest(space, point.to_f64(space), k, max, Some(token.id.get()));
@@ -250,7 +240,7 @@ impl GridService for GridApi {
                 config: Some(config.into()),
                 token_count: 0,
             })),
-            other => Err(Status::internal(format!("CreateGrid produced {other:?}"))),
+            other => unreachable!("CreateGrid commits Created, got {other:?}"),
         }
     }
 

@@ -75,7 +75,7 @@ impl TokenService for TokenApi {
         let raw = request.into_inner().id;
         let token = existing_id(raw, "id")?
             .and_then(|id| self.store.get(id))
-            .ok_or_else(|| token_not_found(raw))?;
+            .ok_or_else(|| token_not_found("id", raw))?;
         Ok(Response::new(pb::Token::from(&token)))
     }
 
@@ -91,7 +91,7 @@ impl TokenService for TokenApi {
         let (Some(id), Some(patch)) = (id, patch) else {
             return Err(violations.into());
         };
-        let id = id.ok_or_else(|| token_not_found(token.id))?;
+        let id = id.ok_or_else(|| token_not_found("token.id", token.id))?;
         let committed = self.store.apply(Command::UpdateToken {
             id,
             patch,
@@ -105,7 +105,7 @@ impl TokenService for TokenApi {
         request: Request<pb::DeleteTokenRequest>,
     ) -> Result<Response<pb::DeleteTokenResponse>, Status> {
         let raw = request.into_inner().id;
-        let id = existing_id(raw, "id")?.ok_or_else(|| token_not_found(raw))?;
+        let id = existing_id(raw, "id")?.ok_or_else(|| token_not_found("id", raw))?;
         self.store.apply(Command::DeleteToken { id })?;
         Ok(Response::new(pb::DeleteTokenResponse {}))
     }

@@ -219,9 +219,15 @@ pub fn ball_volume(radius: f64) -> f64 {
     4.0 / 3.0 * std::f64::consts::PI * radius.powi(3)
 }
 
-/// Tokens per unit volume: `count / (4/3·π·r³)`.
+/// Tokens per unit volume: `count / (4/3·π·r³)`. An empty ball has density 0 whatever its
+/// size; a non-empty ball whose volume underflows f64 (r below ~1e-103) is infinitely dense,
+/// never NaN.
 pub fn density(count: u64, radius: f64) -> f64 {
-    count as f64 / ball_volume(radius)
+    if count == 0 {
+        0.0
+    } else {
+        count as f64 / ball_volume(radius)
+    }
 }
 
 /// One token's share of the field influence at distance `d` from the centre, or `None` when it
@@ -322,6 +328,18 @@ mod tests {
         let config = GridConfig::default();
         assert_eq!(reported_influence(2.0, 2, &config), 0.0);
         assert_eq!(reported_influence(2.0, 3, &config), 2.0);
+    }
+
+    #[test]
+    fn density_is_never_nan() {
+        assert_eq!(density(0, 1e-110), 0.0);
+        assert_eq!(density(2, 1e-110), f64::INFINITY);
+        assert_eq!(density(5, 1e200), 0.0);
+        let r = 2.0;
+        assert_eq!(
+            density(3, r),
+            3.0 / (4.0 / 3.0 * std::f64::consts::PI * 8.0)
+        );
     }
 
     #[test]

@@ -336,6 +336,17 @@ impl TokenData {
         self.field_strength_q as f32 / STRENGTH_SCALE as f32
     }
 
+    /// Field radius for exact maths: `q / 100` in f64 (the f32 form widened is not exactly it,
+    /// e.g. 0.7f32 is 0.69999998807).
+    pub fn field_radius_f64(&self) -> f64 {
+        f64::from(self.field_radius_q) / RADIUS_SCALE
+    }
+
+    /// Field strength for exact maths: `q / 255` in f64.
+    pub fn field_strength_f64(&self) -> f64 {
+        f64::from(self.field_strength_q) / STRENGTH_SCALE
+    }
+
     /// Flags.
     pub fn flags(&self) -> TokenFlags {
         self.flags

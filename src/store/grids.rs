@@ -126,7 +126,8 @@ pub struct Grids {
     max_memberships: u64,
 }
 
-fn grid_not_found(grid: GridId) -> StoreError {
+/// NOT_FOUND for an unknown grid, named by the request's `grid_id`.
+pub fn grid_not_found(grid: GridId) -> StoreError {
     StoreError::NotFound(format!("grid_id: grid {grid} does not exist"))
 }
 
@@ -171,10 +172,16 @@ impl Grids {
     fn check_grid(&self, command: &GridCommand, tables: &TokenTables) -> Result<(), StoreError> {
         match command {
             GridCommand::Create { .. } => {
-                if self.set.read().grids.len() >= MAX_USER_GRIDS {
+                let set = self.set.read();
+                if set.grids.len() >= MAX_USER_GRIDS {
                     return Err(StoreError::ResourceExhausted(format!(
                         "at most {MAX_USER_GRIDS} user grids may exist; delete one first"
                     )));
+                }
+                if set.highest_id == GridId::MAX {
+                    return Err(StoreError::ResourceExhausted(
+                        "grid ids are used up (ids are never reused)".into(),
+                    ));
                 }
             }
             GridCommand::Delete { grid } => {

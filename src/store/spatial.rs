@@ -13,6 +13,7 @@ use rstar::primitives::GeomWithData;
 use rstar::{RStarInsertionStrategy, RTree, RTreeParams, SelectionFunction, AABB};
 
 use super::command::{Committed, Effect};
+use super::error::StoreError;
 use super::tokens::TokenTables;
 use super::write_path::WriteHook;
 use crate::model::grid::{self, Hit, TopHits, MAX_FIELD_RADIUS};
@@ -35,10 +36,10 @@ impl RTreeParams for IndexParams {
 pub struct Payload {
     /// The token id.
     pub id: u32,
-    /// Its field radius as stored.
-    pub field_radius: f32,
-    /// Its field strength as stored.
-    pub field_strength: f32,
+    /// Its field radius as stored, in f64 (`q / 100`).
+    pub field_radius: f64,
+    /// Its field strength as stored, in f64 (`q / 255`).
+    pub field_strength: f64,
 }
 
 /// One tree entry: the quantised point (as f32) and its payload.
@@ -54,8 +55,8 @@ fn entry(id: u32, data: &TokenData, space: Space) -> Option<Entry> {
             q.map(f32::from),
             Payload {
                 id,
-                field_radius: data.field_radius(),
-                field_strength: data.field_strength(),
+                field_radius: data.field_radius_f64(),
+                field_strength: data.field_strength_f64(),
             },
         )
     })
@@ -137,6 +138,19 @@ fn build_in_parallel(tokens: &[Token]) -> [SpaceTree; SPACE_COUNT] {
         }
     });
     built
+}
+
+/// The point of `token` in `space`, the centre of its neighbour query: FAILED_PRECONDITION
+/// when the token is undefined there, since it has no position to measure from.
+pub fn query_origin(token: &Token, space: Space) -> Result<QPoint, StoreError> {
+    token.data.point(space).ok_or_else(|| {
+        StoreError::FailedPrecondition(format!(
+            "token_id: token {} is undefined in {} (it has no {} point), so it has no neighbours there",
+            token.id,
+            space.field_name(),
+            space.field_name()
+        ))
+    })
 }
 
 /// Outcome of a range query.
@@ -354,12 +368,8 @@ impl SpaceTrees {
         // No token reaches farther than the largest storable field radius.
         let reach = radius.min(MAX_FIELD_RADIUS);
         Self::for_each_within(&tree, space, centre, reach, |e, d| {
-            let share = grid::influence_share(
-                d,
-                radius,
-                f64::from(e.data.field_radius),
-                f64::from(e.data.field_strength),
-            );
+            let share =
+                grid::influence_share(d, radius, e.data.field_radius, e.data.field_strength);
             if let Some(share) = share {
                 result.sum += share;
                 result.contributors += 1;
