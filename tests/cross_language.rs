@@ -33,6 +33,8 @@ const CLIENT_TEST_CLASSES: &[&str] = &[
     "HealthTest",
     "ReflectionTest",
     "SystemTest",
+    "GridTest",
+    "CdnaTest",
 ];
 
 fn manifest_dir() -> &'static Path {
@@ -241,7 +243,7 @@ fn python_client_pages_through_tokens_in_id_order_without_repeats() {
 }
 
 #[test]
-fn python_health_client_sees_serving_services_and_not_found_for_unimplemented_ones() {
+fn python_health_client_sees_serving_services_and_not_found_for_unknown_ones() {
     run_client_test_class("HealthTest");
 }
 
@@ -253,6 +255,16 @@ fn python_reflection_client_lists_only_served_services_over_v1_and_v1alpha() {
 #[test]
 fn python_client_reads_system_health_ready_and_status() {
     run_client_test_class("SystemTest");
+}
+
+#[test]
+fn python_client_queries_grids_against_brute_force_and_manages_user_grids() {
+    run_client_test_class("GridTest");
+}
+
+#[test]
+fn python_client_updates_the_cdna_config_and_validates_scales() {
+    run_client_test_class("CdnaTest");
 }
 
 #[test]

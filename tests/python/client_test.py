@@ -1,13 +1,16 @@
 """A Python gRPC client (grpcio + stubs generated from proto/) against a running neurograph.
 
 Checks the wire contract of /work/shared/API.md as another language sees it: TokenService
-create/get/list with paging, errors with google.rpc.BadRequest details (grpcio-status),
+create/get/list with paging, GridService queries against a brute-force scan and user grids,
+CDNA updates and scale validation, errors with google.rpc.BadRequest details (grpcio-status),
 grpc.health.v1 and server reflection (grpcio-reflection, v1alpha, and v1 through the same
 messages). Expects a fresh server: id allocation checks assume no earlier token in their pair.
 
     python tests/python/client_test.py --addr HOST:PORT --stubs STUBS_DIR [--crate-version V]
 """
 
+import math
+import random
 import struct
 import sys
 import time
@@ -27,7 +30,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # no
 )
 from grpc_status import rpc_status  # noqa: E402
 
+from neurograph.v1 import cdna_pb2, cdna_pb2_grpc  # noqa: E402
 from neurograph.v1 import common_pb2  # noqa: E402
+from neurograph.v1 import grid_pb2, grid_pb2_grpc  # noqa: E402
 from neurograph.v1 import system_pb2, system_pb2_grpc  # noqa: E402
 from neurograph.v1 import token_pb2, token_pb2_grpc  # noqa: E402
 
@@ -85,6 +90,8 @@ class ServerTestCase(unittest.TestCase):
     def setUpClass(cls):
         cls.channel = support.connect()
         cls.tokens = token_pb2_grpc.TokenServiceStub(cls.channel)
+        cls.grids = grid_pb2_grpc.GridServiceStub(cls.channel)
+        cls.cdna = cdna_pb2_grpc.CDNAServiceStub(cls.channel)
         cls.system = system_pb2_grpc.SystemStub(cls.channel)
         cls.health = health_pb2_grpc.HealthStub(cls.channel)
 
@@ -378,6 +385,133 @@ class SystemTest(ServerTestCase):
         self.assertEqual(response.tokens.total, self.count())
         self.assertGreaterEqual(response.connections.total, 1)
         self.assertGreaterEqual(response.connections.active, 1)
+
+
+def stored(value, scale):
+    """The value the server computes with: the quantised q of a returned float, over scale."""
+    return round(value * scale) / scale
+
+
+class GridTest(ServerTestCase):
+    SCALE = 10000.0  # L2 Sensory
+
+    def setUp(self):
+        rng = random.Random(42)
+        tokens = []
+        for _ in range(60):
+            # Few distinct coordinates, so that distance ties are common.
+            point = common_pb2.Point3(**{a: rng.randint(-3, 3) / 1000 for a in "xyz"})
+            tokens.append(token_pb2.Token(weight=0.5, field_radius=1.0, field_strength=1.0,
+                                          l2_sensory=point))
+        self.tokens.ClearTokens(token_pb2.ClearTokensRequest(), timeout=TIMEOUT)
+        reply = self.tokens.BatchCreateTokens(
+            token_pb2.BatchCreateTokensRequest(tokens=tokens), timeout=TIMEOUT
+        )
+        self.created = list(reply.tokens)
+
+    def brute_force(self, centre):
+        hits = []
+        for token in self.created:
+            p = token.l2_sensory
+            d = math.sqrt(sum((stored(v, self.SCALE) - c) ** 2
+                              for v, c in zip((p.x, p.y, p.z), centre)))
+            hits.append((d, token.id))
+        return sorted(hits)
+
+    def test_neighbors_and_range_equal_a_brute_force_scan(self):
+        space = common_pb2.SPACE_L2_SENSORY
+        for origin in self.created[:10]:
+            p = origin.l2_sensory
+            centre = [stored(v, self.SCALE) for v in (p.x, p.y, p.z)]
+            expected = [(d, i) for d, i in self.brute_force(centre) if i != origin.id][:7]
+            reply = self.grids.FindNeighbors(
+                grid_pb2.FindNeighborsRequest(token_id=origin.id, space=space, k=7),
+                timeout=TIMEOUT,
+            )
+            self.assertEqual([(n.distance, n.token_id) for n in reply.neighbors], expected)
+        centre = [f32(0.0011), f32(-0.0004), f32(0.0)]
+        radius = 0.002
+        expected = [(d, i) for d, i in self.brute_force(centre) if d <= radius]
+        reply = self.grids.RangeQuery(
+            grid_pb2.RangeQueryRequest(space=space, radius=radius, limit=5,
+                                       center=common_pb2.Point3(x=centre[0], y=centre[1],
+                                                                z=centre[2])),
+            timeout=TIMEOUT,
+        )
+        self.assertEqual(reply.total_in_range, len(expected))
+        self.assertEqual([(n.distance, n.token_id) for n in reply.results], expected[:5])
+
+    def test_bad_queries_name_every_field_in_bad_request_details(self):
+        error = rpc_error(
+            self.grids.RangeQuery,
+            grid_pb2.RangeQueryRequest(space=common_pb2.SPACE_UNSPECIFIED, radius=-1.0,
+                                       center=common_pb2.Point3(x=float("nan"))),
+        )
+        self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(bad_request_fields(error), ["space", "center.x", "radius"])
+        error = rpc_error(
+            self.grids.FindNeighbors,
+            grid_pb2.FindNeighborsRequest(token_id=self.created[0].id,
+                                          space=common_pb2.SPACE_L1_PHYSICAL, k=1),
+        )
+        self.assertEqual(error.code(), grpc.StatusCode.FAILED_PRECONDITION, error.details())
+
+    def test_user_grid_membership_and_grid_0_rules(self):
+        grid = self.grids.CreateGrid(
+            grid_pb2.CreateGridRequest(config=grid_pb2.GridConfig(min_field_nodes=1)),
+            timeout=TIMEOUT,
+        )
+        self.assertEqual(grid.config.density_threshold, 0.5)
+        self.assertTrue(grid.config.HasField("min_field_nodes"))
+        for token in self.created[:3]:
+            self.grids.AddToken(grid_pb2.AddTokenRequest(grid_id=grid.grid_id, token_id=token.id),
+                                timeout=TIMEOUT)
+        got = self.grids.GetGrid(grid_pb2.GetGridRequest(grid_id=grid.grid_id), timeout=TIMEOUT)
+        self.assertEqual(got.token_count, 3)
+        error = rpc_error(self.grids.DeleteGrid, grid_pb2.DeleteGridRequest(grid_id=0))
+        self.assertEqual(error.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        error = rpc_error(
+            self.grids.AddToken, grid_pb2.AddTokenRequest(grid_id=0, token_id=self.created[0].id)
+        )
+        self.assertEqual(error.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        listed = self.grids.ListGrids(grid_pb2.ListGridsRequest(), timeout=TIMEOUT).grids
+        self.assertEqual(listed[0].grid_id, 0)
+        self.assertEqual(listed[0].token_count, self.count())
+
+
+class CdnaTest(ServerTestCase):
+    def test_fresh_config_and_a_stale_revision_is_aborted(self):
+        config = self.cdna.GetConfig(cdna_pb2.GetConfigRequest(), timeout=TIMEOUT)
+        self.assertEqual(config.version, "2.1.0")
+        self.assertEqual(list(config.dimension_scales), [1.0] * 8)
+        request = cdna_pb2.UpdateConfigRequest(
+            config=cdna_pb2.CDNAConfig(max_token_weight=0.5),
+            update_mask={"paths": ["max_token_weight"]},
+            expected_revision=config.revision + 5,
+        )
+        error = rpc_error(self.cdna.UpdateConfig, request)
+        self.assertEqual(error.code(), grpc.StatusCode.ABORTED)
+        request.expected_revision = config.revision
+        updated = self.cdna.UpdateConfig(request, timeout=TIMEOUT)
+        self.assertEqual(updated.revision, config.revision + 1)
+        self.assertEqual(updated.max_token_weight, 0.5)
+        # The new limit applies to token writes, named in the BadRequest details.
+        error = rpc_error(
+            self.tokens.CreateToken,
+            token_pb2.CreateTokenRequest(token=token_pb2.Token(weight=0.75)),
+        )
+        self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(bad_request_fields(error), ["token.weight"])
+
+    def test_validate_scales_reports_errors_and_warnings_per_dimension(self):
+        reply = self.cdna.ValidateScales(
+            cdna_pb2.ValidateScalesRequest(scales=[1, 1, 1, 1, 31, 1, 16, 1]), timeout=TIMEOUT
+        )
+        self.assertFalse(reply.valid)
+        self.assertEqual([e[:4] for e in reply.errors], ["L5: "])
+        self.assertEqual([w[:4] for w in reply.warnings], ["L7: "])
+        error = rpc_error(self.cdna.ValidateScales, cdna_pb2.ValidateScalesRequest(scales=[1] * 7))
+        self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT)
 
 
 if __name__ == "__main__":

@@ -168,6 +168,32 @@ class GrpcurlTest(unittest.TestCase):
         self.assertEqual(status["state"], "SERVER_STATE_RUNNING")
         self.assertEqual(status["storageBackend"], "memory")
 
+    def test_grid_queries_name_spaces_by_enum_and_answer_as_the_readme_shows(self):
+        def call(method, data):
+            return Grpcurl(f"neurograph.v1.GridService/{method}", data=data).json(self)
+
+        # Far from what other tests create: L6 Social around (3, 3, 3).
+        points = [(3.0, 3.0, 3.0), (3.1, 3.0, 3.0), (3.0, 3.2, 3.0)]
+        created = Grpcurl(
+            "neurograph.v1.TokenService/BatchCreateTokens",
+            data={"tokens": [
+                {"weight": 0.5, "l6Social": {"x": x, "y": y, "z": z}} for x, y, z in points
+            ]},
+        ).json(self)["tokens"]
+        ids = [t["id"] for t in created]
+        found = call("FindNeighbors", {"tokenId": ids[0], "space": "SPACE_L6_SOCIAL", "k": 2})
+        self.assertEqual([n["tokenId"] for n in found["neighbors"]], ids[1:])
+        self.assertAlmostEqual(found["neighbors"][0]["distance"], 0.1, places=12)
+        ranged = call("RangeQuery", {"space": "SPACE_L6_SOCIAL",
+                                     "center": {"x": 3, "y": 3, "z": 3}, "radius": 0.15})
+        self.assertEqual(ranged["totalInRange"], "2")
+        grid = call("CreateGrid", {"config": {"minFieldNodes": 1}})
+        self.assertEqual(grid["config"], {"densityThreshold": 0.5, "minFieldNodes": 1})
+        bad = Grpcurl("neurograph.v1.GridService/RangeQuery",
+                      data={"space": "SPACE_UNSPECIFIED", "radius": 1})
+        self.assertEqual(bad.returncode, GRPCURL_STATUS_EXIT_BASE + INVALID_ARGUMENT, str(bad))
+        self.assertIn("space: must be one of", bad.stderr)
+
     def test_cdna_switch_profile_and_discarded_quarantine_as_the_readme_shows(self):
         def call(method, data):
             return Grpcurl(f"neurograph.v1.CDNAService/{method}", data=data).json(self)
