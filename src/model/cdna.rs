@@ -484,15 +484,19 @@ impl ConfigChanges {
                     }
                     let checked =
                         validate_scales(&input.scales).map_err(|v| v.prefixed("dimension_scales"));
-                    if let Some((scales, report)) = violations.take(checked) {
-                        for issue in report.errors() {
+                    // Every finite value's broken rule is reported, also beside a wrong count
+                    // or a non-finite value elsewhere, so one answer lists every violation.
+                    let finite = input.scales.iter().enumerate().take(DIMENSIONS);
+                    for (dimension, &scale) in finite.filter(|(_, s)| s.is_finite()) {
+                        let issue = scale_issue(dimension, scale, SCALE_LIMITS[dimension]);
+                        if let Some(issue) = issue.filter(|i| i.severity == Severity::Error) {
                             if validate || issue.not_positive {
-                                violations.push(
-                                    format!("dimension_scales[{}]", issue.dimension),
-                                    issue.message.clone(),
-                                );
+                                violations
+                                    .push(format!("dimension_scales[{dimension}]"), issue.message);
                             }
                         }
+                    }
+                    if let Some((scales, _)) = violations.take(checked) {
                         changes.scales = Some(scales);
                     }
                 }
@@ -884,6 +888,31 @@ mod tests {
         ] {
             assert!(ConfigPath::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_scale_violation_is_reported_beside_a_non_finite_one() {
+        let input = ConfigInput {
+            scales: vec![0.0, f32::NAN, 25.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+            ..ConfigInput::default()
+        };
+        let paths = [ConfigPath::DimensionScales];
+        let fields = |validate| -> Vec<String> {
+            let err = ConfigChanges::new(&input, &paths, validate).unwrap_err();
+            err.0.into_iter().map(|v| v.field).collect()
+        };
+        assert_eq!(
+            fields(true),
+            [
+                "dimension_scales[0]",
+                "dimension_scales[2]",
+                "dimension_scales[1]"
+            ]
+        );
+        assert_eq!(
+            fields(false),
+            ["dimension_scales[0]", "dimension_scales[1]"]
+        );
     }
 
     #[test]
