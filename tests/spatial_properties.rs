@@ -351,3 +351,27 @@ fn far_centres_and_huge_radii_lose_no_hit() {
         assert_eq!(found.hits, expected, "centre {centre:?} radius {radius}");
     }
 }
+
+#[test]
+fn a_rebuild_from_the_tables_answers_like_the_maintained_trees() {
+    let world = World::new();
+    let mut inputs = Vec::new();
+    for i in 0..200 {
+        let mut input = TokenInput {
+            weight: 0.5,
+            field_radius: (i % 7) as f32 / 100.0,
+            field_strength: 1.0,
+            ..TokenInput::default()
+        };
+        let q = |k: i32| ((i * k) % 9 - 4) as f32 / 100.0;
+        input.points[Space::L1Physical.index()] = Some([q(1), q(3), q(5)]);
+        inputs.push(input);
+    }
+    world.apply(&Op::Batch(inputs));
+    world.apply(&Op::Delete(17));
+    let rebuilt = SpatialIndex::default();
+    rebuilt.rebuild(&world.store.tables());
+    let tokens = world.live();
+    check_queries(rebuilt.trees(), &tokens, [0, 1, -1], 0.0, 3, 5, 10);
+    check_queries(world.index.trees(), &tokens, [0, 1, -1], 0.0, 3, 5, 10);
+}

@@ -194,14 +194,19 @@ impl SpaceTrees {
         }
     }
 
+    /// Replaces every tree with one bulk-loaded from `tokens`.
+    pub fn replace_all(&self, tokens: &[Token]) {
+        for (tree, built) in self.trees.iter().zip(build_in_parallel(tokens)) {
+            *tree.write() = built;
+        }
+    }
+
     /// Indexes new tokens. Into empty trees a batch is bulk-loaded instead (a big batch into
     /// an empty store, recovery), which builds a better tree much faster than inserting one by
     /// one; a large one builds the spaces in parallel.
     pub fn insert(&self, tokens: &[Token]) {
         if tokens.len() >= PARALLEL_BULK_LOAD && self.is_empty() {
-            for (tree, built) in self.trees.iter().zip(build_in_parallel(tokens)) {
-                *tree.write() = built;
-            }
+            self.replace_all(tokens);
             return;
         }
         for space in Space::ALL {
@@ -410,10 +415,10 @@ impl SpatialIndex {
         &self.trees
     }
 
-    /// Rebuilds every tree from the tokens in `tables` (recovery, or a benchmark's setup).
-    pub fn rebuild(&mut self, tables: &TokenTables) {
-        let tokens = tables.all_tokens();
-        self.trees = SpaceTrees::bulk_built(&tokens);
+    /// Rebuilds every tree from the tokens in `tables` by bulk loading (recovery): each space
+    /// switches to its new tree at once.
+    pub fn rebuild(&self, tables: &TokenTables) {
+        self.trees.replace_all(&tables.all_tokens());
     }
 }
 
