@@ -54,21 +54,25 @@ struct PointQuery {
 }
 
 impl PointQuery {
+    /// The validated common part, or every violation of it.
     fn parse(
-        violations: &mut Violations,
         space: i32,
         centre: Option<&pb::Point3>,
         radius: f64,
-    ) -> Option<PointQuery> {
+    ) -> Result<PointQuery, Violations> {
+        let mut violations = Violations::default();
         let space = violations.take(convert::space(space, "space"));
         let centre = violations.take(convert::centre(centre, "center"));
         let radius =
             violations.take(check_radius(radius).map_err(|r| Violations::one("radius", r)));
-        Some(PointQuery {
-            space: space?,
-            centre: centre?,
-            radius: radius?,
-        })
+        match (space, centre, radius) {
+            (Some(space), Some(centre), Some(radius)) => Ok(PointQuery {
+                space,
+                centre,
+                radius,
+            }),
+            _ => Err(violations),
+        }
     }
 }
 
@@ -177,7 +181,7 @@ impl GridService for GridApi {
     ) -> Result<Response<pb::RangeQueryResponse>, Status> {
         let r = request.into_inner();
         let mut violations = Violations::default();
-        let query = PointQuery::parse(&mut violations, r.space, r.center.as_ref(), r.radius);
+        let query = violations.take(PointQuery::parse(r.space, r.center.as_ref(), r.radius));
         let limit = violations
             .take(check_range_limit(r.limit).map_err(|rule| Violations::one("limit", rule)));
         let (Some(q), Some(limit)) = (query, limit) else {
@@ -196,11 +200,7 @@ impl GridService for GridApi {
         request: Request<pb::CalculateDensityRequest>,
     ) -> Result<Response<pb::CalculateDensityResponse>, Status> {
         let r = request.into_inner();
-        let mut violations = Violations::default();
-        let Some(q) = PointQuery::parse(&mut violations, r.space, r.center.as_ref(), r.radius)
-        else {
-            return Err(violations.into());
-        };
+        let q = PointQuery::parse(r.space, r.center.as_ref(), r.radius)?;
         let grid = self.query_grid(r.grid_id)?;
         let count = grid.trees().count_within(q.space, q.centre, q.radius);
         let density = grid::density(count, q.radius);
@@ -216,11 +216,7 @@ impl GridService for GridApi {
         request: Request<pb::FieldInfluenceRequest>,
     ) -> Result<Response<pb::FieldInfluenceResponse>, Status> {
         let r = request.into_inner();
-        let mut violations = Violations::default();
-        let Some(q) = PointQuery::parse(&mut violations, r.space, r.center.as_ref(), r.radius)
-        else {
-            return Err(violations.into());
-        };
+        let q = PointQuery::parse(r.space, r.center.as_ref(), r.radius)?;
         let grid = self.query_grid(r.grid_id)?;
         let sum = grid.trees().influence(q.space, q.centre, q.radius);
         Ok(Response::new(pb::FieldInfluenceResponse {
