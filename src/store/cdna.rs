@@ -123,6 +123,20 @@ pub enum CdnaCommand {
     },
 }
 
+impl CdnaCommand {
+    /// When the command was stamped.
+    pub fn at(&self) -> WallTime {
+        match self {
+            CdnaCommand::UpdateConfig { at, .. }
+            | CdnaCommand::SwitchProfile { at, .. }
+            | CdnaCommand::Reset { at, .. }
+            | CdnaCommand::StartQuarantine { at, .. }
+            | CdnaCommand::StopQuarantine { at, .. }
+            | CdnaCommand::ExpireQuarantine { at } => *at,
+        }
+    }
+}
+
 /// What a CDNA command changed, so that the RPC answers with exactly what its command did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CdnaEffect {
@@ -255,6 +269,13 @@ impl CdnaState {
 
     /// Applies a checked command; returns its effects.
     fn execute(&mut self, command: &CdnaCommand) -> Vec<Effect> {
+        // Commands are stamped before they wait for the write lock, so two racing ones may
+        // arrive out of time order: never let `updated_at` or the history run backwards.
+        let latest = self
+            .history
+            .front()
+            .map_or(self.config.updated_at, |e| e.at);
+        let at = command.at().max(latest).max(self.config.updated_at);
         let old_profile = self.config.profile;
         let config_effect = |state: &CdnaState| {
             Effect::Cdna(CdnaEffect::Config {
@@ -263,24 +284,22 @@ impl CdnaState {
             })
         };
         match command {
-            CdnaCommand::UpdateConfig { changes, at, .. } => {
-                self.config = self.config.changed(changes, *at);
+            CdnaCommand::UpdateConfig { changes, .. } => {
+                self.config = self.config.changed(changes, at);
                 let details = self.provisional(format!("updated {}", changes.describe()));
-                self.record(HistoryAction::ConfigUpdate, *at, details);
+                self.record(HistoryAction::ConfigUpdate, at, details);
                 vec![config_effect(self)]
             }
-            CdnaCommand::SwitchProfile { profile, at, .. } => {
+            CdnaCommand::SwitchProfile { profile, .. } => {
                 if let Some(preset) = profile.profile() {
-                    self.config = self.config.switched(preset, *at);
+                    self.config = self.config.switched(preset, at);
                 }
                 let details = self.provisional(format!("{old_profile} → {profile}"));
-                self.record(HistoryAction::ProfileSwitch, *at, details);
+                self.record(HistoryAction::ProfileSwitch, at, details);
                 vec![config_effect(self)]
             }
-            CdnaCommand::Reset {
-                clear_history, at, ..
-            } => {
-                self.config = self.config.reset(*at);
+            CdnaCommand::Reset { clear_history, .. } => {
+                self.config = self.config.reset(at);
                 if *clear_history {
                     self.history.clear();
                 }
@@ -289,19 +308,18 @@ impl CdnaState {
                 } else {
                     "reset to the fresh-store config"
                 };
-                self.record(HistoryAction::Reset, *at, details.to_string());
+                self.record(HistoryAction::Reset, at, details.to_string());
                 vec![config_effect(self)]
             }
             CdnaCommand::StartQuarantine {
-                duration_seconds,
-                at,
+                duration_seconds, ..
             } => {
-                let quarantine = Quarantine::start(self.config.clone(), *at, *duration_seconds);
-                let status = quarantine.status(true, *at);
+                let quarantine = Quarantine::start(self.config.clone(), at, *duration_seconds);
+                let status = quarantine.status(true, at);
                 self.quarantine = Some(quarantine);
                 self.record(
                     HistoryAction::QuarantineStart,
-                    *at,
+                    at,
                     format!(
                         "started for {duration_seconds} s; snapshot of revision {}",
                         self.config.revision
@@ -309,7 +327,7 @@ impl CdnaState {
                 );
                 vec![Effect::Cdna(CdnaEffect::Quarantine(status))]
             }
-            CdnaCommand::StopQuarantine { apply, at } => {
+            CdnaCommand::StopQuarantine { apply, .. } => {
                 let Some(quarantine) = self.quarantine.take() else {
                     return Vec::new();
                 };
@@ -317,7 +335,7 @@ impl CdnaState {
                 let action = if *apply {
                     HistoryAction::QuarantineStopApplied
                 } else {
-                    self.config = self.config.restored(&quarantine.snapshot, *at);
+                    self.config = self.config.restored(&quarantine.snapshot, at);
                     effects.push(config_effect(self));
                     HistoryAction::QuarantineStopDiscarded
                 };
@@ -330,25 +348,25 @@ impl CdnaState {
                         quarantine.snapshot.revision
                     )
                 };
-                self.record(action, *at, details);
+                self.record(action, at, details);
                 effects.push(Effect::Cdna(CdnaEffect::Quarantine(
-                    quarantine.status(false, *at),
+                    quarantine.status(false, at),
                 )));
                 self.last_quarantine = Some(quarantine);
                 effects
             }
-            CdnaCommand::ExpireQuarantine { at } => {
+            CdnaCommand::ExpireQuarantine { .. } => {
                 let Some(quarantine) = self.quarantine.take() else {
                     return Vec::new();
                 };
-                self.config = self.config.restored(&quarantine.snapshot, *at);
+                self.config = self.config.restored(&quarantine.snapshot, at);
                 let effects = vec![
                     config_effect(self),
-                    Effect::Cdna(CdnaEffect::Quarantine(quarantine.status(false, *at))),
+                    Effect::Cdna(CdnaEffect::Quarantine(quarantine.status(false, at))),
                 ];
                 self.record(
                     HistoryAction::QuarantineExpired,
-                    *at,
+                    at,
                     format!(
                         "expired after {} s; discarded {}, restored the config of revision {}",
                         quarantine.duration_seconds,
@@ -730,6 +748,26 @@ mod tests {
         assert_eq!(tables.len(), 1);
         let first = store.tables().page(&Default::default(), None, 1).tokens[0];
         assert_eq!(first.data.weight(), 0.9);
+    }
+
+    #[test]
+    fn time_never_runs_backwards_when_commands_arrive_out_of_order() {
+        let (store, cdna) = setup();
+        let later = cdna.now().plus_seconds(10);
+        for (profile, at) in [(ProfileId::Creative, later), (ProfileId::Analyzer, cdna.now())] {
+            apply(
+                &store,
+                CdnaCommand::SwitchProfile {
+                    profile,
+                    expected_revision: None,
+                    at,
+                },
+            )
+            .expect("switch");
+        }
+        assert_eq!(cdna.config().updated_at, later);
+        let entries = cdna.history_page(None, 2).entries;
+        assert_eq!((entries[0].at, entries[1].at), (later, later));
     }
 
     #[test]
