@@ -754,7 +754,10 @@ mod tests {
     fn time_never_runs_backwards_when_commands_arrive_out_of_order() {
         let (store, cdna) = setup();
         let later = cdna.now().plus_seconds(10);
-        for (profile, at) in [(ProfileId::Creative, later), (ProfileId::Analyzer, cdna.now())] {
+        for (profile, at) in [
+            (ProfileId::Creative, later),
+            (ProfileId::Analyzer, cdna.now()),
+        ] {
             apply(
                 &store,
                 CdnaCommand::SwitchProfile {
