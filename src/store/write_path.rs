@@ -102,6 +102,18 @@ impl Store {
         self.writer.lock().sequence
     }
 
+    /// Applies one command and waits until it is durable: what every write RPC acknowledges.
+    pub async fn commit(&self, command: Command) -> Result<Committed, StoreError> {
+        let committed = self.apply(command)?;
+        self.wait_durable(committed.sequence).await?;
+        Ok(committed)
+    }
+
+    /// Resolves once every command up to `sequence` is durable (at once without a journal).
+    pub async fn wait_durable(&self, _sequence: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Applies one command: all of it or, on error, nothing.
     pub fn apply(&self, command: Command) -> Result<Committed, StoreError> {
         let mut writer = self.writer.lock();
