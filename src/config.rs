@@ -1,15 +1,20 @@
 //! One `Config` struct: command-line flags with `NEUROGRAPH_*` environment fallbacks.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use crate::store::durable::Durability;
 
 /// Where tokens live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum StorageKind {
-    /// In process memory only; lost on exit. The only backend until persistence lands.
+    /// In process memory only; lost on exit (tests and demos).
     Memory,
+    /// The embedded store (redb) in `--data-dir`: durable, recovered at start.
+    Embedded,
 }
 
 impl StorageKind {
@@ -17,8 +22,23 @@ impl StorageKind {
     pub fn name(self) -> &'static str {
         match self {
             StorageKind::Memory => "memory",
+            StorageKind::Embedded => crate::store::durable::ENGINE_NAME,
         }
     }
+}
+
+/// What the binary does besides serving.
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
+pub enum Action {
+    /// Replace the data directory's store with a backup made by System/CreateBackup. The
+    /// server must be stopped; an existing store is kept aside unless `--discard-existing`.
+    Restore {
+        /// The backup directory (the `path` CreateBackup returned).
+        backup: PathBuf,
+        /// Delete the current store instead of moving it aside.
+        #[arg(long)]
+        discard_existing: bool,
+    },
 }
 
 /// Log line format.
@@ -43,8 +63,35 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Storage backend.
-    #[arg(long, env = "NEUROGRAPH_STORAGE", value_enum, default_value = "memory")]
+    #[arg(
+        long,
+        env = "NEUROGRAPH_STORAGE",
+        value_enum,
+        default_value = "embedded"
+    )]
     pub storage: StorageKind,
+
+    /// Directory of the embedded store (created when missing).
+    #[arg(long, env = "NEUROGRAPH_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// When a write is acknowledged: after its fsync (`immediate`), after a group fsync at
+    /// most `--batch-delay-ms` later (`batched`), or before any fsync (`none`, tests only).
+    #[arg(
+        long,
+        env = "NEUROGRAPH_DURABILITY",
+        value_enum,
+        default_value = "immediate"
+    )]
+    pub durability: Durability,
+
+    /// Longest wait of `batched` durability for more writes to share one fsync.
+    #[arg(long, env = "NEUROGRAPH_BATCH_DELAY_MS", default_value_t = 2)]
+    pub batch_delay_ms: u64,
+
+    /// Directory System/CreateBackup writes backups into (created when missing).
+    #[arg(long, env = "NEUROGRAPH_BACKUP_DIR", default_value = "./backups")]
+    pub backup_dir: PathBuf,
 
     /// Largest accepted request message in bytes; larger ones get RESOURCE_EXHAUSTED.
     #[arg(long, env = "NEUROGRAPH_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
@@ -70,11 +117,26 @@ pub struct Config {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+
+    /// Something else to do instead of serving.
+    #[command(subcommand)]
+    pub action: Option<Action>,
 }
 
 impl Config {
-    /// The defaults, listening on `listen`: what tests start.
+    /// The defaults with memory storage, listening on `listen`: what most tests start.
     pub fn for_listen(listen: SocketAddr) -> Config {
-        Config::parse_from(["neurograph", "--listen", &listen.to_string()])
+        Config::parse_from([
+            "neurograph",
+            "--listen",
+            &listen.to_string(),
+            "--storage",
+            "memory",
+        ])
+    }
+
+    /// How long `batched` durability waits for company.
+    pub fn batch_delay(&self) -> Duration {
+        Duration::from_millis(self.batch_delay_ms)
     }
 }

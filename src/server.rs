@@ -26,12 +26,13 @@ use crate::api::pb::cdna_service_server::CdnaServiceServer;
 use crate::api::pb::grid_service_server::GridServiceServer;
 use crate::api::pb::system_server::SystemServer;
 use crate::api::pb::token_service_server::TokenServiceServer;
-use crate::api::system::SystemApi;
+use crate::api::recovering::WhenRecovered;
+use crate::api::system::{EngineSlot, SystemApi};
 use crate::api::token::TokenApi;
 use crate::api::{ShutdownSignal, FILE_DESCRIPTOR_SET, STATUS_DETAILS_DESCRIPTOR_SET};
-use crate::config::Config;
-use crate::store::cdna::{run_quarantine_timer, Cdna, SystemClock};
-use crate::store::{Grids, SpatialIndex, Store, WriteHook};
+use crate::config::{Config, StorageKind};
+use crate::store::cdna::run_quarantine_timer;
+use crate::store::{Engine, EngineOptions};
 use crate::telemetry::{ConnectionGuard, ConnectionStats, ProcessSampler};
 
 /// gRPC status code OUT_OF_RANGE, tonic's answer to an oversized request.
@@ -56,6 +57,9 @@ pub enum ServeError {
     /// The transport failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The store could not be opened or read back.
+    #[error("storage: {0}")]
+    Storage(String),
 }
 
 /// A TCP connection counted in `ConnectionStats` while it is open.
@@ -201,33 +205,22 @@ pub fn termination_signal() -> std::io::Result<impl Future<Output = ()> + Send> 
 }
 
 /// Serves every implemented service on `listener` until `shutdown` resolves, then shuts down
-/// gracefully within `config.shutdown_timeout`.
+/// gracefully within `config.shutdown_timeout`. The port opens at once: health says
+/// NOT_SERVING and the stateful services UNAVAILABLE "recovering" until the store is read
+/// back; a store that cannot be read ends `serve` with an error.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let cdna = Arc::new(Cdna::new(Arc::new(SystemClock)));
-    let index = Arc::new(SpatialIndex::default());
-    let grids = Arc::new(Grids::new(config.max_grid_memberships));
-    // CDNA first: its weight limits reject a command before any other component sees it.
-    let hooks: Vec<Arc<dyn WriteHook>> = vec![cdna.clone(), index.clone(), grids.clone()];
-    let store = Arc::new(Store::new(hooks));
     let max = config.max_message_bytes;
     let (down_sender, down_receiver) = tokio::sync::watch::channel(false);
     let down = ShutdownSignal::new(down_receiver);
-    let mut timer_down = down.clone();
-    // Ends at the first shutdown signal, or when `serve` returns and drops the sender.
-    tokio::spawn(run_quarantine_timer(
-        Arc::clone(&store),
-        Arc::clone(&cdna),
-        async move { timer_down.wait().await },
-    ));
     let connections = Arc::new(ConnectionStats::default());
     let sampler = ProcessSampler::start(Duration::from_secs(1));
 
     let reporter = HealthReporter::new();
-    set_health(&reporter, ServingStatus::Serving).await;
+    set_health(&reporter, ServingStatus::NotServing).await;
     let health = HealthServer::new(HealthApi::new(reporter.clone(), down.clone()))
         .max_decoding_message_size(max);
 
@@ -238,23 +231,19 @@ pub async fn serve(
         .build_v1alpha()?
         .max_decoding_message_size(max);
 
-    let tokens = TokenServiceServer::new(TokenApi::new(Arc::clone(&store), down.clone()))
-        .max_decoding_message_size(max);
-    let grid = GridServiceServer::new(GridApi::new(Arc::clone(&store), index, grids))
-        .max_decoding_message_size(max);
-    let system = SystemServer::new(
-        SystemApi::new(
-            Arc::clone(&store),
-            sampler,
-            Arc::clone(&connections),
-            down.clone(),
-            config.storage.name(),
-        )
-        .with_cdna(Arc::clone(&cdna)),
-    )
+    let engine_slot = EngineSlot::default();
+    let system = SystemServer::new(SystemApi::new(
+        Arc::clone(&engine_slot),
+        sampler,
+        Arc::clone(&connections),
+        down.clone(),
+        config.storage.name(),
+        config.backup_dir.clone(),
+    ))
     .max_decoding_message_size(max);
-    let cdna = CdnaServiceServer::new(CdnaApi::new(Arc::clone(&store), cdna))
-        .max_decoding_message_size(max);
+    let tokens = WhenRecovered::default();
+    let grid = WhenRecovered::default();
+    let cdna = WhenRecovered::default();
 
     let router = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
@@ -262,9 +251,9 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(tokens)
-        .add_service(grid)
-        .add_service(cdna)
+        .add_service(tokens.clone())
+        .add_service(grid.clone())
+        .add_service(cdna.clone())
         .add_service(system);
 
     let local = listener.local_addr().ok();
@@ -286,9 +275,52 @@ pub async fn serve(
     let serving =
         router.serve_with_incoming_shutdown(incoming, async move { stop_accepting.wait().await });
     tokio::pin!(serving);
-    tokio::select! {
-        result = &mut serving => return result.map_err(ServeError::from),
-        () = shutdown => {}
+    tokio::pin!(shutdown);
+
+    let options = engine_options(&config);
+    let gates = Gates {
+        engine: engine_slot,
+        tokens,
+        grid,
+        cdna,
+    };
+    let engine = if options.data_dir.is_none() {
+        // Nothing to read back: serve at once.
+        let engine = Arc::new(Engine::in_memory(options.max_grid_memberships));
+        gates.install(&engine, &down, max);
+        set_health(&reporter, ServingStatus::Serving).await;
+        Some(engine)
+    } else {
+        let mut recovery = tokio::task::spawn_blocking(move || Engine::open(&options));
+        tokio::select! {
+            result = &mut serving => return result.map_err(ServeError::from),
+            () = &mut shutdown => {
+                // Let recovery finish so that the store file closes cleanly, then stop.
+                let engine = recovery.await.ok().and_then(Result::ok);
+                close(engine.as_ref());
+                None
+            }
+            recovered = &mut recovery => {
+                let engine = Arc::new(
+                    recovered
+                        .map_err(|e| ServeError::Storage(format!("recovery task failed: {e}")))?
+                        .map_err(|e| ServeError::Storage(e.to_string()))?,
+                );
+                gates.install(&engine, &down, max);
+                set_health(&reporter, ServingStatus::Serving).await;
+                info!("recovered; serving");
+                Some(engine)
+            }
+        }
+    };
+    if engine.is_some() {
+        tokio::select! {
+            result = &mut serving => {
+                close(engine.as_deref());
+                return result.map_err(ServeError::from);
+            }
+            () = &mut shutdown => {}
+        }
     }
 
     info!(
@@ -301,6 +333,68 @@ pub async fn serve(
         Ok(result) => result?,
         Err(_) => warn!("shutdown timeout reached; closing the remaining connections"),
     }
+    close(engine.as_deref());
     info!("stopped");
     Ok(())
+}
+
+/// The services that wait for the engine, and the slot System reads it from.
+struct Gates {
+    engine: EngineSlot,
+    tokens: WhenRecovered<TokenServiceServer<TokenApi>>,
+    grid: WhenRecovered<GridServiceServer<GridApi>>,
+    cdna: WhenRecovered<CdnaServiceServer<CdnaApi>>,
+}
+
+impl Gates {
+    /// Starts answering every service from `engine` and its quarantine timer.
+    fn install(&self, engine: &Arc<Engine>, down: &ShutdownSignal, max: usize) {
+        let _ = self.engine.set(Arc::clone(engine));
+        self.tokens.install(
+            TokenServiceServer::new(TokenApi::new(Arc::clone(&engine.store), down.clone()))
+                .max_decoding_message_size(max),
+        );
+        self.grid.install(
+            GridServiceServer::new(GridApi::new(
+                Arc::clone(&engine.store),
+                Arc::clone(&engine.index),
+                Arc::clone(&engine.grids),
+            ))
+            .max_decoding_message_size(max),
+        );
+        self.cdna.install(
+            CdnaServiceServer::new(CdnaApi::new(
+                Arc::clone(&engine.store),
+                Arc::clone(&engine.cdna),
+            ))
+            .max_decoding_message_size(max),
+        );
+        let mut timer_down = down.clone();
+        // Ends at the first shutdown signal, or when `serve` returns and drops the sender.
+        tokio::spawn(run_quarantine_timer(
+            Arc::clone(&engine.store),
+            Arc::clone(&engine.cdna),
+            async move { timer_down.wait().await },
+        ));
+    }
+}
+
+/// Makes every acknowledged write durable and closes the store file.
+fn close(engine: Option<&Engine>) {
+    if let Some(engine) = engine {
+        engine.close();
+    }
+}
+
+/// The engine `config` asks for.
+fn engine_options(config: &Config) -> EngineOptions {
+    EngineOptions {
+        data_dir: match config.storage {
+            StorageKind::Memory => None,
+            StorageKind::Embedded => Some(config.data_dir.clone()),
+        },
+        durability: config.durability,
+        batch_delay: config.batch_delay(),
+        max_grid_memberships: config.max_grid_memberships,
+    }
 }

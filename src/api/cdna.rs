@@ -29,9 +29,9 @@ impl CdnaApi {
         CdnaApi { store, cdna }
     }
 
-    /// Applies `command` and returns its effects.
-    fn apply(&self, command: CdnaCommand) -> Result<Vec<Effect>, StoreError> {
-        Ok(self.store.apply(Command::Cdna(command))?.effects)
+    /// Commits `command` (durably) and returns its effects.
+    async fn commit(&self, command: CdnaCommand) -> Result<Vec<Effect>, StoreError> {
+        Ok(self.store.commit(Command::Cdna(command)).await?.effects)
     }
 }
 
@@ -94,11 +94,13 @@ impl CdnaService for CdnaApi {
             request.update_mask.as_ref(),
             request.validate.unwrap_or(true),
         )?;
-        let effects = self.apply(CdnaCommand::UpdateConfig {
-            changes,
-            expected_revision: request.expected_revision,
-            at: self.cdna.now(),
-        })?;
+        let effects = self
+            .commit(CdnaCommand::UpdateConfig {
+                changes,
+                expected_revision: request.expected_revision,
+                at: self.cdna.now(),
+            })
+            .await?;
         Ok(Response::new(changed_config(&effects).1.into()))
     }
 
@@ -127,11 +129,13 @@ impl CdnaService for CdnaApi {
         let profile = preset(&request.profile_id)?;
         // Presets always pass the limit rules (a unit test proves it); warnings may remain.
         let (_, report) = validate_scales(&profile.scales)?;
-        let effects = self.apply(CdnaCommand::SwitchProfile {
-            profile: profile.id,
-            expected_revision: request.expected_revision,
-            at: self.cdna.now(),
-        })?;
+        let effects = self
+            .commit(CdnaCommand::SwitchProfile {
+                profile: profile.id,
+                expected_revision: request.expected_revision,
+                at: self.cdna.now(),
+            })
+            .await?;
         let (old_profile, config) = changed_config(&effects);
         Ok(Response::new(pb::SwitchProfileResponse {
             old_profile: old_profile.as_str().to_string(),
@@ -160,10 +164,12 @@ impl CdnaService for CdnaApi {
     ) -> Result<Response<pb::QuarantineStatus>, Status> {
         let duration_seconds = quarantine_duration(request.into_inner().duration_seconds)
             .map_err(|rule| Violations::one("duration_seconds", rule))?;
-        let effects = self.apply(CdnaCommand::StartQuarantine {
-            duration_seconds,
-            at: self.cdna.now(),
-        })?;
+        let effects = self
+            .commit(CdnaCommand::StartQuarantine {
+                duration_seconds,
+                at: self.cdna.now(),
+            })
+            .await?;
         Ok(Response::new(changed_quarantine(&effects).into()))
     }
 
@@ -171,10 +177,12 @@ impl CdnaService for CdnaApi {
         &self,
         request: Request<pb::StopQuarantineRequest>,
     ) -> Result<Response<pb::QuarantineStatus>, Status> {
-        let effects = self.apply(CdnaCommand::StopQuarantine {
-            apply: request.into_inner().apply,
-            at: self.cdna.now(),
-        })?;
+        let effects = self
+            .commit(CdnaCommand::StopQuarantine {
+                apply: request.into_inner().apply,
+                at: self.cdna.now(),
+            })
+            .await?;
         Ok(Response::new(changed_quarantine(&effects).into()))
     }
 
@@ -213,11 +221,13 @@ impl CdnaService for CdnaApi {
         request: Request<pb::ResetConfigRequest>,
     ) -> Result<Response<pb::CdnaConfig>, Status> {
         let request = request.into_inner();
-        let effects = self.apply(CdnaCommand::Reset {
-            clear_history: request.clear_history,
-            expected_revision: request.expected_revision,
-            at: self.cdna.now(),
-        })?;
+        let effects = self
+            .commit(CdnaCommand::Reset {
+                clear_history: request.clear_history,
+                expected_revision: request.expected_revision,
+                at: self.cdna.now(),
+            })
+            .await?;
         Ok(Response::new(changed_config(&effects).1.into()))
     }
 }

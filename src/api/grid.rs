@@ -113,8 +113,9 @@ impl GridApi {
         }
     }
 
-    fn apply(&self, command: GridCommand) -> Result<GridEffect, Status> {
-        let committed = self.store.apply(Command::Grid(command))?;
+    /// Commits `command` (durably) and returns its one effect.
+    async fn commit(&self, command: GridCommand) -> Result<GridEffect, Status> {
+        let committed = self.store.commit(Command::Grid(command)).await?;
         match committed.effects.into_iter().next() {
             Some(Effect::Grid(effect)) => Ok(effect),
             other => Err(Status::internal(format!("grid command produced {other:?}"))),
@@ -123,7 +124,7 @@ impl GridApi {
 
     /// Applies a membership change of `grid` for the token with raw id `raw_token`: 0 is a
     /// violation, an id no token can have NOT_FOUND; the write path checks the rest.
-    fn change_membership(
+    async fn change_membership(
         &self,
         grid: GridId,
         raw_token: u32,
@@ -131,7 +132,7 @@ impl GridApi {
     ) -> Result<(), Status> {
         let token = convert::existing_id(raw_token, "token_id")?
             .ok_or_else(|| Status::from(token_not_found("token_id", raw_token)))?;
-        self.apply(command(grid, token))?;
+        self.commit(command(grid, token)).await?;
         Ok(())
     }
 }
@@ -230,7 +231,7 @@ impl GridService for GridApi {
         request: Request<pb::CreateGridRequest>,
     ) -> Result<Response<pb::Grid>, Status> {
         let config = convert::grid_config(request.get_ref().config.as_ref())?;
-        match self.apply(GridCommand::Create { config })? {
+        match self.commit(GridCommand::Create { config }).await? {
             GridEffect::Created { grid, config } => Ok(Response::new(pb::Grid {
                 grid_id: grid,
                 config: Some(config.into()),
@@ -265,7 +266,7 @@ impl GridService for GridApi {
         request: Request<pb::DeleteGridRequest>,
     ) -> Result<Response<pb::DeleteGridResponse>, Status> {
         let grid = request.get_ref().grid_id;
-        self.apply(GridCommand::Delete { grid })?;
+        self.commit(GridCommand::Delete { grid }).await?;
         Ok(Response::new(pb::DeleteGridResponse {}))
     }
 
@@ -276,7 +277,8 @@ impl GridService for GridApi {
         let r = request.into_inner();
         self.change_membership(r.grid_id, r.token_id, |grid, token| {
             GridCommand::AddMember { grid, token }
-        })?;
+        })
+        .await?;
         Ok(Response::new(pb::AddTokenResponse {}))
     }
 
@@ -287,7 +289,8 @@ impl GridService for GridApi {
         let r = request.into_inner();
         self.change_membership(r.grid_id, r.token_id, |grid, token| {
             GridCommand::RemoveMember { grid, token }
-        })?;
+        })
+        .await?;
         Ok(Response::new(pb::RemoveTokenResponse {}))
     }
 }

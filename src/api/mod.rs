@@ -8,6 +8,7 @@ pub mod error;
 pub mod grid;
 pub mod health;
 pub mod paging;
+pub mod recovering;
 pub mod system;
 pub mod token;
 

@@ -1,60 +1,70 @@
 //! `neurograph.v1.System`: health, readiness and status figures of the running server.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use tonic::{Request, Response, Status};
 
+use super::error::to_status;
 use super::pb::{self, system_server::System};
 use super::ShutdownSignal;
 use crate::model::TokenFilter;
-use crate::store::cdna::Cdna;
-use crate::store::Store;
+use crate::store::durable::create_backup;
+use crate::store::{Engine, StoreError};
 use crate::telemetry::{process_start, ConnectionStats, ProcessSampler};
+
+/// The engine, once recovery has built it: System answers before that too.
+pub type EngineSlot = Arc<OnceLock<Arc<Engine>>>;
 
 /// The System service implementation.
 #[derive(Clone)]
 pub struct SystemApi {
-    store: Arc<Store>,
+    engine: EngineSlot,
     sampler: Arc<ProcessSampler>,
     connections: Arc<ConnectionStats>,
     shutdown: ShutdownSignal,
     storage_backend: &'static str,
-    cdna: Option<Arc<Cdna>>,
+    backup_dir: PathBuf,
 }
 
 impl SystemApi {
-    /// A service reporting on `store` and the process.
+    /// A service reporting on the engine in `engine` (once there) and the process; backups
+    /// go to `backup_dir`.
     pub fn new(
-        store: Arc<Store>,
+        engine: EngineSlot,
         sampler: Arc<ProcessSampler>,
         connections: Arc<ConnectionStats>,
         shutdown: ShutdownSignal,
         storage_backend: &'static str,
+        backup_dir: PathBuf,
     ) -> Self {
         SystemApi {
-            store,
+            engine,
             sampler,
             connections,
             shutdown,
             storage_backend,
-            cdna: None,
+            backup_dir,
         }
     }
 
-    /// Reports on `cdna` too: its Ready check and the live profile in Status.
-    pub fn with_cdna(mut self, cdna: Arc<Cdna>) -> Self {
-        self.cdna = Some(cdna);
-        self
-    }
-
-    /// One check per component that exists: `ok`, `starting` or `error: …`.
+    /// One check per component: `ok`, `starting` while the store recovers, or `error: …`.
     fn checks(&self) -> HashMap<String, String> {
-        let cdna = self.cdna.as_ref().map(|_| "cdna");
-        ["token_store", "spatial_index", "grids", "storage"]
+        let engine = self.engine.get();
+        let storage = match engine
+            .and_then(|e| e.store.journal())
+            .and_then(|j| j.failure())
+        {
+            Some(failure) => format!("error: {failure}"),
+            None if engine.is_some() => "ok".to_string(),
+            None => "starting".to_string(),
+        };
+        let state = if engine.is_some() { "ok" } else { "starting" };
+        ["token_store", "spatial_index", "grids", "cdna"]
             .into_iter()
-            .chain(cdna)
-            .map(|component| (component.to_string(), "ok".to_string()))
+            .map(|component| (component.to_string(), state.to_string()))
+            .chain([("storage".to_string(), storage)])
             .collect()
     }
 
@@ -78,7 +88,7 @@ impl System for SystemApi {
             } as i32,
             uptime_seconds: self.uptime_seconds(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            tokens_count: self.store.tables().len(),
+            tokens_count: self.engine.get().map_or(0, |e| e.store.tables().len()),
             storage_backend: self.storage_backend.to_string(),
         }))
     }
@@ -101,19 +111,22 @@ impl System for SystemApi {
         let checks = self.checks();
         let state = if self.shutdown.is_down() {
             pb::ServerState::ShuttingDown
+        } else if self.engine.get().is_none() {
+            pb::ServerState::Starting
         } else if checks.values().all(|c| c == "ok") {
             pb::ServerState::Running
         } else {
             pb::ServerState::Degraded
         };
-        let tables = self.store.tables();
+        let engine = self.engine.get();
+        let (total, active) = engine.map_or((0, 0), |e| {
+            let tables = e.store.tables();
+            (tables.count(&TokenFilter::default()), tables.active())
+        });
         Ok(Response::new(pb::StatusResponse {
             state: state as i32,
             uptime_seconds: self.uptime_seconds(),
-            tokens: Some(pb::TokenCounts {
-                total: tables.count(&TokenFilter::default()),
-                active: tables.active(),
-            }),
+            tokens: Some(pb::TokenCounts { total, active }),
             connections: Some(pb::ConnectionCounts {
                 total: self.connections.total(),
                 active: self.connections.active(),
@@ -121,13 +134,34 @@ impl System for SystemApi {
             memory_usage_mb: self.sampler.memory_mb(),
             cpu_usage_percent: self.sampler.cpu_percent(),
             components: checks,
-            cdna_profile: self
-                .cdna
-                .as_ref()
-                .map_or("default", |cdna| cdna.profile().as_str())
+            cdna_profile: engine
+                .map_or("default", |e| e.cdna.profile().as_str())
                 .to_string(),
             storage_backend: self.storage_backend.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+
+    async fn create_backup(
+        &self,
+        _request: Request<pb::CreateBackupRequest>,
+    ) -> Result<Response<pb::CreateBackupResponse>, Status> {
+        let Some(engine) = self.engine.get() else {
+            return Err(Status::unavailable(super::recovering::RECOVERING));
+        };
+        let Some(journal) = engine.store.journal().cloned() else {
+            return Err(to_status(StoreError::FailedPrecondition(
+                "backups need the embedded store; this server runs with --storage memory".into(),
+            )));
+        };
+        let dir = self.backup_dir.clone();
+        let backup = tokio::task::spawn_blocking(move || create_backup(journal.database(), &dir))
+            .await
+            .map_err(|e| Status::internal(format!("backup task failed: {e}")))?
+            .map_err(|e| Status::internal(format!("backup failed: {e}")))?;
+        Ok(Response::new(pb::CreateBackupResponse {
+            path: backup.path.display().to_string(),
+            sequence: backup.sequence,
         }))
     }
 }

@@ -61,10 +61,13 @@ impl TokenService for TokenApi {
         let request = request.into_inner();
         let token = required(request.token.as_ref(), "token")?;
         let draft = draft(token, "token.")?;
-        let committed = self.store.apply(Command::CreateToken {
-            draft,
-            at: unix_now(),
-        })?;
+        let committed = self
+            .store
+            .commit(Command::CreateToken {
+                draft,
+                at: unix_now(),
+            })
+            .await?;
         Ok(Response::new(changed_token(&committed.effects)))
     }
 
@@ -92,11 +95,14 @@ impl TokenService for TokenApi {
             return Err(violations.into());
         };
         let id = id.ok_or_else(|| token_not_found("token.id", token.id))?;
-        let committed = self.store.apply(Command::UpdateToken {
-            id,
-            patch,
-            at: unix_now(),
-        })?;
+        let committed = self
+            .store
+            .commit(Command::UpdateToken {
+                id,
+                patch,
+                at: unix_now(),
+            })
+            .await?;
         Ok(Response::new(changed_token(&committed.effects)))
     }
 
@@ -106,7 +112,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::DeleteTokenResponse>, Status> {
         let raw = request.into_inner().id;
         let id = existing_id(raw, "id")?.ok_or_else(|| token_not_found("id", raw))?;
-        self.store.apply(Command::DeleteToken { id })?;
+        self.store.commit(Command::DeleteToken { id }).await?;
         Ok(Response::new(pb::DeleteTokenResponse {}))
     }
 
@@ -149,7 +155,7 @@ impl TokenService for TokenApi {
         &self,
         _request: Request<pb::ClearTokensRequest>,
     ) -> Result<Response<pb::ClearTokensResponse>, Status> {
-        let committed = self.store.apply(Command::ClearTokens)?;
+        let committed = self.store.commit(Command::ClearTokens).await?;
         let cleared = match committed.effects.first() {
             Some(Effect::Cleared { count }) => *count,
             _ => 0,
@@ -182,10 +188,13 @@ impl TokenService for TokenApi {
             }
         }
         let drafts = violations.into_result(drafts)?;
-        let committed = self.store.apply(Command::BatchCreate {
-            drafts,
-            at: unix_now(),
-        })?;
+        let committed = self
+            .store
+            .commit(Command::BatchCreate {
+                drafts,
+                at: unix_now(),
+            })
+            .await?;
         let tokens = committed
             .effects
             .iter()

@@ -25,7 +25,19 @@ pub type Scales = [f32; DIMENSIONS];
 
 /// A point in wall-clock time: milliseconds since the Unix epoch. Wall-clock (not monotonic)
 /// so that a quarantine deadline keeps its meaning across a restart.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct WallTime(pub u64);
 
 impl WallTime {
@@ -93,7 +105,7 @@ impl CdnaFlag {
 }
 
 /// The four switches of the config.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CdnaFlags {
     /// `validation`
     pub validation: bool,
@@ -140,7 +152,7 @@ impl CdnaFlags {
 }
 
 /// The profile a config names: one of the presets, or `custom` once its scales left the preset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ProfileId {
     /// `default`
     Default,
@@ -378,7 +390,7 @@ fn scale_issue(dimension: usize, scale: f32, limit: f32) -> Option<ScaleIssue> {
 }
 
 /// The live runtime configuration.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CdnaConfig {
     /// The preset it follows, or `custom`.
     pub profile: ProfileId,
@@ -647,7 +659,7 @@ pub fn quarantine_duration(requested: u32) -> Result<u32, String> {
 }
 
 /// A quarantine: the config before it, its deadline, and what happened during it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Quarantine {
     /// The config at the start, restored on discard or expiry.
     pub snapshot: CdnaConfig,
@@ -719,7 +731,7 @@ pub struct QuarantineStatus {
 }
 
 /// What a history entry records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HistoryAction {
     /// UpdateConfig.
     ConfigUpdate,
@@ -738,7 +750,7 @@ pub enum HistoryAction {
 }
 
 /// One recorded change of the CDNA state.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HistoryEntry {
     /// Its own increasing number (never reused, also not after a clear).
     pub sequence: u64,

@@ -30,7 +30,7 @@ pub const MAX_RANGE_LIMIT: u32 = 100_000;
 pub const MAX_FIELD_RADIUS: f64 = 2.55;
 
 /// Settings of a grid, with every value effective (defaults filled in).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GridConfig {
     /// Density (tokens per unit volume) at or above which a region is dense; 0..1.
     pub density_threshold: f64,

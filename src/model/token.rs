@@ -215,7 +215,7 @@ impl FlagName {
 }
 
 /// The eight informational flags, one bit each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct TokenFlags(u8);
 
 impl TokenFlags {
@@ -288,7 +288,7 @@ const RADIUS_SCALE: f64 = 100.0;
 const STRENGTH_SCALE: f64 = 255.0;
 
 /// The compact stored form of a token's values (60 bytes; the id is the map key).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[repr(C)]
 pub struct TokenData {
     /// Quantised coordinates per space; X = `UNDEFINED_MARK` marks an undefined space.

@@ -16,6 +16,8 @@ use tokio::sync::watch;
 use tracing::{debug, info};
 
 use super::command::{Command, Committed, Effect};
+use super::durable::schema::StoredCdna;
+use super::durable::DurableWrite;
 use super::error::StoreError;
 use super::tokens::TokenTables;
 use super::write_path::{Store, WriteHook};
@@ -175,6 +177,29 @@ impl CdnaState {
             last_quarantine: None,
             history: VecDeque::new(),
             next_history_sequence: 1,
+        }
+    }
+
+    /// The stored form of this state, with the history entries from sequence `new_from` on
+    /// as new ones.
+    pub fn durable_write(&self, new_from: u64) -> DurableWrite {
+        DurableWrite::PutCdna {
+            state: Box::new(StoredCdna {
+                config: self.config.clone(),
+                quarantine: self.quarantine.clone(),
+                last_quarantine: self.last_quarantine.clone(),
+                next_history_sequence: self.next_history_sequence,
+            }),
+            new_entries: self
+                .history
+                .iter()
+                .take_while(|entry| entry.sequence >= new_from)
+                .cloned()
+                .collect(),
+            keep_from: self
+                .history
+                .back()
+                .map_or(self.next_history_sequence, |oldest| oldest.sequence),
         }
     }
 
@@ -423,6 +448,9 @@ pub struct HistoryPage {
 /// The CDNA component: plugs into the write path as a `WriteHook`, answers reads directly.
 pub struct Cdna {
     state: RwLock<CdnaState>,
+    /// `next_history_sequence` when the journal last heard of the state: entries from here on
+    /// are new to it. Only the write path touches it.
+    journaled_history: parking_lot::Mutex<u64>,
     clock: Arc<dyn Clock>,
     /// The running quarantine's deadline, for the timer; updated under the write lock.
     deadline: watch::Sender<Option<WallTime>>,
@@ -440,6 +468,7 @@ impl Cdna {
     pub fn with_state(clock: Arc<dyn Clock>, state: CdnaState) -> Cdna {
         let deadline = state.quarantine.as_ref().map(|q| q.deadline);
         Cdna {
+            journaled_history: parking_lot::Mutex::new(state.next_history_sequence),
             state: RwLock::new(state),
             clock,
             deadline: watch::Sender::new(deadline),
@@ -559,6 +588,23 @@ impl WriteHook for Cdna {
         self.deadline
             .send_replace(state.quarantine.as_ref().map(|q| q.deadline));
         Some(effects)
+    }
+
+    /// Stores the state whenever a command changed it: a CDNA command, or token writes
+    /// counted as churn of a running quarantine.
+    fn durable_writes(&self, committed: &Committed, writes: &mut Vec<DurableWrite>) {
+        let state = self.state.read();
+        let changed = committed
+            .effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::Cdna(_)))
+            || (state.quarantine.is_some() && token_writes(&committed.effects) > 0);
+        if !changed {
+            return;
+        }
+        let mut journaled = self.journaled_history.lock();
+        writes.push(state.durable_write(*journaled));
+        *journaled = state.next_history_sequence;
     }
 
     fn applied(&self, committed: &Committed) {

@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 use roaring::RoaringBitmap;
 
 use super::command::{Command, Committed, Effect};
+use super::durable::{DurableWrite, StoredGrid};
 use super::error::StoreError;
 use super::spatial::SpaceTrees;
 use super::tokens::TokenTables;
@@ -142,6 +143,42 @@ impl Grids {
     pub fn new(max_memberships: u64) -> Grids {
         Grids {
             set: RwLock::new(GridSet::default()),
+            max_memberships,
+        }
+    }
+
+    /// The grids read back from a store, their trees bulk-built from the members' values in
+    /// `tables`; `highest_id` is the highest grid id ever used.
+    pub fn recovered(
+        max_memberships: u64,
+        highest_id: GridId,
+        stored: Vec<StoredGrid>,
+        tables: &TokenTables,
+    ) -> Grids {
+        let mut set = GridSet {
+            highest_id,
+            ..GridSet::default()
+        };
+        for grid in stored {
+            let members: Vec<_> = grid
+                .members
+                .iter()
+                .filter_map(|id| TokenId::new(id).and_then(|id| tables.get(id)))
+                .collect();
+            set.memberships += grid.members.len();
+            set.highest_id = set.highest_id.max(grid.id);
+            set.grids.insert(
+                grid.id,
+                Arc::new(UserGrid {
+                    id: grid.id,
+                    config: grid.config,
+                    members: RwLock::new(grid.members),
+                    trees: SpaceTrees::bulk_built(&members),
+                }),
+            );
+        }
+        Grids {
+            set: RwLock::new(set),
             max_memberships,
         }
     }
@@ -324,6 +361,40 @@ impl WriteHook for Grids {
                         grid.trees.clear();
                     }
                     set.memberships = 0;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn durable_writes(&self, committed: &Committed, writes: &mut Vec<DurableWrite>) {
+        let any_grid = !self.set.read().grids.is_empty();
+        for effect in &committed.effects {
+            match effect {
+                Effect::Grid(GridEffect::Created { grid, config }) => {
+                    writes.push(DurableWrite::PutGrid {
+                        grid: *grid,
+                        config: *config,
+                    });
+                }
+                Effect::Grid(GridEffect::Deleted { grid }) => {
+                    writes.push(DurableWrite::DeleteGrid(*grid));
+                }
+                Effect::Grid(GridEffect::MemberAdded { grid, token }) => {
+                    writes.push(DurableWrite::AddMember {
+                        grid: *grid,
+                        token: token.get(),
+                    });
+                }
+                Effect::Grid(GridEffect::MemberRemoved { grid, token }) => {
+                    writes.push(DurableWrite::RemoveMember {
+                        grid: *grid,
+                        token: token.get(),
+                    });
+                }
+                // The store's own ClearTokens write empties every grid on disk.
+                Effect::Deleted(token) if any_grid => {
+                    writes.push(DurableWrite::LeaveAllGrids(token.id.get()));
                 }
                 _ => {}
             }

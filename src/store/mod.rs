@@ -3,6 +3,8 @@
 
 pub mod cdna;
 pub mod command;
+pub mod durable;
+pub mod engine;
 pub mod error;
 pub mod grids;
 pub mod spatial;
@@ -10,6 +12,7 @@ pub mod tokens;
 pub mod write_path;
 
 pub use command::{Command, Committed, Effect};
+pub use engine::{Engine, EngineOptions};
 pub use error::StoreError;
 pub use grids::{Grids, UserGrid};
 pub use spatial::{SpaceTrees, SpatialIndex};

@@ -1,6 +1,10 @@
 //! The one write path: every change is a `Command` applied under one lock, in commit-sequence
-//! order: state checks and hooks' checks first, then (later) the durable append, then the
-//! tables, then the hooks that follow commits (index, CDNA churn, change feed).
+//! order: state checks and hooks' checks first, then the tables, then the hooks that follow
+//! commits (index, CDNA churn, change feed), then the journal record of what changed.
+//!
+//! Acknowledging waits for the journal (`commit`): a reply, and every read answered after a
+//! write became visible (see `server`'s durability barrier), follows the fsync, so no client
+//! ever sees a write that a crash could take back.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,6 +14,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use super::command::{Command, Committed, Effect};
+use super::durable::{DurableWrite, Journal, Record};
 use super::error::StoreError;
 use super::tokens::TokenTables;
 use crate::model::token::{IdRequest, MAX_LOCAL_ID};
@@ -37,6 +42,10 @@ pub trait WriteHook: Send + Sync {
 
     /// Follows a committed command, in sequence order.
     fn applied(&self, _committed: &Committed) {}
+
+    /// Adds what a committed command changed in this component's stored state (after
+    /// `applied`). Token values and id counters are the store's own; grids and CDNA add theirs.
+    fn durable_writes(&self, _committed: &Committed, _writes: &mut Vec<DurableWrite>) {}
 }
 
 /// State only the write path touches.
@@ -52,6 +61,8 @@ pub struct Store {
     tables: ArcSwap<TokenTables>,
     writer: Mutex<WriterState>,
     hooks: Vec<Arc<dyn WriteHook>>,
+    /// Where committed commands are made durable; `None` for memory storage.
+    journal: Option<Arc<Journal>>,
 }
 
 impl Default for Store {
@@ -79,7 +90,37 @@ impl Store {
                 highest_local: [0; PAIRS],
             }),
             hooks,
+            journal: None,
         }
+    }
+
+    /// A store resuming recovered `tables` at commit `sequence` with the id counters
+    /// `highest_local` (one per pair), recording every later commit in `journal`.
+    pub fn recovered(
+        hooks: Vec<Arc<dyn WriteHook>>,
+        tables: TokenTables,
+        sequence: u64,
+        highest_local: &[u32],
+        journal: Arc<Journal>,
+    ) -> Store {
+        let mut counters = [0; PAIRS];
+        for (slot, value) in counters.iter_mut().zip(highest_local) {
+            *slot = *value;
+        }
+        Store {
+            tables: ArcSwap::from_pointee(tables),
+            writer: Mutex::new(WriterState {
+                sequence,
+                highest_local: counters,
+            }),
+            hooks,
+            journal: Some(journal),
+        }
+    }
+
+    /// The journal, when the store is durable.
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.as_ref()
     }
 
     /// The live tables, for reads. A guard taken before a clear keeps showing the old tokens.
@@ -110,13 +151,22 @@ impl Store {
     }
 
     /// Resolves once every command up to `sequence` is durable (at once without a journal).
-    pub async fn wait_durable(&self, _sequence: u64) -> Result<(), StoreError> {
-        Ok(())
+    pub async fn wait_durable(&self, sequence: u64) -> Result<(), StoreError> {
+        match &self.journal {
+            Some(journal) => journal
+                .wait_durable(sequence)
+                .await
+                .map_err(|failure| StoreError::Unavailable(failure.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// Applies one command: all of it or, on error, nothing.
     pub fn apply(&self, command: Command) -> Result<Committed, StoreError> {
         let mut writer = self.writer.lock();
+        if let Some(failure) = self.journal.as_ref().and_then(|j| j.failure()) {
+            return Err(StoreError::Unavailable(failure.to_string()));
+        }
         let tables = self.tables.load_full();
         for hook in &self.hooks {
             hook.check(&command, &tables)?;
@@ -173,8 +223,44 @@ impl Store {
         for hook in &self.hooks {
             hook.applied(&committed);
         }
+        if let Some(journal) = &self.journal {
+            let mut writes = token_writes(&committed);
+            for hook in &self.hooks {
+                hook.durable_writes(&committed, &mut writes);
+            }
+            journal.append(Record {
+                sequence: committed.sequence,
+                writes,
+            });
+        }
         Ok(committed)
     }
+}
+
+/// The stored token values and id counters a committed command changed.
+fn token_writes(committed: &Committed) -> Vec<DurableWrite> {
+    let mut writes = Vec::new();
+    // One counter write per pair, however many tokens a batch or import created.
+    let mut counters = std::collections::BTreeMap::new();
+    for effect in &committed.effects {
+        match effect {
+            Effect::Created(token) => {
+                let highest = counters.entry(token.id.pair() as u16).or_insert(0);
+                *highest = token.id.local_id().max(*highest);
+                writes.push(DurableWrite::PutToken(*token));
+            }
+            Effect::Updated { after, .. } => writes.push(DurableWrite::PutToken(*after)),
+            Effect::Deleted(token) => writes.push(DurableWrite::DeleteToken(token.id)),
+            Effect::Cleared { .. } => writes.push(DurableWrite::ClearTokens),
+            Effect::Grid(_) | Effect::Cdna(_) => {}
+        }
+    }
+    writes.extend(
+        counters
+            .into_iter()
+            .map(|(pair, local_id)| DurableWrite::RaiseCounter { pair, local_id }),
+    );
+    writes
 }
 
 fn not_found(id: TokenId) -> StoreError {

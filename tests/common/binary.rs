@@ -24,8 +24,20 @@ pub struct Server {
 impl Server {
     /// Starts the binary on `127.0.0.1:0` with memory storage plus `extra_args`.
     pub fn start(extra_args: &[&str]) -> Server {
+        Server::spawn(&["--storage", "memory"], extra_args)
+    }
+
+    /// Starts the binary on `127.0.0.1:0` with the embedded store in `data_dir` plus
+    /// `extra_args`.
+    pub fn start_on(data_dir: &std::path::Path, extra_args: &[&str]) -> Server {
+        let dir = data_dir.to_str().expect("utf-8 temp path");
+        Server::spawn(&["--storage", "embedded", "--data-dir", dir], extra_args)
+    }
+
+    fn spawn(storage_args: &[&str], extra_args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_neurograph"))
-            .args(["--listen", "127.0.0.1:0", "--storage", "memory"])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(storage_args)
             .args(extra_args)
             // Whatever the caller's environment says, the listening line must be logged.
             .env("RUST_LOG", "info")

@@ -1,0 +1,144 @@
+//! Backups and restore. A backup copies every table from one read transaction (a consistent
+//! snapshot that writers do not block) into a new store file under the backup directory;
+//! restore checks a backup reads back completely and puts its file in the data directory.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{
+    Database, Key, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, Value,
+    WriteTransaction,
+};
+
+use super::recovery::{read_back, store_path};
+use super::schema::{self, COUNTERS, GRIDS, HISTORY, MEMBERS, META, META_SEQUENCE, TOKENS};
+use super::{DurableError, STORE_FILE};
+
+/// A finished backup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backup {
+    /// Its directory (holding one store file), what `restore` takes.
+    pub path: PathBuf,
+    /// Commit sequence of the last command it holds.
+    pub sequence: u64,
+}
+
+fn backup_error(what: &str, e: impl std::fmt::Display) -> DurableError {
+    DurableError::Backup(format!("{what}: {e}"))
+}
+
+/// Copies one table of `from` into `to`.
+fn copy_table<K: Key + 'static, V: Value + 'static>(
+    from: &ReadTransaction,
+    to: &WriteTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<(), redb::Error> {
+    let source = from.open_table(table)?;
+    let mut target = to.open_table(table)?;
+    for entry in source.iter()? {
+        let (key, value) = entry?;
+        target.insert(key.value(), value.value())?;
+    }
+    Ok(())
+}
+
+/// Writes a consistent copy of `db` into a new directory under `backup_dir`.
+pub fn create_backup(db: &Database, backup_dir: &Path) -> Result<Backup, DurableError> {
+    let snapshot = db
+        .begin_read()
+        .map_err(|e| backup_error("cannot read the store", e))?;
+    let sequence = snapshot
+        .open_table(META)
+        .and_then(|meta| Ok(meta.get(META_SEQUENCE)?.map(|v| v.value().to_vec())))
+        .map_err(|e| backup_error("cannot read the store", e))?
+        .and_then(|b| b.try_into().ok().map(u64::from_le_bytes))
+        .unwrap_or(0);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let name = format!("neurograph-{millis}-seq{sequence}");
+    let partial = backup_dir.join(format!(".{name}.partial"));
+    let path = backup_dir.join(&name);
+    std::fs::create_dir_all(&partial)
+        .map_err(|e| backup_error(&format!("cannot create {}", partial.display()), e))?;
+    let copy = || -> Result<(), redb::Error> {
+        let target = Database::create(partial.join(STORE_FILE))?;
+        let txn = target.begin_write()?;
+        schema::create_tables(&txn)?;
+        copy_table(&snapshot, &txn, TOKENS)?;
+        copy_table(&snapshot, &txn, COUNTERS)?;
+        copy_table(&snapshot, &txn, GRIDS)?;
+        copy_table(&snapshot, &txn, MEMBERS)?;
+        copy_table(&snapshot, &txn, HISTORY)?;
+        copy_table(&snapshot, &txn, META)?;
+        txn.commit()?;
+        Ok(())
+    };
+    copy().map_err(|e| backup_error("cannot write the backup", e))?;
+    // Renamed only when complete, so that a backup directory never holds half a copy.
+    std::fs::rename(&partial, &path)
+        .map_err(|e| backup_error(&format!("cannot rename to {}", path.display()), e))?;
+    sync_dir(backup_dir);
+    Ok(Backup { path, sequence })
+}
+
+/// Makes a rename in `dir` durable (best effort: not every file system syncs directories).
+fn sync_dir(dir: &Path) {
+    if let Ok(dir) = File::open(dir) {
+        let _ = dir.sync_all();
+    }
+}
+
+/// Replaces the store in `data_dir` with the backup in `backup`. The current store (if any) is
+/// renamed aside, or deleted with `discard_existing`. Refuses while a server has it open.
+/// Returns where the previous store went, if kept.
+pub fn restore_backup(
+    backup: &Path,
+    data_dir: &Path,
+    discard_existing: bool,
+) -> Result<Option<PathBuf>, DurableError> {
+    let source = store_path(backup);
+    if !source.is_file() {
+        return Err(DurableError::Backup(format!(
+            "{} is not a backup: it has no {STORE_FILE}",
+            backup.display()
+        )));
+    }
+    {
+        let db = Database::builder()
+            .open(&source)
+            .map_err(|e| DurableError::from_redb(&source, e))?;
+        read_back(&db, &source)?;
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| backup_error(&format!("cannot create {}", data_dir.display()), e))?;
+    let target = store_path(data_dir);
+    let mut kept = None;
+    if target.exists() {
+        // A running server holds the file lock; a corrupt store may be replaced.
+        if let Err(redb::DatabaseError::DatabaseAlreadyOpen) = Database::builder().open(&target) {
+            return Err(DurableError::InUse { path: target });
+        }
+        if discard_existing {
+            std::fs::remove_file(&target)
+                .map_err(|e| backup_error(&format!("cannot delete {}", target.display()), e))?;
+        } else {
+            let millis = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let aside = data_dir.join(format!("{STORE_FILE}.before-restore-{millis}"));
+            std::fs::rename(&target, &aside)
+                .map_err(|e| backup_error(&format!("cannot move {}", target.display()), e))?;
+            kept = Some(aside);
+        }
+    }
+    let incoming = data_dir.join(format!("{STORE_FILE}.restoring"));
+    std::fs::copy(&source, &incoming)
+        .and_then(|_| File::open(&incoming)?.sync_all())
+        .map_err(|e| backup_error(&format!("cannot copy to {}", incoming.display()), e))?;
+    std::fs::rename(&incoming, &target)
+        .map_err(|e| backup_error(&format!("cannot rename to {}", target.display()), e))?;
+    sync_dir(data_dir);
+    Ok(kept)
+}

@@ -1,0 +1,197 @@
+//! The on-disk layout of the embedded store: redb tables, their keys and how values are
+//! encoded (postcard over the model's serde derives), and the writes a commit makes. Nothing
+//! here opens files or runs threads; `journal` and `recovery` do.
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::model::cdna::{CdnaConfig, HistoryEntry, Quarantine};
+use crate::model::grid::{GridConfig, GridId};
+use crate::model::{Token, TokenId};
+
+/// Live tokens: id → postcard `TokenData`.
+pub const TOKENS: TableDefinition<u32, &[u8]> = TableDefinition::new("tokens");
+/// Highest local id ever used per (domain, entity_type) pair: pair index → local id.
+pub const COUNTERS: TableDefinition<u16, u32> = TableDefinition::new("id_counters");
+/// User grids: id → postcard `GridConfig`.
+pub const GRIDS: TableDefinition<u32, &[u8]> = TableDefinition::new("grids");
+/// User-grid memberships: (grid, token) → nothing.
+pub const MEMBERS: TableDefinition<(u32, u32), ()> = TableDefinition::new("grid_members");
+/// CDNA history: entry sequence → postcard `HistoryEntry`.
+pub const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("cdna_history");
+/// Single values, under the `META_*` keys.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Layout version of this schema (`META_FORMAT`); a store of another version is refused.
+pub const FORMAT: u32 = 1;
+/// Key of the layout version (u32 little-endian).
+pub const META_FORMAT: &str = "format";
+/// Key of the commit sequence of the last stored command (u64 little-endian).
+pub const META_SEQUENCE: &str = "sequence";
+/// Key of the highest grid id ever used (u32 little-endian).
+pub const META_HIGHEST_GRID: &str = "highest_grid";
+/// Key of the CDNA state without its history (postcard `StoredCdna`).
+pub const META_CDNA: &str = "cdna";
+
+/// The CDNA state minus its history, which lives in `HISTORY` one entry per key so that a
+/// change writes only its new entries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredCdna {
+    /// The live config.
+    pub config: CdnaConfig,
+    /// The running quarantine (snapshot, deadline, churn).
+    pub quarantine: Option<Quarantine>,
+    /// The last quarantine that ended.
+    pub last_quarantine: Option<Quarantine>,
+    /// Sequence of the next history entry.
+    pub next_history_sequence: u64,
+}
+
+/// One change a committed command makes to the stored state. Components describe their own
+/// changes (`WriteHook::durable_writes`); the journal applies them in commit order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DurableWrite {
+    /// Store a created or updated token.
+    PutToken(Token),
+    /// Delete a token (its grid memberships go with `LeaveAllGrids`).
+    DeleteToken(TokenId),
+    /// Delete every token and membership; grids and counters stay.
+    ClearTokens,
+    /// Raise a pair's highest local id to at least `local_id`.
+    RaiseCounter {
+        /// Pair index `domain << 4 | entity_type`.
+        pair: u16,
+        /// Local id used.
+        local_id: u32,
+    },
+    /// Store a new user grid; raises the highest grid id.
+    PutGrid {
+        /// Its id.
+        grid: GridId,
+        /// Its config.
+        config: GridConfig,
+    },
+    /// Delete a user grid and its memberships.
+    DeleteGrid(GridId),
+    /// Add a membership.
+    AddMember {
+        /// The grid.
+        grid: GridId,
+        /// The token.
+        token: u32,
+    },
+    /// Remove a membership.
+    RemoveMember {
+        /// The grid.
+        grid: GridId,
+        /// The token.
+        token: u32,
+    },
+    /// Remove a deleted token from every grid.
+    LeaveAllGrids(u32),
+    /// Store the CDNA state, its new history entries, and drop entries below `keep_from`.
+    PutCdna {
+        /// The state without history.
+        state: Box<StoredCdna>,
+        /// Entries added by this command.
+        new_entries: Vec<HistoryEntry>,
+        /// Sequence of the oldest entry still kept (older ones fell off or were cleared).
+        keep_from: u64,
+    },
+}
+
+/// Encodes a value for a table.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("model values always serialise")
+}
+
+/// Decodes a stored value; `what` names it in the error.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("{what} cannot be decoded: {e}"))
+}
+
+/// Creates every table, so that readers never meet a missing one.
+pub fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(TOKENS)?;
+    txn.open_table(COUNTERS)?;
+    txn.open_table(GRIDS)?;
+    txn.open_table(MEMBERS)?;
+    txn.open_table(HISTORY)?;
+    txn.open_table(META)?;
+    Ok(())
+}
+
+/// Applies `writes` of one or more commands inside `txn`, in order.
+pub fn apply_writes<'w>(
+    txn: &WriteTransaction,
+    writes: impl IntoIterator<Item = &'w DurableWrite>,
+) -> Result<(), redb::Error> {
+    let mut tokens = txn.open_table(TOKENS)?;
+    let mut counters = txn.open_table(COUNTERS)?;
+    let mut grids = txn.open_table(GRIDS)?;
+    let mut members = txn.open_table(MEMBERS)?;
+    let mut history = txn.open_table(HISTORY)?;
+    let mut meta = txn.open_table(META)?;
+    for write in writes {
+        match write {
+            DurableWrite::PutToken(token) => {
+                tokens.insert(token.id.get(), encode(&token.data).as_slice())?;
+            }
+            DurableWrite::DeleteToken(id) => {
+                tokens.remove(id.get())?;
+            }
+            DurableWrite::ClearTokens => {
+                tokens.retain(|_, _| false)?;
+                members.retain(|_, _| false)?;
+            }
+            DurableWrite::RaiseCounter { pair, local_id } => {
+                let stored = counters.get(*pair)?.map_or(0, |v| v.value());
+                if *local_id > stored {
+                    counters.insert(*pair, *local_id)?;
+                }
+            }
+            DurableWrite::PutGrid { grid, config } => {
+                grids.insert(*grid, encode(config).as_slice())?;
+                meta.insert(META_HIGHEST_GRID, grid.to_le_bytes().as_slice())?;
+            }
+            DurableWrite::DeleteGrid(grid) => {
+                grids.remove(*grid)?;
+                members.retain_in((*grid, 0)..=(*grid, u32::MAX), |_, _| false)?;
+            }
+            DurableWrite::AddMember { grid, token } => {
+                members.insert((*grid, *token), ())?;
+            }
+            DurableWrite::RemoveMember { grid, token } => {
+                members.remove((*grid, *token))?;
+            }
+            DurableWrite::LeaveAllGrids(token) => {
+                let ids: Vec<u32> = grids
+                    .iter()?
+                    .map(|entry| entry.map(|(k, _)| k.value()))
+                    .collect::<Result<_, _>>()?;
+                for grid in ids {
+                    members.remove((grid, *token))?;
+                }
+            }
+            DurableWrite::PutCdna {
+                state,
+                new_entries,
+                keep_from,
+            } => {
+                meta.insert(META_CDNA, encode(state.as_ref()).as_slice())?;
+                for entry in new_entries {
+                    history.insert(entry.sequence, encode(entry).as_slice())?;
+                }
+                history.retain_in(..*keep_from, |_, _| false)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records the commit sequence the stored state has reached.
+pub fn put_sequence(txn: &WriteTransaction, sequence: u64) -> Result<(), redb::Error> {
+    txn.open_table(META)?
+        .insert(META_SEQUENCE, sequence.to_le_bytes().as_slice())?;
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! The assembled state: the store and the components that follow its write path (spatial
+//! index, user grids, CDNA), either fresh in memory or recovered from the embedded store with
+//! a journal attached. `server` builds one and hands its parts to the services.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use super::cdna::{Cdna, CdnaState, Clock, SystemClock};
+use super::durable::schema;
+use super::durable::{recovery, Durability, DurableError, Journal};
+use super::grids::Grids;
+use super::spatial::SpatialIndex;
+use super::tokens::TokenTables;
+use super::write_path::{Store, WriteHook};
+
+/// Where and how an engine keeps its state.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// The data directory of the embedded store; `None` keeps everything in memory.
+    pub data_dir: Option<PathBuf>,
+    /// When writes are acknowledged.
+    pub durability: Durability,
+    /// Longest wait of `batched` durability.
+    pub batch_delay: Duration,
+    /// Cap on user-grid memberships.
+    pub max_grid_memberships: u64,
+}
+
+/// The store and its components.
+pub struct Engine {
+    /// Tokens and the write path.
+    pub store: Arc<Store>,
+    /// Grid 0's spatial index.
+    pub index: Arc<SpatialIndex>,
+    /// The user grids.
+    pub grids: Arc<Grids>,
+    /// The CDNA config.
+    pub cdna: Arc<Cdna>,
+}
+
+/// The write path's hooks, in the order they see a command: CDNA first, so that its weight
+/// limits reject a command before any other component sees it.
+fn hooks(
+    cdna: &Arc<Cdna>,
+    index: &Arc<SpatialIndex>,
+    grids: &Arc<Grids>,
+) -> Vec<Arc<dyn WriteHook>> {
+    vec![cdna.clone(), index.clone(), grids.clone()]
+}
+
+impl Engine {
+    /// Fresh state in memory only.
+    pub fn in_memory(max_grid_memberships: u64) -> Engine {
+        let cdna = Arc::new(Cdna::new(Arc::new(SystemClock)));
+        let index = Arc::new(SpatialIndex::default());
+        let grids = Arc::new(Grids::new(max_grid_memberships));
+        let store = Arc::new(Store::new(hooks(&cdna, &index, &grids)));
+        Engine {
+            store,
+            index,
+            grids,
+            cdna,
+        }
+    }
+
+    /// The state `options` asks for: in memory, or read back from the data directory (created
+    /// when missing) with trees bulk-loaded. Blocks for the whole recovery.
+    pub fn open(options: &EngineOptions) -> Result<Engine, DurableError> {
+        let Some(dir) = &options.data_dir else {
+            return Ok(Engine::in_memory(options.max_grid_memberships));
+        };
+        let started = Instant::now();
+        let (db, recovered) = recovery::open(dir)?;
+        let read = started.elapsed();
+        let db = Arc::new(db);
+        let clock = Arc::new(SystemClock);
+        let cdna_state = match recovered.cdna {
+            Some(state) => state,
+            None => {
+                // Stored at once, so that a fresh config keeps its revision time across restarts.
+                let fresh = CdnaState::fresh(clock.now());
+                store_fresh_cdna(&db, &fresh).map_err(|e| DurableError::Unreadable {
+                    path: dir.clone(),
+                    detail: format!("cannot write the initial CDNA state: {e}"),
+                })?;
+                fresh
+            }
+        };
+        let token_count = recovered.tokens.len();
+        let tables = TokenTables::with_capacity(token_count);
+        let index = Arc::new(SpatialIndex::default());
+        std::thread::scope(|scope| {
+            scope.spawn(|| tables.insert_new(&recovered.tokens));
+            index.trees().replace_all(&recovered.tokens);
+        });
+        drop(recovered.tokens);
+        let grids = Arc::new(Grids::recovered(
+            options.max_grid_memberships,
+            recovered.highest_grid,
+            recovered.grids,
+            &tables,
+        ));
+        let cdna = Arc::new(Cdna::with_state(clock, cdna_state));
+        let journal = Arc::new(Journal::start(
+            db,
+            recovered.sequence,
+            options.durability,
+            options.batch_delay,
+        ));
+        let store = Arc::new(Store::recovered(
+            hooks(&cdna, &index, &grids),
+            tables,
+            recovered.sequence,
+            &recovered.highest_local,
+            journal,
+        ));
+        info!(
+            tokens = token_count,
+            sequence = recovered.sequence,
+            read_ms = read.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "recovered the store from {}",
+            dir.display()
+        );
+        Ok(Engine {
+            store,
+            index,
+            grids,
+            cdna,
+        })
+    }
+
+    /// Makes every queued write durable and closes the store file (no-op in memory).
+    pub fn close(&self) {
+        if let Some(journal) = self.store.journal() {
+            journal.close();
+        }
+    }
+}
+
+/// Writes a fresh CDNA state into a store that has none.
+fn store_fresh_cdna(db: &redb::Database, state: &CdnaState) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    schema::apply_writes(&txn, &[state.durable_write(0)])?;
+    txn.commit()?;
+    Ok(())
+}
