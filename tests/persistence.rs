@@ -323,6 +323,8 @@ struct Ledger {
     live: HashMap<u32, pb::Token>,
     /// Acknowledged deletes.
     deleted: HashSet<u32>,
+    /// Tokens whose delete was sent but not acknowledged: present with these values, or gone.
+    in_doubt: HashMap<u32, pb::Token>,
     /// Explicit ids of every batch sent, acknowledged or not.
     batches: Vec<Vec<u32>>,
 }
@@ -383,15 +385,22 @@ async fn writer(
                 .await
                 .map(|r| vec![r.into_inner()]),
             _ => match mine.pop() {
-                Some(id) => client
-                    .delete_token(pb::DeleteTokenRequest { id })
-                    .await
-                    .map(|_| {
+                Some(id) => {
+                    {
                         let mut ledger = ledger.lock().expect("ledger");
-                        ledger.live.remove(&id);
-                        ledger.deleted.insert(id);
-                        Vec::new()
-                    }),
+                        let token = ledger.live.remove(&id).expect("mine are live");
+                        ledger.in_doubt.insert(id, token);
+                    }
+                    client
+                        .delete_token(pb::DeleteTokenRequest { id })
+                        .await
+                        .map(|_| {
+                            let mut ledger = ledger.lock().expect("ledger");
+                            ledger.in_doubt.remove(&id);
+                            ledger.deleted.insert(id);
+                            Vec::new()
+                        })
+                }
                 None => Ok(Vec::new()),
             },
         };
@@ -425,11 +434,16 @@ fn check_ledger(ledger: &Ledger, found: &BTreeMap<u32, pb::Token>) {
             "acknowledged delete of {id} undone"
         );
     }
+    for (id, token) in &ledger.in_doubt {
+        if let Some(present) = found.get(id) {
+            assert_eq!(present, token, "token {id} changed by a delete");
+        }
+    }
     for batch in &ledger.batches {
         let present = batch.iter().filter(|id| found.contains_key(id)).count();
         let deleted = batch
             .iter()
-            .filter(|id| ledger.deleted.contains(id))
+            .filter(|id| ledger.deleted.contains(id) || ledger.in_doubt.contains_key(id))
             .count();
         assert!(
             present == 0 || present + deleted == batch.len(),
@@ -722,4 +736,81 @@ fn restore_refuses_a_store_a_running_server_holds() {
         + &String::from_utf8_lossy(&restore.stderr);
     assert!(output.contains("in use by another process"), "{output}");
     drop(server);
+}
+
+#[test]
+fn a_quarantine_that_expired_while_down_is_restored_at_start() {
+    use neurograph::model::cdna::{CdnaConfig, Quarantine, WallTime};
+    use neurograph::store::durable::recovery;
+    use neurograph::store::durable::schema::{apply_writes, DurableWrite, StoredCdna};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    // Started two hours ago for 60 s, with the weight limits changed during it.
+    let started = WallTime(now_ms - 2 * 3600 * 1000);
+    let snapshot = CdnaConfig::fresh(started);
+    let mut live = snapshot.clone();
+    live.min_token_weight = 0.4;
+    live.revision = 2;
+    {
+        let (db, _) = recovery::open(dir.path()).expect("create");
+        let txn = db.begin_write().expect("write");
+        let write = DurableWrite::PutCdna {
+            state: Box::new(StoredCdna {
+                config: live,
+                quarantine: Some(Quarantine::start(snapshot, started, 60)),
+                last_quarantine: None,
+                next_history_sequence: 1,
+            }),
+            new_entries: Vec::new(),
+            keep_from: 1,
+        };
+        apply_writes(&txn, [&write]).expect("apply");
+        txn.commit().expect("commit");
+    }
+    let rt = runtime();
+    let server = Server::start_on(dir.path(), &[]);
+    rt.block_on(async {
+        wait_serving(&server.addr).await;
+        let mut cdna = CdnaServiceClient::new(channel(&server.addr).await);
+        // The timer runs right after recovery; poll (bounded) instead of sleeping.
+        let started_at = std::time::Instant::now();
+        loop {
+            let status = cdna
+                .get_quarantine_status(pb::GetQuarantineStatusRequest {})
+                .await
+                .expect("status")
+                .into_inner();
+            if !status.active {
+                break;
+            }
+            assert!(
+                started_at.elapsed() < LIMIT,
+                "the missed expiry was not applied"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let config = cdna
+            .get_config(pb::GetConfigRequest {})
+            .await
+            .expect("config")
+            .into_inner();
+        assert_eq!(config.min_token_weight, 0.0, "the snapshot is restored");
+        assert_eq!(config.revision, 3, "a restore is a change");
+        let history = cdna
+            .get_history(pb::GetHistoryRequest {
+                page_size: 10,
+                page_token: String::new(),
+            })
+            .await
+            .expect("history")
+            .into_inner()
+            .entries;
+        assert_eq!(
+            history[0].action,
+            pb::HistoryAction::QuarantineExpired as i32
+        );
+    });
 }

@@ -259,3 +259,58 @@ impl Committer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::durable::recovery;
+    use crate::store::durable::schema::DurableWrite;
+
+    fn record(sequence: u64) -> Record {
+        Record {
+            sequence,
+            writes: vec![DurableWrite::RaiseCounter {
+                pair: 1,
+                local_id: sequence as u32,
+            }],
+        }
+    }
+
+    #[test]
+    fn records_queued_together_share_one_transaction() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (db, _) = recovery::open(dir.path()).expect("create");
+        // A batch delay far longer than the test: only closing ends the wait, so all ten
+        // records are in the first batch whatever the scheduling.
+        let journal = Journal::start(
+            Arc::new(db),
+            0,
+            Durability::Batched,
+            Duration::from_secs(600),
+        );
+        for sequence in 1..=10 {
+            journal.append(record(sequence));
+        }
+        journal.close();
+        assert_eq!(journal.stats().commits.load(Ordering::Relaxed), 1);
+        assert_eq!(journal.stats().records.load(Ordering::Relaxed), 10);
+        drop(journal);
+        let (_, recovered) = recovery::open(dir.path()).expect("reopen");
+        assert_eq!(recovered.sequence, 10);
+        assert_eq!(recovered.highest_local[1], 10);
+    }
+
+    #[tokio::test]
+    async fn waiting_resolves_once_the_record_is_durable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (db, _) = recovery::open(dir.path()).expect("create");
+        let journal = Journal::start(Arc::new(db), 5, Durability::Immediate, Duration::ZERO);
+        journal.wait_durable(5).await.expect("already durable");
+        journal.append(record(6));
+        journal.wait_durable(6).await.expect("durable");
+        assert!(journal.stats().commits.load(Ordering::Relaxed) >= 1);
+        drop(journal);
+        let (_, recovered) = recovery::open(dir.path()).expect("reopen");
+        assert_eq!(recovered.sequence, 6);
+    }
+}

@@ -229,3 +229,167 @@ pub fn read_back(db: &Database, path: &Path) -> Result<Recovered, DurableError> 
         cdna,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::cdna::{CdnaConfig, HistoryAction, WallTime};
+    use crate::model::TokenInput;
+    use crate::store::durable::schema::{apply_writes, put_sequence, DurableWrite};
+
+    fn token(raw: u32, weight: f32) -> Token {
+        let draft = TokenInput {
+            weight,
+            ..TokenInput::default()
+        }
+        .to_draft()
+        .expect("valid");
+        Token {
+            id: TokenId::new(raw).expect("valid id"),
+            data: draft.stamped(7),
+        }
+    }
+
+    fn entry(sequence: u64) -> HistoryEntry {
+        HistoryEntry {
+            sequence,
+            action: HistoryAction::ConfigUpdate,
+            at: WallTime(sequence),
+            revision: sequence + 1,
+            details: format!("change {sequence}"),
+        }
+    }
+
+    fn cdna_write(next: u64, entries: Vec<HistoryEntry>, keep_from: u64) -> DurableWrite {
+        DurableWrite::PutCdna {
+            state: Box::new(StoredCdna {
+                config: CdnaConfig::fresh(WallTime(1)),
+                quarantine: None,
+                last_quarantine: None,
+                next_history_sequence: next,
+            }),
+            new_entries: entries,
+            keep_from,
+        }
+    }
+
+    /// Applies `batches` (one transaction each), closes the store and reads it back.
+    fn round_trip(batches: &[Vec<DurableWrite>]) -> Recovered {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let (db, fresh) = open(dir.path()).expect("create");
+            assert_eq!(fresh.sequence, 0);
+            assert!(fresh.tokens.is_empty() && fresh.cdna.is_none());
+            for (i, batch) in batches.iter().enumerate() {
+                let txn = db.begin_write().expect("write");
+                apply_writes(&txn, batch).expect("apply");
+                put_sequence(&txn, i as u64 + 1).expect("sequence");
+                txn.commit().expect("commit");
+            }
+        }
+        open(dir.path()).expect("reopen").1
+    }
+
+    #[test]
+    fn every_write_reads_back() {
+        let recovered = round_trip(&[
+            vec![
+                DurableWrite::PutToken(token(1, 0.5)),
+                DurableWrite::PutToken(token(2, 0.25)),
+                DurableWrite::PutToken(token(0x2500_0003, 0.75)),
+                DurableWrite::RaiseCounter {
+                    pair: 0,
+                    local_id: 2,
+                },
+                DurableWrite::RaiseCounter {
+                    pair: 0x25,
+                    local_id: 3,
+                },
+                DurableWrite::PutGrid {
+                    grid: 1,
+                    config: GridConfig::default(),
+                },
+                DurableWrite::PutGrid {
+                    grid: 2,
+                    config: GridConfig::default(),
+                },
+                DurableWrite::AddMember { grid: 1, token: 1 },
+                DurableWrite::AddMember { grid: 1, token: 2 },
+                DurableWrite::AddMember { grid: 2, token: 2 },
+                cdna_write(3, vec![entry(1), entry(2)], 1),
+            ],
+            vec![
+                // An update, a delete leaving every grid, a grid deleted with its members,
+                // a counter never lowered, and history trimmed below 2.
+                DurableWrite::PutToken(token(1, 0.125)),
+                DurableWrite::DeleteToken(TokenId::new(2).expect("id")),
+                DurableWrite::LeaveAllGrids(2),
+                DurableWrite::AddMember { grid: 2, token: 1 },
+                DurableWrite::DeleteGrid(2),
+                DurableWrite::RaiseCounter {
+                    pair: 0,
+                    local_id: 1,
+                },
+                cdna_write(4, vec![entry(3)], 2),
+            ],
+        ]);
+        assert_eq!(recovered.sequence, 2);
+        assert_eq!(
+            recovered.tokens,
+            vec![token(1, 0.125), token(0x2500_0003, 0.75)]
+        );
+        assert_eq!(recovered.highest_local[0], 2);
+        assert_eq!(recovered.highest_local[0x25], 3);
+        assert_eq!(recovered.highest_grid, 2, "grid ids are never reused");
+        assert_eq!(recovered.grids.len(), 1);
+        assert_eq!(recovered.grids[0].id, 1);
+        assert_eq!(recovered.grids[0].members.iter().collect::<Vec<_>>(), [1]);
+        let cdna = recovered.cdna.expect("CDNA state");
+        assert_eq!(cdna.next_history_sequence, 4);
+        assert_eq!(
+            cdna.history.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            [3, 2],
+            "newest first, entries below keep_from dropped"
+        );
+        assert_eq!(cdna.history[0], entry(3));
+    }
+
+    #[test]
+    fn clear_drops_tokens_and_memberships_but_keeps_grids_and_counters() {
+        let recovered = round_trip(&[
+            vec![
+                DurableWrite::PutToken(token(1, 0.5)),
+                DurableWrite::RaiseCounter {
+                    pair: 0,
+                    local_id: 1,
+                },
+                DurableWrite::PutGrid {
+                    grid: 1,
+                    config: GridConfig::default(),
+                },
+                DurableWrite::AddMember { grid: 1, token: 1 },
+            ],
+            vec![DurableWrite::ClearTokens],
+        ]);
+        assert!(recovered.tokens.is_empty());
+        assert_eq!(recovered.highest_local[0], 1);
+        assert_eq!(recovered.grids.len(), 1);
+        assert!(recovered.grids[0].members.is_empty());
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_store_is_corrupt_not_empty() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(store_path(dir.path()), b"definitely not redb").expect("write");
+        let error = open(dir.path()).expect_err("refused");
+        assert!(matches!(error, DurableError::Corrupt { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_second_open_of_a_store_in_use_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_db, _) = open(dir.path()).expect("create");
+        let error = open(dir.path()).expect_err("in use");
+        assert!(matches!(error, DurableError::InUse { .. }), "{error}");
+    }
+}
