@@ -69,7 +69,7 @@ fn random_tokens(rng: &mut Lcg, n: usize) -> Vec<pb::Token> {
                 ..pb::Token::default()
             };
             for (_, space, scale) in SPACES {
-                if rng.next() % 6 != 0 {
+                if !rng.next().is_multiple_of(6) {
                     *point_mut(&mut token, space) = Some(pb::Point3 {
                         x: rng.coordinate(scale),
                         y: rng.coordinate(scale),
