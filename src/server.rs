@@ -31,7 +31,7 @@ use crate::api::token::TokenApi;
 use crate::api::{ShutdownSignal, FILE_DESCRIPTOR_SET, STATUS_DETAILS_DESCRIPTOR_SET};
 use crate::config::Config;
 use crate::store::cdna::{run_quarantine_timer, Cdna, SystemClock};
-use crate::store::{Grids, SpatialIndex, Store, WriteHook};
+use crate::store::{ChangeFeed, Grids, SpatialIndex, Store, WriteHook};
 use crate::telemetry::{ConnectionGuard, ConnectionStats, ProcessSampler};
 
 /// gRPC status code OUT_OF_RANGE, tonic's answer to an oversized request.
@@ -210,8 +210,11 @@ pub async fn serve(
     let cdna = Arc::new(Cdna::new(Arc::new(SystemClock)));
     let index = Arc::new(SpatialIndex::default());
     let grids = Arc::new(Grids::new(config.max_grid_memberships));
+    let lag_limit = usize::try_from(config.watch_lag_limit).unwrap_or(usize::MAX);
+    let feed = Arc::new(ChangeFeed::new(lag_limit));
     // CDNA first: its weight limits reject a command before any other component sees it.
-    let hooks: Vec<Arc<dyn WriteHook>> = vec![cdna.clone(), index.clone(), grids.clone()];
+    let hooks: Vec<Arc<dyn WriteHook>> =
+        vec![cdna.clone(), index.clone(), grids.clone(), feed.clone()];
     let store = Arc::new(Store::new(hooks));
     let max = config.max_message_bytes;
     let (down_sender, down_receiver) = tokio::sync::watch::channel(false);
@@ -238,7 +241,7 @@ pub async fn serve(
         .build_v1alpha()?
         .max_decoding_message_size(max);
 
-    let tokens = TokenServiceServer::new(TokenApi::new(Arc::clone(&store), down.clone()))
+    let tokens = TokenServiceServer::new(TokenApi::new(Arc::clone(&store), feed, down.clone()))
         .max_decoding_message_size(max);
     let grid = GridServiceServer::new(GridApi::new(Arc::clone(&store), index, grids))
         .max_decoding_message_size(max);

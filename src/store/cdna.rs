@@ -23,7 +23,7 @@ use crate::model::cdna::{
     CdnaConfig, ConfigChanges, HistoryAction, HistoryEntry, ProfileId, Quarantine,
     QuarantineStatus, WallTime, HISTORY_LIMIT,
 };
-use crate::model::Violations;
+use crate::model::{FieldViolation, TokenDraft, Violations};
 
 /// Where the CDNA component reads the time. Commands carry their time, so only the API (to
 /// stamp a command) and the quarantine timer ask.
@@ -511,21 +511,24 @@ impl Cdna {
             _ => return Ok(()),
         };
         let state = self.state.read();
-        let config = &state.config;
         let mut violations = Violations::default();
         for (index, weight) in weights {
-            if !config.allows_weight(weight) {
-                violations.push(
-                    format!("{}weight", command.token_path(index)),
-                    format!(
-                        "{weight} is outside the CDNA token-weight limits [{}, {}]",
-                        config.min_token_weight, config.max_token_weight
-                    ),
-                );
+            if let Some(rule) = weight_outside_limits(&state.config, weight) {
+                violations.push(format!("{}weight", command.token_path(index)), rule);
             }
         }
         violations.into_result(()).map_err(StoreError::Invalid)
     }
+}
+
+/// Why `config`'s token-weight limits refuse `weight`, if they do.
+fn weight_outside_limits(config: &CdnaConfig, weight: f32) -> Option<String> {
+    (!config.allows_weight(weight)).then(|| {
+        format!(
+            "{weight} is outside the CDNA token-weight limits [{}, {}]",
+            config.min_token_weight, config.max_token_weight
+        )
+    })
 }
 
 /// Token writes in `effects`. A clear counts every token it removed, as deleting them one by
@@ -536,7 +539,7 @@ fn token_writes(effects: &[Effect]) -> u64 {
         .map(|effect| match effect {
             Effect::Created(_) | Effect::Updated { .. } | Effect::Deleted(_) => 1,
             Effect::Cleared { count } => *count,
-            Effect::Grid(_) | Effect::Cdna(_) => 0,
+            Effect::ImportSkipped { .. } | Effect::Grid(_) | Effect::Cdna(_) => 0,
         })
         .sum()
 }
@@ -559,6 +562,11 @@ impl WriteHook for Cdna {
         self.deadline
             .send_replace(state.quarantine.as_ref().map(|q| q.deadline));
         Some(effects)
+    }
+
+    fn screen_import(&self, draft: &TokenDraft) -> Option<FieldViolation> {
+        weight_outside_limits(&self.state.read().config, draft.data.weight())
+            .map(|rule| FieldViolation::new("weight", rule))
     }
 
     fn applied(&self, committed: &Committed) {

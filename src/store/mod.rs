@@ -4,14 +4,18 @@
 pub mod cdna;
 pub mod command;
 pub mod error;
+pub mod events;
 pub mod grids;
+pub mod import;
 pub mod spatial;
 pub mod tokens;
 pub mod write_path;
 
 pub use command::{Command, Committed, Effect};
 pub use error::StoreError;
+pub use events::{ChangeFeed, Subscription, TokenEvent, TokenEventKind};
 pub use grids::{Grids, UserGrid};
+pub use import::ImportDraft;
 pub use spatial::{SpaceTrees, SpatialIndex};
 pub use tokens::{TokenPage, TokenTables};
 pub use write_path::{Store, WriteHook};

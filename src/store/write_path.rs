@@ -11,9 +11,10 @@ use parking_lot::Mutex;
 
 use super::command::{Command, Committed, Effect};
 use super::error::StoreError;
+use super::import::plan_import;
 use super::tokens::TokenTables;
 use crate::model::token::{IdRequest, MAX_LOCAL_ID};
-use crate::model::{Token, TokenDraft, TokenFilter, TokenId};
+use crate::model::{FieldViolation, Token, TokenDraft, TokenFilter, TokenId};
 
 /// Number of (domain, entity_type) allocation pairs.
 const PAIRS: usize = 256;
@@ -37,6 +38,12 @@ pub trait WriteHook: Send + Sync {
 
     /// Follows a committed command, in sequence order.
     fn applied(&self, _committed: &Committed) {}
+
+    /// Why this component would refuse to create `draft` as part of an import, which skips
+    /// such a token instead of failing (the path is within the token, e.g. `weight`).
+    fn screen_import(&self, _draft: &TokenDraft) -> Option<FieldViolation> {
+        None
+    }
 }
 
 /// State only the write path touches.
@@ -137,6 +144,14 @@ impl Store {
                 let tokens = plan_creates(&command, drafts, *at, &tables, &mut writer)?;
                 tables.insert_new(&tokens);
                 tokens.into_iter().map(Effect::Created).collect()
+            }
+            Command::ImportTokens { drafts, at } => {
+                let screen = |draft: &TokenDraft| {
+                    self.hooks.iter().find_map(|hook| hook.screen_import(draft))
+                };
+                let plan = plan_import(drafts, *at, &tables, &mut writer.highest_local, screen);
+                tables.insert_new(&plan.tokens());
+                plan.into_effects()
             }
             Command::UpdateToken { id, patch, at } => {
                 let before = tables.get(*id).ok_or_else(|| not_found(*id))?;
