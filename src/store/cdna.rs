@@ -691,6 +691,30 @@ mod tests {
     }
 
     #[test]
+    fn an_import_skips_tokens_outside_the_weight_limits_and_creates_the_rest() {
+        let (store, cdna) = setup();
+        limits(&store, &cdna, 0.2, 0.8);
+        let drafts = [0.5, 0.9, 0.2]
+            .into_iter()
+            .enumerate()
+            .map(|(i, weight)| crate::store::ImportDraft {
+                index: 40 + i as u64,
+                draft: draft(weight),
+            })
+            .collect();
+        let committed = store
+            .apply(Command::ImportTokens { drafts, at: 1 })
+            .expect("an import never fails as a whole");
+        assert!(matches!(&committed.effects[0], Effect::Created(t) if t.id.get() == 1));
+        assert!(matches!(
+            &committed.effects[1],
+            Effect::ImportSkipped { index: 41, violation } if violation.field == "weight"
+        ));
+        assert!(matches!(&committed.effects[2], Effect::Created(t) if t.id.get() == 2));
+        assert_eq!(store.tables().len(), 2);
+    }
+
+    #[test]
     fn token_writes_outside_the_weight_limits_are_rejected_with_their_paths() {
         let (store, cdna) = setup();
         limits(&store, &cdna, 0.2, 0.8);
