@@ -121,6 +121,16 @@ pub struct Config {
     /// Something else to do instead of serving.
     #[command(subcommand)]
     pub action: Option<Action>,
+
+    /// Most events a WatchTokens subscriber may fall behind before its stream ends ABORTED
+    /// (1..=16777216: the change feed reserves a slot per event of the limit).
+    #[arg(
+        long,
+        env = "NEUROGRAPH_WATCH_LAG_LIMIT",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..=16_777_216)
+    )]
+    pub watch_lag_limit: u64,
 }
 
 impl Config {

@@ -286,7 +286,7 @@ pub async fn serve(
     };
     let engine = if options.data_dir.is_none() {
         // Nothing to read back: serve at once.
-        let engine = Arc::new(Engine::in_memory(options.max_grid_memberships));
+        let engine = Arc::new(Engine::in_memory(&options));
         gates.install(&engine, &down, max);
         set_health(&reporter, ServingStatus::Serving).await;
         Some(engine)
@@ -351,8 +351,12 @@ impl Gates {
     fn install(&self, engine: &Arc<Engine>, down: &ShutdownSignal, max: usize) {
         let _ = self.engine.set(Arc::clone(engine));
         self.tokens.install(
-            TokenServiceServer::new(TokenApi::new(Arc::clone(&engine.store), down.clone()))
-                .max_decoding_message_size(max),
+            TokenServiceServer::new(TokenApi::new(
+                Arc::clone(&engine.store),
+                Arc::clone(&engine.feed),
+                down.clone(),
+            ))
+            .max_decoding_message_size(max),
         );
         self.grid.install(
             GridServiceServer::new(GridApi::new(
@@ -396,5 +400,6 @@ fn engine_options(config: &Config) -> EngineOptions {
         durability: config.durability,
         batch_delay: config.batch_delay(),
         max_grid_memberships: config.max_grid_memberships,
+        watch_lag_limit: usize::try_from(config.watch_lag_limit).unwrap_or(usize::MAX),
     }
 }

@@ -9,7 +9,7 @@ use crate::model::{
     FlagName, Space, Token, TokenFilter, TokenFlags, TokenId, TokenInput, TokenPatch, UpdatePath,
     Violations,
 };
-use crate::store::StoreError;
+use crate::store::{StoreError, TokenEvent, TokenEventKind};
 
 impl From<&pb::TokenFlags> for TokenFlags {
     fn from(flags: &pb::TokenFlags) -> Self {
@@ -102,6 +102,28 @@ impl From<&Token> for pb::Token {
             l6_social: point(Space::L6Social),
             l7_temporal: point(Space::L7Temporal),
             l8_abstract: point(Space::L8Abstract),
+        }
+    }
+}
+
+impl From<TokenEventKind> for pb::TokenEventKind {
+    fn from(kind: TokenEventKind) -> Self {
+        match kind {
+            TokenEventKind::Created => pb::TokenEventKind::Created,
+            TokenEventKind::Updated => pb::TokenEventKind::Updated,
+            TokenEventKind::Deleted => pb::TokenEventKind::Deleted,
+            TokenEventKind::Cleared => pb::TokenEventKind::Cleared,
+        }
+    }
+}
+
+impl From<&TokenEvent> for pb::TokenEvent {
+    fn from(event: &TokenEvent) -> Self {
+        pb::TokenEvent {
+            kind: pb::TokenEventKind::from(event.kind).into(),
+            id: event.id(),
+            token: event.token.as_ref().map(pb::Token::from),
+            sequence: event.sequence,
         }
     }
 }

@@ -31,6 +31,21 @@ pub fn invalid(violations: Violations) -> Status {
     Status::with_error_details(Code::InvalidArgument, violations.to_string(), details)
 }
 
+/// The status a client-streaming call ends with when reading its request stream fails.
+/// tonic reports an oversized message as OUT_OF_RANGE, which the service never means: it
+/// becomes RESOURCE_EXHAUSTED naming the limit. Any other failure (a cancel, a broken
+/// connection) passes through.
+pub fn request_stream_status(status: Status) -> Status {
+    if status.code() == Code::OutOfRange {
+        Status::resource_exhausted(format!(
+            "request message exceeds --max-message-bytes: {}",
+            status.message()
+        ))
+    } else {
+        status
+    }
+}
+
 impl From<Violations> for Status {
     fn from(violations: Violations) -> Self {
         invalid(violations)
@@ -59,6 +74,15 @@ mod tests {
         assert_eq!(status.message(), "token.weight: 2 is outside [0, 1]");
         let bad = status.get_details_bad_request().expect("details");
         assert_eq!(bad.field_violations[0].field, "token.weight");
+    }
+
+    #[test]
+    fn an_oversized_stream_message_is_resource_exhausted() {
+        let status = request_stream_status(Status::out_of_range("decoded message too large"));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("--max-message-bytes"));
+        let cancelled = request_stream_status(Status::cancelled("gone"));
+        assert_eq!(cancelled.code(), Code::Cancelled);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod convert_cdna;
 pub mod error;
 pub mod grid;
 pub mod health;
+pub mod import;
 pub mod paging;
 pub mod recovering;
 pub mod system;

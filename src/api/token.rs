@@ -5,34 +5,83 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{existing_id, required, token_filter, token_not_found, token_patch};
-use super::error::to_status;
+use super::error::{request_stream_status, to_status};
+use super::import::ImportReport;
 use super::paging;
 use super::pb::{self, token_service_server::TokenService};
 use super::ShutdownSignal;
 use crate::model::{TokenDraft, TokenInput, Violations};
 use crate::store::write_path::unix_now;
-use crate::store::{Command, Effect, Store, StoreError};
+use crate::store::{ChangeFeed, Command, Effect, Store, StoreError, Subscription};
 
 /// Most tokens one BatchCreateTokens may carry.
 pub const MAX_BATCH: usize = 1000;
 /// Tokens read per step of StreamTokens; the id set's lock is released between steps.
 const STREAM_CHUNK: usize = 256;
+/// Events a WatchTokens call buffers towards its client (beyond that the feed's lag counts).
+const WATCH_BUFFER: usize = 256;
 
 /// The TokenService implementation over a shared store.
 #[derive(Clone)]
 pub struct TokenApi {
     store: Arc<Store>,
+    feed: Arc<ChangeFeed>,
     shutdown: ShutdownSignal,
 }
 
 impl TokenApi {
-    /// A service over `store` whose streams end with UNAVAILABLE when `shutdown` fires.
-    pub fn new(store: Arc<Store>, shutdown: ShutdownSignal) -> Self {
-        TokenApi { store, shutdown }
+    /// A service over `store` whose watches follow `feed` (one of the store's hooks) and whose
+    /// streams end with UNAVAILABLE when `shutdown` fires.
+    pub fn new(store: Arc<Store>, feed: Arc<ChangeFeed>, shutdown: ShutdownSignal) -> Self {
+        TokenApi {
+            store,
+            feed,
+            shutdown,
+        }
     }
+}
+
+/// UNAVAILABLE for a stream cut short by shutdown.
+fn shutting_down() -> StoreError {
+    StoreError::Unavailable("server is shutting down".into())
+}
+
+/// Sends a WatchTokens client the events of `subscription`, each once its command is durable,
+/// until the client leaves, falls too far behind (ABORTED) or the server shuts down
+/// (UNAVAILABLE).
+async fn forward_events(
+    mut subscription: Subscription,
+    store: Arc<Store>,
+    mut shutdown: ShutdownSignal,
+    sender: mpsc::Sender<Result<pb::TokenEvent, Status>>,
+) {
+    let mut durable = 0;
+    let ended = loop {
+        let next = tokio::select! {
+            next = subscription.next() => next,
+            () = shutdown.wait() => break shutting_down(),
+            () = sender.closed() => return,
+        };
+        let event = match next {
+            Ok(event) => event,
+            Err(error) => break error,
+        };
+        if event.sequence > durable {
+            tokio::select! {
+                made = store.wait_durable(event.sequence) => if let Err(error) = made { break error },
+                () = shutdown.wait() => break shutting_down(),
+            }
+            durable = event.sequence;
+        }
+        tokio::select! {
+            sent = sender.send(Ok(pb::TokenEvent::from(&event))) => if sent.is_err() { return },
+            () = shutdown.wait() => break shutting_down(),
+        }
+    };
+    let _ = sender.send(Err(to_status(ended))).await;
 }
 
 /// Validates one token for a create, with violations under `prefix`.
@@ -206,6 +255,45 @@ impl TokenService for TokenApi {
         Ok(Response::new(pb::BatchCreateTokensResponse { tokens }))
     }
 
+    async fn import_tokens(
+        &self,
+        request: Request<Streaming<pb::ImportTokensRequest>>,
+    ) -> Result<Response<pb::ImportTokensResponse>, Status> {
+        let mut messages = request.into_inner();
+        let mut report = ImportReport::default();
+        // Each message commits on its own: a break later on leaves the earlier ones in place.
+        while let Some(message) = messages.message().await.map_err(request_stream_status)? {
+            let (drafts, rejected) = report.validate(&message.tokens);
+            let effects = if drafts.is_empty() {
+                Vec::new()
+            } else {
+                let import = Command::ImportTokens {
+                    drafts,
+                    at: unix_now(),
+                };
+                self.store.commit(import).await?.effects
+            };
+            report.record(rejected, &effects);
+        }
+        Ok(Response::new(report.into()))
+    }
+
+    async fn watch_tokens(
+        &self,
+        _request: Request<pb::WatchTokensRequest>,
+    ) -> Result<Response<BoxStream<pb::TokenEvent>>, Status> {
+        // Subscribed before the response goes out: every commit after the call is seen.
+        let subscription = self.feed.subscribe();
+        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(forward_events(
+            subscription,
+            Arc::clone(&self.store),
+            self.shutdown.clone(),
+            sender,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
     async fn stream_tokens(
         &self,
         request: Request<pb::StreamTokensRequest>,
@@ -227,8 +315,7 @@ impl TokenService for TokenApi {
                     tokio::select! {
                         sent = sender.send(Ok(pb::Token::from(token))) => if sent.is_err() { return },
                         () = shutdown.wait() => {
-                            let ended = to_status(StoreError::Unavailable("server is shutting down".into()));
-                            let _ = sender.send(Err(ended)).await;
+                            let _ = sender.send(Err(to_status(shutting_down()))).await;
                             return;
                         }
                     }

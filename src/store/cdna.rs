@@ -25,7 +25,7 @@ use crate::model::cdna::{
     CdnaConfig, ConfigChanges, HistoryAction, HistoryEntry, ProfileId, Quarantine,
     QuarantineStatus, WallTime, HISTORY_LIMIT,
 };
-use crate::model::Violations;
+use crate::model::{FieldViolation, TokenDraft, Violations};
 
 /// Where the CDNA component reads the time. Commands carry their time, so only the API (to
 /// stamp a command) and the quarantine timer ask.
@@ -540,21 +540,24 @@ impl Cdna {
             _ => return Ok(()),
         };
         let state = self.state.read();
-        let config = &state.config;
         let mut violations = Violations::default();
         for (index, weight) in weights {
-            if !config.allows_weight(weight) {
-                violations.push(
-                    format!("{}weight", command.token_path(index)),
-                    format!(
-                        "{weight} is outside the CDNA token-weight limits [{}, {}]",
-                        config.min_token_weight, config.max_token_weight
-                    ),
-                );
+            if let Some(rule) = weight_outside_limits(&state.config, weight) {
+                violations.push(format!("{}weight", command.token_path(index)), rule);
             }
         }
         violations.into_result(()).map_err(StoreError::Invalid)
     }
+}
+
+/// Why `config`'s token-weight limits refuse `weight`, if they do.
+fn weight_outside_limits(config: &CdnaConfig, weight: f32) -> Option<String> {
+    (!config.allows_weight(weight)).then(|| {
+        format!(
+            "{weight} is outside the CDNA token-weight limits [{}, {}]",
+            config.min_token_weight, config.max_token_weight
+        )
+    })
 }
 
 /// Token writes in `effects`. A clear counts every token it removed, as deleting them one by
@@ -565,7 +568,7 @@ fn token_writes(effects: &[Effect]) -> u64 {
         .map(|effect| match effect {
             Effect::Created(_) | Effect::Updated { .. } | Effect::Deleted(_) => 1,
             Effect::Cleared { count } => *count,
-            Effect::Grid(_) | Effect::Cdna(_) => 0,
+            Effect::ImportSkipped { .. } | Effect::Grid(_) | Effect::Cdna(_) => 0,
         })
         .sum()
 }
@@ -605,6 +608,11 @@ impl WriteHook for Cdna {
         let mut journaled = self.journaled_history.lock();
         writes.push(state.durable_write(*journaled));
         *journaled = state.next_history_sequence;
+    }
+
+    fn screen_import(&self, draft: &TokenDraft) -> Option<FieldViolation> {
+        weight_outside_limits(&self.state.read().config, draft.data.weight())
+            .map(|rule| FieldViolation::new("weight", rule))
     }
 
     fn applied(&self, committed: &Committed) {
@@ -726,6 +734,30 @@ mod tests {
             },
         )
         .expect("switch");
+    }
+
+    #[test]
+    fn an_import_skips_tokens_outside_the_weight_limits_and_creates_the_rest() {
+        let (store, cdna) = setup();
+        limits(&store, &cdna, 0.2, 0.8);
+        let drafts = [0.5, 0.9, 0.2]
+            .into_iter()
+            .enumerate()
+            .map(|(i, weight)| crate::store::ImportDraft {
+                index: 40 + i as u64,
+                draft: draft(weight),
+            })
+            .collect();
+        let committed = store
+            .apply(Command::ImportTokens { drafts, at: 1 })
+            .expect("an import never fails as a whole");
+        assert!(matches!(&committed.effects[0], Effect::Created(t) if t.id.get() == 1));
+        assert!(matches!(
+            &committed.effects[1],
+            Effect::ImportSkipped { index: 41, violation } if violation.field == "weight"
+        ));
+        assert!(matches!(&committed.effects[2], Effect::Created(t) if t.id.get() == 2));
+        assert_eq!(store.tables().len(), 2);
     }
 
     #[test]

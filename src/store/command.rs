@@ -2,7 +2,8 @@
 
 use super::cdna::{CdnaCommand, CdnaEffect};
 use super::grids::{GridCommand, GridEffect};
-use crate::model::{Token, TokenDraft, TokenId, TokenPatch};
+use super::import::ImportDraft;
+use crate::model::{FieldViolation, Token, TokenDraft, TokenId, TokenPatch};
 
 /// One write, applied by the write path as a unit with one commit sequence. Commands carry
 /// their timestamp so that applying one is deterministic (ids are allocated when applied).
@@ -19,6 +20,14 @@ pub enum Command {
     BatchCreate {
         /// The validated tokens, in request order.
         drafts: Vec<TokenDraft>,
+        /// Unix seconds to stamp.
+        at: u32,
+    },
+    /// Create the tokens of one ImportTokens message that pass the state checks; skip the
+    /// others (reported as `Effect::ImportSkipped`), never failing as a whole.
+    ImportTokens {
+        /// The field-valid tokens of the message, in stream order.
+        drafts: Vec<ImportDraft>,
         /// Unix seconds to stamp.
         at: u32,
     },
@@ -49,6 +58,8 @@ impl Command {
     pub fn token_path(&self, index: usize) -> String {
         match self {
             Command::BatchCreate { .. } => format!("tokens[{index}]."),
+            // Import errors name fields within the token; the index travels separately.
+            Command::ImportTokens { .. } => String::new(),
             _ => "token.".to_string(),
         }
     }
@@ -72,6 +83,13 @@ pub enum Effect {
     Cleared {
         /// How many there were.
         count: u64,
+    },
+    /// A token of an import was skipped: its state checks failed.
+    ImportSkipped {
+        /// Position of the token across the whole import stream.
+        index: u64,
+        /// Why, with a path within the token (e.g. `id`, `weight`).
+        violation: FieldViolation,
     },
     /// A user grid changed.
     Grid(GridEffect),

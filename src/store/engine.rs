@@ -11,6 +11,7 @@ use tracing::info;
 use super::cdna::{Cdna, CdnaState, Clock, SystemClock};
 use super::durable::schema;
 use super::durable::{recovery, Durability, DurableError, Journal};
+use super::events::ChangeFeed;
 use super::grids::Grids;
 use super::spatial::SpatialIndex;
 use super::tokens::TokenTables;
@@ -27,6 +28,8 @@ pub struct EngineOptions {
     pub batch_delay: Duration,
     /// Cap on user-grid memberships.
     pub max_grid_memberships: u64,
+    /// Events a WatchTokens subscriber may fall behind.
+    pub watch_lag_limit: usize,
 }
 
 /// The store and its components.
@@ -39,30 +42,36 @@ pub struct Engine {
     pub grids: Arc<Grids>,
     /// The CDNA config.
     pub cdna: Arc<Cdna>,
+    /// The change feed WatchTokens subscribes to.
+    pub feed: Arc<ChangeFeed>,
 }
 
 /// The write path's hooks, in the order they see a command: CDNA first, so that its weight
-/// limits reject a command before any other component sees it.
+/// limits reject a command before any other component sees it; the feed last, once every
+/// component has followed the commit.
 fn hooks(
     cdna: &Arc<Cdna>,
     index: &Arc<SpatialIndex>,
     grids: &Arc<Grids>,
+    feed: &Arc<ChangeFeed>,
 ) -> Vec<Arc<dyn WriteHook>> {
-    vec![cdna.clone(), index.clone(), grids.clone()]
+    vec![cdna.clone(), index.clone(), grids.clone(), feed.clone()]
 }
 
 impl Engine {
     /// Fresh state in memory only.
-    pub fn in_memory(max_grid_memberships: u64) -> Engine {
+    pub fn in_memory(options: &EngineOptions) -> Engine {
         let cdna = Arc::new(Cdna::new(Arc::new(SystemClock)));
         let index = Arc::new(SpatialIndex::default());
-        let grids = Arc::new(Grids::new(max_grid_memberships));
-        let store = Arc::new(Store::new(hooks(&cdna, &index, &grids)));
+        let grids = Arc::new(Grids::new(options.max_grid_memberships));
+        let feed = Arc::new(ChangeFeed::new(options.watch_lag_limit));
+        let store = Arc::new(Store::new(hooks(&cdna, &index, &grids, &feed)));
         Engine {
             store,
             index,
             grids,
             cdna,
+            feed,
         }
     }
 
@@ -70,7 +79,7 @@ impl Engine {
     /// when missing) with trees bulk-loaded. Blocks for the whole recovery.
     pub fn open(options: &EngineOptions) -> Result<Engine, DurableError> {
         let Some(dir) = &options.data_dir else {
-            return Ok(Engine::in_memory(options.max_grid_memberships));
+            return Ok(Engine::in_memory(options));
         };
         let started = Instant::now();
         let (db, recovered) = recovery::open(dir)?;
@@ -104,6 +113,7 @@ impl Engine {
             &tables,
         ));
         let cdna = Arc::new(Cdna::with_state(clock, cdna_state));
+        let feed = Arc::new(ChangeFeed::new(options.watch_lag_limit));
         let journal = Arc::new(Journal::start(
             db,
             recovered.sequence,
@@ -111,7 +121,7 @@ impl Engine {
             options.batch_delay,
         ));
         let store = Arc::new(Store::recovered(
-            hooks(&cdna, &index, &grids),
+            hooks(&cdna, &index, &grids, &feed),
             tables,
             recovered.sequence,
             &recovered.highest_local,
@@ -130,6 +140,7 @@ impl Engine {
             index,
             grids,
             cdna,
+            feed,
         })
     }
 

@@ -16,9 +16,10 @@ use parking_lot::Mutex;
 use super::command::{Command, Committed, Effect};
 use super::durable::{DurableWrite, Journal, Record};
 use super::error::StoreError;
+use super::import::plan_import;
 use super::tokens::TokenTables;
 use crate::model::token::{IdRequest, MAX_LOCAL_ID};
-use crate::model::{Token, TokenDraft, TokenFilter, TokenId};
+use crate::model::{FieldViolation, Token, TokenDraft, TokenFilter, TokenId};
 
 /// Number of (domain, entity_type) allocation pairs.
 const PAIRS: usize = 256;
@@ -46,6 +47,12 @@ pub trait WriteHook: Send + Sync {
     /// Adds what a committed command changed in this component's stored state (after
     /// `applied`). Token values and id counters are the store's own; grids and CDNA add theirs.
     fn durable_writes(&self, _committed: &Committed, _writes: &mut Vec<DurableWrite>) {}
+
+    /// Why this component would refuse to create `draft` as part of an import, which skips
+    /// such a token instead of failing (the path is within the token, e.g. `weight`).
+    fn screen_import(&self, _draft: &TokenDraft) -> Option<FieldViolation> {
+        None
+    }
 }
 
 /// State only the write path touches.
@@ -188,6 +195,14 @@ impl Store {
                 tables.insert_new(&tokens);
                 tokens.into_iter().map(Effect::Created).collect()
             }
+            Command::ImportTokens { drafts, at } => {
+                let screen = |draft: &TokenDraft| {
+                    self.hooks.iter().find_map(|hook| hook.screen_import(draft))
+                };
+                let plan = plan_import(drafts, *at, &tables, &mut writer.highest_local, screen);
+                tables.insert_new(&plan.tokens());
+                plan.into_effects()
+            }
             Command::UpdateToken { id, patch, at } => {
                 let before = tables.get(*id).ok_or_else(|| not_found(*id))?;
                 let after = Token {
@@ -252,7 +267,7 @@ fn token_writes(committed: &Committed) -> Vec<DurableWrite> {
             Effect::Updated { after, .. } => writes.push(DurableWrite::PutToken(*after)),
             Effect::Deleted(token) => writes.push(DurableWrite::DeleteToken(token.id)),
             Effect::Cleared { .. } => writes.push(DurableWrite::ClearTokens),
-            Effect::Grid(_) | Effect::Cdna(_) => {}
+            Effect::Grid(_) | Effect::Cdna(_) | Effect::ImportSkipped { .. } => {}
         }
     }
     writes.extend(
