@@ -20,6 +20,7 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::api::cdna::CdnaApi;
+use crate::api::durable_reads::DurableReadsLayer;
 use crate::api::grid::GridApi;
 use crate::api::health::HealthApi;
 use crate::api::pb::cdna_service_server::CdnaServiceServer;
@@ -247,7 +248,11 @@ pub async fn serve(
 
     let router = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
-        .layer(tower::util::MapResponseLayer::new(map_oversized(max)))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(tower::util::MapResponseLayer::new(map_oversized(max)))
+                .layer(DurableReadsLayer::new(Arc::clone(&engine_slot))),
+        )
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

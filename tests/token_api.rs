@@ -591,13 +591,14 @@ async fn stream_tokens_sends_every_match_in_id_order() {
 }
 
 #[tokio::test]
-async fn methods_of_later_issues_are_unimplemented() {
+async fn create_backup_with_memory_storage_is_a_failed_precondition() {
     let server = TestServer::start().await;
     let backup = server
         .system()
         .await
         .create_backup(pb::CreateBackupRequest {})
         .await
-        .expect_err("not yet");
-    assert_eq!(backup.code(), Code::Unimplemented);
+        .expect_err("nothing to back up");
+    assert_eq!(backup.code(), Code::FailedPrecondition);
+    assert!(backup.message().contains("--storage memory"), "{backup:?}");
 }

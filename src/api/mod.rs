@@ -4,6 +4,7 @@
 pub mod cdna;
 pub mod convert;
 pub mod convert_cdna;
+pub mod durable_reads;
 pub mod error;
 pub mod grid;
 pub mod health;

@@ -7,6 +7,7 @@
 //! ever sees a write that a crash could take back.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -70,6 +71,8 @@ pub struct Store {
     hooks: Vec<Arc<dyn WriteHook>>,
     /// Where committed commands are made durable; `None` for memory storage.
     journal: Option<Arc<Journal>>,
+    /// Sequence of the newest command readers may see (set before it changes anything).
+    visible: AtomicU64,
 }
 
 impl Default for Store {
@@ -98,6 +101,7 @@ impl Store {
             }),
             hooks,
             journal: None,
+            visible: AtomicU64::new(0),
         }
     }
 
@@ -122,6 +126,7 @@ impl Store {
             }),
             hooks,
             journal: Some(journal),
+            visible: AtomicU64::new(sequence),
         }
     }
 
@@ -157,6 +162,20 @@ impl Store {
         Ok(committed)
     }
 
+    /// Resolves once every change a reader could have seen so far is durable, so that an
+    /// answer never shows a write that a crash could take back (at once without a journal,
+    /// or with `none` durability; also when the journal failed, which Ready reports).
+    pub async fn wait_visible_durable(&self) {
+        if let Some(journal) = &self.journal {
+            let target = self.visible.load(Ordering::SeqCst);
+            journal
+                .wait_until(|durable| {
+                    durable >= target || self.visible.load(Ordering::SeqCst) < target
+                })
+                .await;
+        }
+    }
+
     /// Resolves once every command up to `sequence` is durable (at once without a journal).
     pub async fn wait_durable(&self, sequence: u64) -> Result<(), StoreError> {
         match &self.journal {
@@ -168,30 +187,23 @@ impl Store {
         }
     }
 
-    /// Applies one command: all of it or, on error, nothing.
-    pub fn apply(&self, command: Command) -> Result<Committed, StoreError> {
-        let mut writer = self.writer.lock();
-        if let Some(failure) = self.journal.as_ref().and_then(|j| j.failure()) {
-            return Err(StoreError::Unavailable(failure.to_string()));
-        }
-        let tables = self.tables.load_full();
-        for hook in &self.hooks {
-            hook.check(&command, &tables)?;
-        }
-        let effects = match &command {
+    /// Checks and applies `command` to the tables (or its owning component); nothing is
+    /// written when it fails.
+    fn execute(
+        &self,
+        command: &Command,
+        tables: &TokenTables,
+        writer: &mut WriterState,
+    ) -> Result<Vec<Effect>, StoreError> {
+        Ok(match command {
             Command::CreateToken { draft, at } => {
-                let tokens = plan_creates(
-                    &command,
-                    std::slice::from_ref(draft),
-                    *at,
-                    &tables,
-                    &mut writer,
-                )?;
+                let tokens =
+                    plan_creates(command, std::slice::from_ref(draft), *at, tables, writer)?;
                 tables.insert_new(&tokens);
                 tokens.into_iter().map(Effect::Created).collect()
             }
             Command::BatchCreate { drafts, at } => {
-                let tokens = plan_creates(&command, drafts, *at, &tables, &mut writer)?;
+                let tokens = plan_creates(command, drafts, *at, tables, writer)?;
                 tables.insert_new(&tokens);
                 tokens.into_iter().map(Effect::Created).collect()
             }
@@ -199,7 +211,7 @@ impl Store {
                 let screen = |draft: &TokenDraft| {
                     self.hooks.iter().find_map(|hook| hook.screen_import(draft))
                 };
-                let plan = plan_import(drafts, *at, &tables, &mut writer.highest_local, screen);
+                let plan = plan_import(drafts, *at, tables, &mut writer.highest_local, screen);
                 tables.insert_new(&plan.tokens());
                 plan.into_effects()
             }
@@ -225,10 +237,35 @@ impl Store {
             Command::Grid(_) | Command::Cdna(_) => self
                 .hooks
                 .iter()
-                .find_map(|hook| hook.execute(&command, &tables))
+                .find_map(|hook| hook.execute(command, tables))
                 .ok_or_else(|| {
                     StoreError::Unavailable(format!("no component applies {command:?}"))
                 })?,
+        })
+    }
+
+    /// Applies one command: all of it or, on error, nothing.
+    pub fn apply(&self, command: Command) -> Result<Committed, StoreError> {
+        let mut writer = self.writer.lock();
+        if let Some(failure) = self.journal.as_ref().and_then(|j| j.failure()) {
+            return Err(StoreError::Unavailable(failure.to_string()));
+        }
+        let tables = self.tables.load_full();
+        for hook in &self.hooks {
+            hook.check(&command, &tables)?;
+        }
+        // Readers may see this command's changes from here on; the durability barrier waits
+        // for this sequence (or for the rollback below).
+        self.visible.store(writer.sequence + 1, Ordering::SeqCst);
+        let effects = match self.execute(&command, &tables, &mut writer) {
+            Ok(effects) => effects,
+            Err(error) => {
+                self.visible.store(writer.sequence, Ordering::SeqCst);
+                if let Some(journal) = &self.journal {
+                    journal.nudge();
+                }
+                return Err(error);
+            }
         };
         writer.sequence += 1;
         let committed = Committed {
@@ -462,5 +499,70 @@ mod tests {
             10
         );
         assert!(store.tables().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod durability_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::TokenInput;
+    use crate::store::durable::{recovery, Durability};
+
+    /// A store on a journal that holds every record until it closes (batch delay of 10 min).
+    fn held_store(dir: &std::path::Path) -> (Store, Arc<Journal>) {
+        let (db, recovered) = recovery::open(dir).expect("create");
+        let journal = Arc::new(Journal::start(
+            Arc::new(db),
+            recovered.sequence,
+            Durability::Batched,
+            Duration::from_secs(600),
+        ));
+        let store = Store::recovered(
+            Vec::new(),
+            TokenTables::default(),
+            recovered.sequence,
+            &recovered.highest_local,
+            Arc::clone(&journal),
+        );
+        (store, journal)
+    }
+
+    fn create() -> Command {
+        Command::CreateToken {
+            draft: TokenInput {
+                weight: 0.5,
+                ..TokenInput::default()
+            }
+            .to_draft()
+            .expect("valid"),
+            at: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn readers_wait_until_what_they_could_see_is_durable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, journal) = held_store(dir.path());
+        store.wait_visible_durable().await;
+        store.apply(create()).expect("create");
+        assert_eq!(store.tables().len(), 1, "visible once applied");
+        let pending = tokio::time::timeout(Duration::from_millis(50), store.wait_visible_durable());
+        assert!(pending.await.is_err(), "not durable yet: the reader waits");
+        journal.close();
+        store.wait_visible_durable().await;
+        store.wait_durable(1).await.expect("durable after close");
+    }
+
+    #[tokio::test]
+    async fn a_failed_command_does_not_hold_readers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, _journal) = held_store(dir.path());
+        let missing = TokenId::new(9).expect("id");
+        let result = store.apply(Command::DeleteToken { id: missing });
+        assert!(matches!(result, Err(StoreError::NotFound(_))));
+        // Nothing became visible, so nothing is waited for.
+        store.wait_visible_durable().await;
     }
 }

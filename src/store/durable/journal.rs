@@ -143,6 +143,24 @@ impl Journal {
         }
     }
 
+    /// Resolves once `done` holds for the durable sequence (re-checked whenever it moves or
+    /// `nudge` is called), at once with `none` durability or after a failure.
+    pub async fn wait_until(&self, done: impl Fn(u64) -> bool) {
+        if self.durability == Durability::None {
+            return;
+        }
+        let mut watermark = self.watermark.subscribe();
+        let _ = watermark
+            .wait_for(|w| w.failure.is_some() || done(w.sequence))
+            .await;
+    }
+
+    /// Wakes `wait_until` callers to re-check their condition (a command they waited for was
+    /// rolled back).
+    pub fn nudge(&self) {
+        self.watermark.send_modify(|_| {});
+    }
+
     /// Writes what is queued, makes it durable and stops the thread. Later appends are dropped.
     pub fn close(&self) {
         if let Some(sender) = self.sender.lock().take() {
