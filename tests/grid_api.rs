@@ -112,25 +112,7 @@ fn pairs(neighbors: &[pb::Neighbor]) -> Vec<(u32, f64)> {
 }
 
 async fn all_tokens(server: &TestServer) -> Vec<pb::Token> {
-    let mut client = server.tokens().await;
-    let mut tokens = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list_tokens(pb::ListTokensRequest {
-                page_size: 1000,
-                page_token: page_token.clone(),
-                filter: None,
-            })
-            .await
-            .expect("list")
-            .into_inner();
-        tokens.extend(page.tokens);
-        if page.next_page_token.is_empty() {
-            return tokens;
-        }
-        page_token = page.next_page_token;
-    }
+    common::list_all(&mut server.tokens().await).await
 }
 
 fn centre(x: f32, y: f32, z: f32) -> Option<pb::Point3> {

@@ -59,27 +59,11 @@ async fn wait_serving(addr: &str) {
     }
 }
 
-/// Every token, by id, read page by page.
+/// Every token, by id.
 async fn all_tokens(addr: &str) -> BTreeMap<u32, pb::Token> {
     let mut client = TokenServiceClient::new(channel(addr).await);
-    let mut tokens = BTreeMap::new();
-    let mut page_token = String::new();
-    loop {
-        let page = client
-            .list_tokens(pb::ListTokensRequest {
-                page_size: 1000,
-                page_token: page_token.clone(),
-                filter: None,
-            })
-            .await
-            .expect("list")
-            .into_inner();
-        tokens.extend(page.tokens.into_iter().map(|t| (t.id, t)));
-        if page.next_page_token.is_empty() {
-            return tokens;
-        }
-        page_token = page.next_page_token;
-    }
+    let tokens = common::list_all(&mut client).await;
+    tokens.into_iter().map(|t| (t.id, t)).collect()
 }
 
 /// What a client can read of the whole state (quarantine time left aside: it runs on).
@@ -614,6 +598,19 @@ fn recovery_answers_unavailable_until_the_store_is_loaded() {
     });
 }
 
+/// Runs `neurograph --data-dir DATA restore BACKUP` to completion.
+fn run_restore(data: &Path, backup: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_neurograph"))
+        .args([
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "restore",
+            backup,
+        ])
+        .output()
+        .expect("run restore")
+}
+
 fn assert_refuses_to_start(dir: &Path, expected: &str) {
     let mut server = Server::start_on(dir, &[]);
     let status = server
@@ -681,15 +678,7 @@ fn a_backup_restores_the_state_it_was_taken_at() {
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit(LIMIT).expect("exits").success());
 
-    let restore = std::process::Command::new(env!("CARGO_BIN_EXE_neurograph"))
-        .args([
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "restore",
-            &path,
-        ])
-        .output()
-        .expect("run restore");
+    let restore = run_restore(&data, &path);
     assert!(restore.status.success(), "{restore:?}");
 
     let server = Server::start_on(&data, &[]);
@@ -722,15 +711,7 @@ fn restore_refuses_a_store_a_running_server_holds() {
             .into_inner()
             .path
     });
-    let restore = std::process::Command::new(env!("CARGO_BIN_EXE_neurograph"))
-        .args([
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "restore",
-            &path,
-        ])
-        .output()
-        .expect("run restore");
+    let restore = run_restore(&data, &path);
     assert!(!restore.status.success());
     let output = String::from_utf8_lossy(&restore.stdout).to_string()
         + &String::from_utf8_lossy(&restore.stderr);

@@ -192,3 +192,25 @@ pub async fn batch_rejected(
         .await
         .expect_err("the batch must be rejected")
 }
+
+/// Every token the server holds, read page by page in id order.
+pub async fn list_all(client: &mut TokenServiceClient<Channel>) -> Vec<pb::Token> {
+    let mut tokens = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_tokens(pb::ListTokensRequest {
+                page_size: 1000,
+                page_token: page_token.clone(),
+                filter: None,
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        tokens.extend(page.tokens);
+        if page.next_page_token.is_empty() {
+            return tokens;
+        }
+        page_token = page.next_page_token;
+    }
+}
