@@ -1,12 +1,34 @@
-//! The spatial index: one rstar R-tree per space over the tokens defined there, and the exact
-//! queries over it (k nearest, range, density, influence). The default grid's index follows
-//! every commit as a `WriteHook`; user grids keep their own `SpaceTrees` over their members.
+//! The spatial index: per space, a few rstar R-trees over the tokens defined there, and the
+//! exact queries over them (k nearest, range, density, influence). The default grid's index
+//! follows every commit as a `WriteHook`; user grids keep their own `SpaceTrees` over their
+//! members.
 //!
 //! The trees hold quantised coordinates as f32 (integers up to 32767, exact in f32) and only
 //! supply candidates: rstar's f32 arithmetic is approximate, and integer points would overflow
 //! when it squares distances. Range searches prune with our own f64 ball test over those exact
 //! integers. Every candidate's distance is then computed exactly in f64
 //! (`model::grid::distance`) and the (distance, id) order applied to those.
+//!
+//! Why a few trees per space (a forest) rather than one: ImportTokens commits 1M tokens as
+//! ~100 batches of 10k, each visible when it commits. Inserting them one by one into 8 growing
+//! trees costs ~5.6 µs per entry (cache and TLB misses at 1M), ~45–60 s in all; rebuilding a
+//! space by `bulk_load(existing ∪ batch)` costs ~0.35 µs per entry but would rebuild 50M
+//! entries per space. So a batch of at least `BatchPolicy::bulk_min` entries becomes a
+//! bulk-loaded tree of its own that absorbs every smaller tree no larger than the entries
+//! gathered (the logarithmic method, as a binary counter: after b equal batches the trees
+//! hold the binary digits of b), so each entry is rebuilt ~log2(batches) times: ~3.8M entries
+//! per space for 100 × 10k. Big batches spread the 8 spaces over the cores. Measured on this
+//! 2-core VM under load from other builds (`cargo bench --bench spatial -- import`, and CPU
+//! time against `bulk_built` in the same process): ~3× the CPU of one bulk build of the 1M,
+//! i.e. ~8.5 s on a quiet machine (bulk build 2.8 s) against ~45–60 s before; merging
+//! more eagerly (absorb up to twice the gathered entries) cost +35 % and still left 3 trees.
+//!
+//! The price is paid by queries while a space has several trees: each tree is searched (a
+//! token lies in exactly one tree of a space, so results are unions), which after an import in
+//! 10k batches (trees of 640k, 320k and 40k) makes kNN and range ~1.5–2.5× slower than on one
+//! bulk-built tree. Single creates go into the smallest tree (never slower than into one big
+//! tree); removes look in the smallest tree first. A tree is built under an upgradable read,
+//! so queries of its space go on until it replaces the trees it absorbed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -33,35 +55,58 @@ impl RTreeParams for IndexParams {
 }
 
 /// What an entry carries besides its point: enough for every query without a map lookup, so
-/// that a query reads one consistent tree.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// that a query reads one consistent tree. The field is kept in its quantised steps (8 bytes
+/// in all, so an entry is 20 bytes: bulk loads and merges move half as much memory as with
+/// f64 fields) and turned into the exact f64 values when a query needs them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Payload {
     /// The token id.
     pub id: u32,
-    /// Its field radius as stored, in f64 (`q / 100`).
-    pub field_radius: f64,
-    /// Its field strength as stored, in f64 (`q / 255`).
-    pub field_strength: f64,
+    /// Its field radius in steps of 1/100.
+    pub field_radius_q: u8,
+    /// Its field strength in steps of 1/255.
+    pub field_strength_q: u8,
+}
+
+/// Steps per unit of a stored field radius (`TokenData::field_radius_f64` is `q / 100`).
+const RADIUS_STEPS: f64 = 100.0;
+/// Steps per unit of a stored field strength (`TokenData::field_strength_f64` is `q / 255`).
+const STRENGTH_STEPS: f64 = 255.0;
+
+impl Payload {
+    /// The payload of token `id` with `data`'s field. The steps are recovered from the exact
+    /// f64 values (`q / scale`, within an ulp of the step), so they round back exactly.
+    fn new(id: u32, data: &TokenData) -> Payload {
+        Payload {
+            id,
+            field_radius_q: (data.field_radius_f64() * RADIUS_STEPS).round() as u8,
+            field_strength_q: (data.field_strength_f64() * STRENGTH_STEPS).round() as u8,
+        }
+    }
+
+    /// Its field radius as stored, in f64 (`q / 100`, as `TokenData::field_radius_f64`).
+    pub fn field_radius(&self) -> f64 {
+        f64::from(self.field_radius_q) / RADIUS_STEPS
+    }
+
+    /// Its field strength as stored, in f64 (`q / 255`, as `TokenData::field_strength_f64`).
+    pub fn field_strength(&self) -> f64 {
+        f64::from(self.field_strength_q) / STRENGTH_STEPS
+    }
 }
 
 /// One tree entry: the quantised point (as f32) and its payload.
 pub type Entry = GeomWithData<[f32; 3], Payload>;
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 20, "entries stay compact");
 
 /// One space's tree.
 pub type SpaceTree = RTree<Entry, IndexParams>;
 
 /// The tree entry of `data` in `space`, if defined there.
 fn entry(id: u32, data: &TokenData, space: Space) -> Option<Entry> {
-    data.point(space).map(|QPoint(q)| {
-        GeomWithData::new(
-            q.map(f32::from),
-            Payload {
-                id,
-                field_radius: data.field_radius_f64(),
-                field_strength: data.field_strength_f64(),
-            },
-        )
-    })
+    data.point(space)
+        .map(|QPoint(q)| GeomWithData::new(q.map(f32::from), Payload::new(id, data)))
 }
 
 /// Selects the tree nodes and entries that may lie within a ball. Computed in f64 over the
@@ -186,7 +231,11 @@ impl Forest {
     /// A forest of one tree (none when `tree` is empty).
     fn of(tree: SpaceTree) -> Forest {
         Forest {
-            trees: if tree.size() == 0 { Vec::new() } else { vec![tree] },
+            trees: if tree.size() == 0 {
+                Vec::new()
+            } else {
+                vec![tree]
+            },
         }
     }
 
@@ -500,7 +549,7 @@ impl SpaceTrees {
         let reach = radius.min(MAX_FIELD_RADIUS);
         Self::for_each_within(&forest, space, centre, reach, |e, d| {
             let share =
-                grid::influence_share(d, radius, e.data.field_radius, e.data.field_strength);
+                grid::influence_share(d, radius, e.data.field_radius(), e.data.field_strength());
             if let Some(share) = share {
                 result.sum += share;
                 result.contributors += 1;
