@@ -2,13 +2,19 @@
 //! default grid and on a user grid equals a brute-force scan over the same tokens, after random
 //! creates, batches, moves, undefines, deletes, clears and membership changes, with coordinates
 //! drawn from a tiny set so that piles of identical points and distance ties are common.
+//! Besides the default index, trees with lowered batch thresholds follow the same commits, so
+//! that small batches build several trees per space and merge them (the forest of
+//! `SpaceTrees`), and must answer exactly the same.
 
 use std::sync::Arc;
 
 use neurograph::model::grid::{self, GridConfig, Hit};
 use neurograph::model::{Space, Token, TokenId, TokenInput, TokenPatch, UpdatePath};
 use neurograph::store::grids::GridCommand;
-use neurograph::store::{Command, Grids, SpaceTrees, SpatialIndex, Store, WriteHook};
+use neurograph::store::spatial::BatchPolicy;
+use neurograph::store::{
+    Command, Committed, Effect, Grids, SpaceTrees, SpatialIndex, Store, WriteHook,
+};
 use proptest::prelude::*;
 
 /// Spaces the tests use: scales 100 and 10000 (the maths differ only by the scale).
@@ -65,18 +71,64 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A store with the default grid's index and the user grids following it, and one user grid.
+/// Trees with their own batch policy following every token commit, as the default index does.
+struct Following {
+    trees: SpaceTrees,
+}
+
+impl Following {
+    /// Policies that put most batches into trees of their own: every batch of 2 or more
+    /// entries is bulk-loaded (from 3 tokens on several threads), merged as the binary
+    /// counter does (ratio 1) or more eagerly (ratio 3).
+    fn small_batches() -> Vec<Arc<Following>> {
+        [1, 3]
+            .map(|merge_ratio| {
+                Arc::new(Following {
+                    trees: SpaceTrees::with_policy(BatchPolicy {
+                        bulk_min: 2,
+                        parallel_min: 3,
+                        merge_ratio,
+                    }),
+                })
+            })
+            .to_vec()
+    }
+}
+
+impl WriteHook for Following {
+    fn applied(&self, committed: &Committed) {
+        let mut created = Vec::new();
+        for effect in &committed.effects {
+            match effect {
+                Effect::Created(token) => created.push(*token),
+                Effect::Updated { before, after } => self.trees.update(before, after),
+                Effect::Deleted(token) => self.trees.remove(token),
+                Effect::Cleared { .. } => self.trees.clear(),
+                _ => {}
+            }
+        }
+        if !created.is_empty() {
+            self.trees.insert(&created);
+        }
+    }
+}
+
+/// A store with the default grid's index and the user grids following it, and one user grid;
+/// trees with small-batch policies follow it too.
 struct World {
     store: Store,
     index: Arc<SpatialIndex>,
     grids: Arc<Grids>,
+    following: Vec<Arc<Following>>,
 }
 
 impl World {
     fn new() -> World {
         let index = Arc::new(SpatialIndex::default());
         let grids = Arc::new(Grids::new(1_000_000));
-        let hooks: Vec<Arc<dyn WriteHook>> = vec![index.clone(), grids.clone()];
+        let following = Following::small_batches();
+        let mut hooks: Vec<Arc<dyn WriteHook>> = vec![index.clone(), grids.clone()];
+        hooks.extend(following.iter().map(|f| f.clone() as Arc<dyn WriteHook>));
         let store = Store::new(hooks);
         store
             .apply(Command::Grid(GridCommand::Create {
@@ -87,6 +139,7 @@ impl World {
             store,
             index,
             grids,
+            following,
         }
     }
 
@@ -285,7 +338,83 @@ proptest! {
         check_queries(world.index.trees(), &world.live(), centre, offset, radius_steps, k, limit);
         let user = world.grids.get(1).expect("grid 1");
         check_queries(user.trees(), &world.members(), centre, offset, radius_steps, k, limit);
+        for following in &world.following {
+            check_queries(&following.trees, &world.live(), centre, offset, radius_steps, k, limit);
+        }
     }
+
+    /// Mostly batches (creates, moves and deletes between them), so that the small-batch
+    /// trees build and merge many trees per space, and big batches reach the default index's
+    /// own bulk threshold.
+    #[test]
+    fn batched_trees_equal_brute_force(
+        ops in prop::collection::vec(batch_heavy_op(), 1..40),
+        centre in (-5i32..=5, -5i32..=5, -5i32..=5),
+        offset in prop_oneof![Just(0.0), Just(0.25)],
+        radius_steps in 1u32..=8,
+        k in 1usize..=12,
+        limit in 1usize..=30,
+    ) {
+        let world = World::new();
+        for op in &ops {
+            world.apply(op);
+        }
+        let centre = [centre.0, centre.1, centre.2];
+        let live = world.live();
+        check_queries(world.index.trees(), &live, centre, offset, radius_steps, k, limit);
+        for following in &world.following {
+            check_queries(&following.trees, &live, centre, offset, radius_steps, k, limit);
+        }
+    }
+}
+
+fn batch_heavy_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => prop::collection::vec(input(), 1..24).prop_map(Op::Batch),
+        1 => prop::collection::vec(input(), 256..400).prop_map(Op::Batch),
+        1 => input().prop_map(Op::Create),
+        2 => (any::<usize>(), input()).prop_map(|(i, t)| Op::Update(i, t)),
+        2 => any::<usize>().prop_map(Op::Delete),
+        1 => Just(Op::Clear),
+    ]
+}
+
+#[test]
+fn batches_build_several_trees_and_merge_them() {
+    let world = World::new();
+    let mut input = TokenInput {
+        weight: 0.5,
+        ..TokenInput::default()
+    };
+    input.points[Space::L1Physical.index()] = Some([0.01, 0.02, -0.03]);
+    let binary = &world.following[0].trees;
+    // Batches of 4 entries: after b batches the ratio-1 trees hold the binary digits of b.
+    for batch in 1..=7usize {
+        world.apply(&Op::Batch(vec![input.clone(); 4]));
+        assert_eq!(
+            binary.tree_count(Space::L1Physical),
+            batch.count_ones() as usize
+        );
+    }
+    // A lone create goes into the smallest tree.
+    world.apply(&Op::Create(input.clone()));
+    assert_eq!(binary.tree_count(Space::L1Physical), 3);
+    assert_eq!(binary.len(Space::L1Physical), 29);
+    for _ in 0..5 {
+        world.apply(&Op::Delete(0));
+    }
+    assert_eq!(binary.len(Space::L1Physical), 24);
+    let live = world.live();
+    check_queries(binary, &live, [1, 2, -3], 0.0, 2, 9, 30);
+    check_queries(binary, &live, [0, 0, 0], 0.25, 5, 30, 5);
+    assert_eq!(binary.tree_count(Space::L2Sensory), 0);
+    // Deletes drop the trees they empty.
+    for _ in 0..24 {
+        world.apply(&Op::Delete(7));
+    }
+    assert_eq!(binary.len(Space::L1Physical), 0);
+    assert_eq!(binary.tree_count(Space::L1Physical), 0);
+    assert!(binary.is_empty());
 }
 
 #[test]
