@@ -157,11 +157,16 @@ fn main() {
             }
         }
     });
+    println!(
+        "imported in {:.2} s; stopping ...",
+        import_time.as_secs_f64()
+    );
     server.stop();
 
     // 2. Disk use of the stopped store.
     let (apparent, allocated) = wire::dir_bytes(data_dir.path());
     let per_token = apparent as f64 / count as f64;
+    println!("data dir: {apparent} bytes; restarting ...");
 
     // 3. Restart: spawn → SERVING, then the count.
     let mut server = Server::start(data_dir.path(), DURABILITY, &[]);

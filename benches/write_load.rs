@@ -167,7 +167,17 @@ fn main() {
     };
     println!();
     println!("```text");
-    println!("$ cargo bench --bench write_load   # LOAD_CLIENTS={clients} LOAD_SECONDS={seconds} LOAD_DURABILITY={durability}");
+    let mut settings = String::new();
+    if clients != 32 {
+        settings += &format!("LOAD_CLIENTS={clients} ");
+    }
+    if window != Duration::from_secs(10) {
+        settings += &format!("LOAD_SECONDS={seconds} ");
+    }
+    if durability != "immediate" {
+        settings += &format!("LOAD_DURABILITY={durability} ");
+    }
+    println!("$ {settings}cargo bench --bench write_load");
     println!(
         "disk fsync (4 KiB pwrite + fdatasync, {FSYNC_SAMPLES}x): mean {:.0} µs, p50 {:.0} µs, p99 {:.0} µs",
         micros(mean(&fsyncs)),

@@ -44,7 +44,7 @@ impl Server {
     pub fn start(data_dir: &Path, durability: &str, extra_args: &[&str]) -> Server {
         let dir = data_dir.to_str().expect("utf-8 data dir path");
         let spawned = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_neurograph"))
+        let mut child = Command::new(binary())
             .args(["--listen", "127.0.0.1:0", "--storage", "embedded"])
             .args(["--data-dir", dir, "--durability", durability])
             .args(extra_args)
@@ -142,6 +142,15 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The server binary: `LOAD_BINARY` when set (e.g. another branch's build), else the release
+/// build of this crate that `cargo bench` made.
+pub fn binary() -> PathBuf {
+    std::env::var_os("LOAD_BINARY").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_neurograph")),
+        PathBuf::from,
+    )
 }
 
 /// Appends one line to a shared log.
