@@ -192,15 +192,17 @@ fn main() {
         "CountTokens after the restart ≠ tokens imported"
     );
 
-    let mut command = String::from("cargo bench --bench import_restart");
-    if count != 1_000_000 || chunk != 10_000 || via == Via::Batch {
-        let batch = if via == Via::Batch {
-            " IMPORT_VIA_BATCH=1"
-        } else {
-            ""
-        };
-        command = format!("IMPORT_TOKENS={count} IMPORT_CHUNK={chunk}{batch} {command}");
+    let mut settings = String::new();
+    if count != 1_000_000 {
+        settings += &format!("IMPORT_TOKENS={count} ");
     }
+    if chunk != 10_000 {
+        settings += &format!("IMPORT_CHUNK={chunk} ");
+    }
+    if via == Via::Batch {
+        settings += "IMPORT_VIA_BATCH=1 ";
+    }
+    let command = format!("{settings}cargo bench --bench import_restart");
     println!();
     println!("```text");
     println!("$ {command}");
