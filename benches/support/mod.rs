@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod alloc;
+pub mod wire;
 
 use neurograph::model::{Space, Token, TokenDraft, TokenId, TokenInput};
 
