@@ -318,6 +318,16 @@ pub async fn serve(
             }
         }
     };
+    if let Some(journal) = engine.as_ref().and_then(|e| e.store.journal().cloned()) {
+        let reporter = reporter.clone();
+        // Fail closed: after a storage failure memory may hold writes the disk does not, so
+        // probes take the server out of rotation (answers are UNAVAILABLE already).
+        tokio::spawn(async move {
+            let failure = journal.failed().await;
+            tracing::error!(%failure, "storage failed: NOT_SERVING; restart to recover what is on disk");
+            set_health(&reporter, ServingStatus::NotServing).await;
+        });
+    }
     if engine.is_some() {
         tokio::select! {
             result = &mut serving => {
@@ -334,11 +344,13 @@ pub async fn serve(
     );
     set_health(&reporter, ServingStatus::NotServing).await;
     let _ = down_sender.send(true);
-    match tokio::time::timeout(config.shutdown_timeout, serving).await {
-        Ok(result) => result?,
-        Err(_) => warn!("shutdown timeout reached; closing the remaining connections"),
-    }
+    let drained = tokio::time::timeout(config.shutdown_timeout, serving).await;
+    // Whatever the drain did, queued writes reach the disk before the process ends.
     close(engine.as_deref());
+    match drained {
+        Ok(result) => result?,
+        Err(_) => warn!("shutdown timeout reached; closed the remaining connections"),
+    }
     info!("stopped");
     Ok(())
 }

@@ -2,11 +2,15 @@
 //! disk. Writes become visible to readers when they apply, a moment before their fsync; without
 //! this, a read in that moment could show a write that a crash then takes back. Costs nothing
 //! when no write is in flight, at most one group fsync when one is. Streams are covered up to
-//! their first message (WatchTokens waits per event on its own).
+//! their first message (StreamTokens waits per page and WatchTokens per event on their own).
+//! Health, reflection and System are exempt: probes must not wait on the disk. After a storage
+//! failure, answers become UNAVAILABLE (fail closed): memory may then hold writes that never
+//! reached the disk, and the next start reads back only what did.
 
 use std::task::{Context, Poll};
 
 use tonic::codegen::{http, BoxFuture, Service};
+use tonic::Status;
 use tower::Layer;
 
 use super::system::EngineSlot;
@@ -42,12 +46,19 @@ pub struct DurableReads<S> {
     engine: EngineSlot,
 }
 
-impl<S, Req, B> Service<Req> for DurableReads<S>
+/// Paths the barrier leaves alone: probes and metadata that show no token state.
+fn exempt(path: &str) -> bool {
+    path.starts_with("/grpc.health.")
+        || path.starts_with("/grpc.reflection.")
+        || path.starts_with("/neurograph.v1.System/")
+}
+
+impl<S, ReqBody, B> Service<http::Request<ReqBody>> for DurableReads<S>
 where
-    S: Service<Req, Response = http::Response<B>>,
+    S: Service<http::Request<ReqBody>, Response = http::Response<B>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    B: Send + 'static,
+    B: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -57,15 +68,22 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let engine = match exempt(request.uri().path()) {
+            true => None,
+            false => self.engine.get().cloned(),
+        };
         let answer = self.inner.call(request);
-        let engine = self.engine.get().cloned();
         Box::pin(async move {
             let response = answer.await?;
-            if let Some(engine) = engine {
-                engine.store.wait_visible_durable().await;
+            let Some(engine) = engine else {
+                return Ok(response);
+            };
+            engine.store.wait_visible_durable().await;
+            match engine.store.journal().and_then(|journal| journal.failure()) {
+                Some(failure) => Ok(Status::unavailable(failure.to_string()).into_http()),
+                None => Ok(response),
             }
-            Ok(response)
         })
     }
 }

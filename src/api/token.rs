@@ -311,6 +311,9 @@ impl TokenService for TokenApi {
             loop {
                 let page = tables.page(&filter, after, STREAM_CHUNK);
                 after = page.tokens.last().map(|t| t.id.get());
+                // The durability barrier covers the first answer only; every page read
+                // later waits for the writes it could have seen, like a unary read.
+                store.wait_visible_durable().await;
                 for token in &page.tokens {
                     tokio::select! {
                         sent = sender.send(Ok(pb::Token::from(token))) => if sent.is_err() { return },

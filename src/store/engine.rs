@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::cdna::{Cdna, CdnaState, Clock, SystemClock};
+use super::cdna::{Cdna, CdnaCommand, CdnaState, Clock, SystemClock};
+use super::command::Command;
 use super::durable::schema;
 use super::durable::{recovery, Durability, DurableError, Journal};
 use super::events::ChangeFeed;
@@ -127,6 +128,17 @@ impl Engine {
             &recovered.highest_local,
             journal,
         ));
+        // A quarantine whose deadline passed while the server was down ends before any call is
+        // answered, so that nobody sees (or keeps) its provisional config.
+        let deadline = *cdna.deadlines().borrow();
+        if deadline.is_some_and(|deadline| deadline <= cdna.now()) {
+            let expire = Command::Cdna(CdnaCommand::ExpireQuarantine { at: cdna.now() });
+            if let Err(e) = store.apply(expire) {
+                tracing::warn!(error = %e, "the missed quarantine expiry was not applied");
+            } else {
+                info!("a quarantine expired while the server was down; its snapshot is restored");
+            }
+        }
         info!(
             tokens = token_count,
             sequence = recovered.sequence,

@@ -562,7 +562,10 @@ mod durability_tests {
         let missing = TokenId::new(9).expect("id");
         let result = store.apply(Command::DeleteToken { id: missing });
         assert!(matches!(result, Err(StoreError::NotFound(_))));
-        // Nothing became visible, so nothing is waited for.
-        store.wait_visible_durable().await;
+        // Nothing became visible, so nothing is waited for (bounded, so a regression fails
+        // instead of hanging).
+        tokio::time::timeout(Duration::from_secs(30), store.wait_visible_durable())
+            .await
+            .expect("a failed command holds no reader");
     }
 }

@@ -90,9 +90,12 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Replaces the store in `data_dir` with the backup in `backup`. The current store (if any) is
-/// renamed aside, or deleted with `discard_existing`. Refuses while a server has it open.
-/// Returns where the previous store went, if kept.
+/// Replaces the store in `data_dir` with the backup in `backup`. The backup is copied next to
+/// the store first and the copy read back completely (the backup itself is never opened, so
+/// it stays untouched); only then is the current store (if any) renamed aside, or deleted with
+/// `discard_existing`, and the copy renamed into place. A failure before that swap leaves the
+/// current store as it was. Refuses while a server has the store open. Returns where the
+/// previous store went, if kept.
 pub fn restore_backup(
     backup: &Path,
     data_dir: &Path,
@@ -105,21 +108,26 @@ pub fn restore_backup(
             backup.display()
         )));
     }
-    {
-        let db = Database::builder()
-            .open(&source)
-            .map_err(|e| DurableError::from_redb(&source, e))?;
-        read_back(&db, &source)?;
-    }
     std::fs::create_dir_all(data_dir)
         .map_err(|e| backup_error(&format!("cannot create {}", data_dir.display()), e))?;
     let target = store_path(data_dir);
+    // Held until the swap is done, so that no server can open the store meanwhile. A corrupt
+    // store cannot be opened, and may be replaced.
+    let _current = match Database::builder().open(&target) {
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+            return Err(DurableError::InUse { path: target })
+        }
+        Ok(db) => Some(db),
+        Err(_) => None,
+    };
+    let incoming = data_dir.join(format!("{STORE_FILE}.restoring"));
+    let prepared = copy_and_verify(&source, &incoming);
+    if let Err(e) = prepared {
+        let _ = std::fs::remove_file(&incoming);
+        return Err(e);
+    }
     let mut kept = None;
     if target.exists() {
-        // A running server holds the file lock; a corrupt store may be replaced.
-        if let Err(redb::DatabaseError::DatabaseAlreadyOpen) = Database::builder().open(&target) {
-            return Err(DurableError::InUse { path: target });
-        }
         if discard_existing {
             std::fs::remove_file(&target)
                 .map_err(|e| backup_error(&format!("cannot delete {}", target.display()), e))?;
@@ -133,12 +141,20 @@ pub fn restore_backup(
             kept = Some(aside);
         }
     }
-    let incoming = data_dir.join(format!("{STORE_FILE}.restoring"));
-    std::fs::copy(&source, &incoming)
-        .and_then(|_| File::open(&incoming)?.sync_all())
-        .map_err(|e| backup_error(&format!("cannot copy to {}", incoming.display()), e))?;
     std::fs::rename(&incoming, &target)
         .map_err(|e| backup_error(&format!("cannot rename to {}", target.display()), e))?;
     sync_dir(data_dir);
     Ok(kept)
+}
+
+/// Copies the backup's store file to `incoming`, makes it durable and reads it back whole.
+fn copy_and_verify(source: &Path, incoming: &Path) -> Result<(), DurableError> {
+    std::fs::copy(source, incoming)
+        .and_then(|_| File::open(incoming)?.sync_all())
+        .map_err(|e| backup_error(&format!("cannot copy to {}", incoming.display()), e))?;
+    let db = Database::builder()
+        .open(incoming)
+        .map_err(|e| DurableError::from_redb(incoming, e))?;
+    read_back(&db, incoming)?;
+    Ok(())
 }

@@ -83,9 +83,19 @@ impl Journal {
             batch_delay,
             stats: Arc::clone(&stats),
         };
+        let on_panic = watermark.clone();
         let thread = std::thread::Builder::new()
             .name("neurograph-journal".into())
-            .spawn(move || committer.run())
+            .spawn(move || {
+                // A panic must not leave writers waiting forever for a watermark that no
+                // longer moves: it fails the journal like an I/O error would.
+                let run = std::panic::AssertUnwindSafe(|| committer.run());
+                if std::panic::catch_unwind(run).is_err() {
+                    on_panic.send_modify(|w| {
+                        w.failure = Some("storage failed: the journal thread panicked".into())
+                    });
+                }
+            })
             .expect("spawning the journal thread");
         Journal {
             sender: Mutex::new(Some(sender)),
@@ -117,8 +127,12 @@ impl Journal {
     /// sequence order.
     pub fn append(&self, record: Record) {
         if let Some(sender) = self.sender.lock().as_ref() {
-            // A send fails only after the thread died, which `failure` then reports.
-            let _ = sender.send(Message::Record(record));
+            if sender.send(Message::Record(record)).is_err() {
+                self.watermark.send_modify(|w| {
+                    w.failure
+                        .get_or_insert_with(|| "storage failed: the journal stopped".into());
+                });
+            }
         }
     }
 
@@ -153,6 +167,16 @@ impl Journal {
         let _ = watermark
             .wait_for(|w| w.failure.is_some() || done(w.sequence))
             .await;
+    }
+
+    /// Resolves when the journal fails (never, while it works).
+    pub async fn failed(&self) -> Arc<str> {
+        let mut watermark = self.watermark.subscribe();
+        let failure = match watermark.wait_for(|w| w.failure.is_some()).await {
+            Ok(w) => w.failure.clone().unwrap_or_else(|| "storage failed".into()),
+            Err(_) => "storage failed: the journal stopped".into(),
+        };
+        failure
     }
 
     /// Wakes `wait_until` callers to re-check their condition (a command they waited for was
@@ -193,7 +217,21 @@ impl Committer {
         let mut last_sync = Instant::now();
         let mut unsynced = false;
         loop {
-            let (batch, closing) = self.next_batch();
+            // With `none`, unsynced commits are synced within the interval even when no
+            // further write arrives.
+            let sync_by = unsynced.then(|| last_sync + NONE_SYNC_INTERVAL);
+            let (batch, closing) = self.next_batch(sync_by);
+            if batch.is_empty() && !closing && unsynced {
+                if let Err(e) = self.commit(&[], true) {
+                    error!(error = %e, "the journal cannot sync: no write is acknowledged from now on");
+                    self.watermark
+                        .send_modify(|w| w.failure = Some(format!("storage failed: {e}").into()));
+                    return;
+                }
+                unsynced = false;
+                last_sync = Instant::now();
+                continue;
+            }
             if !batch.is_empty() {
                 let sync = self.durability != Durability::None
                     || closing
@@ -227,13 +265,24 @@ impl Committer {
         );
     }
 
-    /// Waits for a record, then takes every record queued meanwhile (and with `batched`, those
-    /// arriving within the batch delay). Returns whether the journal is closing.
-    fn next_batch(&self) -> (Vec<Record>, bool) {
+    /// Waits for a record (until `until` at the latest: then the batch is empty), then takes
+    /// every record queued meanwhile (and with `batched`, those arriving within the batch
+    /// delay). Returns whether the journal is closing.
+    fn next_batch(&self, until: Option<Instant>) -> (Vec<Record>, bool) {
         let mut batch = Vec::new();
-        match self.receiver.recv() {
+        let first = match until {
+            None => self
+                .receiver
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
+            Some(until) => self
+                .receiver
+                .recv_timeout(until.saturating_duration_since(Instant::now())),
+        };
+        match first {
             Ok(Message::Record(record)) => batch.push(record),
-            Ok(Message::Close) | Err(_) => return (batch, true),
+            Err(RecvTimeoutError::Timeout) => return (batch, false),
+            Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => return (batch, true),
         }
         if self.durability == Durability::Batched {
             let deadline = Instant::now() + self.batch_delay;

@@ -77,7 +77,11 @@ pub fn open(dir: &Path) -> Result<(Database, Recovered), DurableError> {
         Database::builder().create(&path)
     }
     .map_err(|e| DurableError::from_redb(&path, e))?;
-    if !existing {
+    // A store without any table was created by a first start that died before its first
+    // commit: it holds nothing, so it is initialised rather than refused.
+    let has_tables =
+        || -> Result<bool, redb::Error> { Ok(db.begin_read()?.list_tables()?.next().is_some()) };
+    if !existing || !has_tables().map_err(|e| DurableError::from_redb(&path, e))? {
         initialise(&db).map_err(|e| DurableError::from_redb(&path, e))?;
     }
     let recovered = read_back(&db, &path)?;
@@ -151,6 +155,9 @@ pub fn read_back(db: &Database, path: &Path) -> Result<Recovered, DurableError> 
         let id = TokenId::new(key.value())
             .ok_or_else(|| corrupt(format!("token key {} is not a token id", key.value())))?;
         let data: TokenData = decode(value.value(), &format!("token {id}")).map_err(corrupt)?;
+        // A counter is never below a live id's local id, whatever the stored counter says.
+        let pair = &mut highest_local[id.pair()];
+        *pair = (*pair).max(id.local_id());
         tokens.push(Token { id, data });
     }
 
