@@ -408,7 +408,13 @@ fn batches_build_several_trees_and_merge_them() {
     check_queries(binary, &live, [1, 2, -3], 0.0, 2, 9, 30);
     check_queries(binary, &live, [0, 0, 0], 0.25, 5, 30, 5);
     assert_eq!(binary.tree_count(Space::L2Sensory), 0);
-    // Deletes drop the trees they empty.
+    // Compaction (after a streamed import) leaves one tree answering the same.
+    binary.compact();
+    assert_eq!(binary.tree_count(Space::L1Physical), 1);
+    assert_eq!(binary.len(Space::L1Physical), 24);
+    check_queries(binary, &live, [1, 2, -3], 0.0, 2, 9, 30);
+    check_queries(binary, &live, [0, 0, 0], 0.25, 5, 30, 5);
+    // Deletes empty the tree, which is then dropped.
     for _ in 0..24 {
         world.apply(&Op::Delete(7));
     }

@@ -275,6 +275,10 @@ impl TokenService for TokenApi {
             };
             report.record(rejected, &effects);
         }
+        // Each message became its own index trees; merge them once the stream is done, in the
+        // background so that the reply does not wait.
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.compact());
         Ok(Response::new(report.into()))
     }
 

@@ -49,6 +49,10 @@ pub trait WriteHook: Send + Sync {
     /// `applied`). Token values and id counters are the store's own; grids and CDNA add theirs.
     fn durable_writes(&self, _committed: &Committed, _writes: &mut Vec<DurableWrite>) {}
 
+    /// Tidies internal structures after a bulk change (e.g. merges the index's trees after a
+    /// streamed import). Runs outside the write lock; the state it represents is unchanged.
+    fn compact(&self) {}
+
     /// Why this component would refuse to create `draft` as part of an import, which skips
     /// such a token instead of failing (the path is within the token, e.g. `weight`).
     fn screen_import(&self, _draft: &TokenDraft) -> Option<FieldViolation> {
@@ -242,6 +246,13 @@ impl Store {
                     StoreError::Unavailable(format!("no component applies {command:?}"))
                 })?,
         })
+    }
+
+    /// Lets every component tidy up after a bulk change (blocking; see `WriteHook::compact`).
+    pub fn compact(&self) {
+        for hook in &self.hooks {
+            hook.compact();
+        }
     }
 
     /// Applies one command: all of it or, on error, nothing.
