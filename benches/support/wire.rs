@@ -113,10 +113,22 @@ impl Server {
     /// Sends SIGTERM, waits for the exit (bounded by `LIMIT`) and for the log pipes to close,
     /// so that the whole log, final lines included, is in `log()`. Panics on a failed exit.
     pub fn stop(&mut self) -> ExitStatus {
+        let status = self.end(libc::SIGTERM);
+        assert!(status.success(), "server exit {status}\n{}", self.log());
+        status
+    }
+
+    /// Kills the process with SIGKILL (a crash) and waits for it to end.
+    pub fn crash(&mut self) -> ExitStatus {
+        self.end(libc::SIGKILL)
+    }
+
+    /// Sends `signal` and waits for the exit and the log pipes.
+    fn end(&mut self, signal: i32) -> ExitStatus {
         let pid = i32::try_from(self.child.id()).expect("pids fit in i32");
         // SAFETY: kill(2) with our own child's pid and a valid signal number.
-        let result = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(result, 0, "kill({pid}, SIGTERM)");
+        let result = unsafe { libc::kill(pid, signal) };
+        assert_eq!(result, 0, "kill({pid}, {signal})");
         let started = Instant::now();
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("wait for the server") {
@@ -132,7 +144,6 @@ impl Server {
         for reader in self.readers.drain(..) {
             let _ = reader.join();
         }
-        assert!(status.success(), "server exit {status}\n{}", self.log());
         status
     }
 }
