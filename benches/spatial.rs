@@ -55,6 +55,14 @@ fn query(rng: &mut XorShift, n: usize) -> (Space, [f64; 3], f64) {
     (space, centre, radius)
 }
 
+/// A random token's point in a random space, and its id (excluded from its neighbours).
+fn neighbour_query(rng: &mut XorShift, all: &[Token]) -> (Space, [f64; 3], u32) {
+    let token = all[rng.below(all.len())];
+    let space = Space::ALL[rng.below(Space::ALL.len())];
+    let point = token.data.point(space).expect("every space is defined");
+    (space, point.to_f64(space), token.id.get())
+}
+
 /// A store with the default grid's index and user grids hooked in, loaded with `tokens` by one
 /// big batch into the empty store (the bulk-load path).
 fn loaded_store(tokens: &[Token]) -> (Store, Arc<SpatialIndex>) {
@@ -112,12 +120,7 @@ fn spatial_benches(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     group.bench_function("knn_k10", |b| {
         b.iter_batched(
-            || {
-                let token = all[rng.below(n)];
-                let space = Space::ALL[rng.below(Space::ALL.len())];
-                let point = token.data.point(space).expect("every space is defined");
-                (space, point.to_f64(space), token.id.get())
-            },
+            || neighbour_query(&mut rng, &all),
             |(space, centre, id)| black_box(trees.nearest(space, centre, 10, None, Some(id))),
             BatchSize::SmallInput,
         )
@@ -263,12 +266,7 @@ fn spatial_benches(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     group.bench_function("knn_k10_after_10k_batches", |b| {
         b.iter_batched(
-            || {
-                let token = all[rng.below(n)];
-                let space = Space::ALL[rng.below(Space::ALL.len())];
-                let point = token.data.point(space).expect("every space is defined");
-                (space, point.to_f64(space), token.id.get())
-            },
+            || neighbour_query(&mut rng, &all),
             |(space, centre, id)| black_box(batched.nearest(space, centre, 10, None, Some(id))),
             BatchSize::SmallInput,
         )
