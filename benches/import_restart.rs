@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use neurograph::api::pb;
 use neurograph::api::pb::token_service_client::TokenServiceClient;
-use support::wire::{self, env_or, millis, Server};
+use support::binary;
+use support::wire::{self, env_or, millis};
 use support::XorShift;
 use tonic::transport::Channel;
 
@@ -116,8 +117,8 @@ fn main() {
     let generated = Instant::now();
     let messages = messages(count, chunk);
     let generated = generated.elapsed();
-    let mut server = Server::start(data_dir.path(), DURABILITY, &[]);
-    runtime.block_on(wire::wait_serving(&server.addr));
+    let mut server = wire::start(data_dir.path(), DURABILITY, &[]);
+    runtime.block_on(binary::wait_serving(&server.addr));
     let how = match via {
         Via::Import => format!("ImportTokens, one stream of {chunk}-token messages"),
         Via::Batch => {
@@ -130,7 +131,7 @@ fn main() {
         server.addr
     );
     let import_time = runtime.block_on(async {
-        let mut tokens = TokenServiceClient::new(wire::channel(&server.addr).await)
+        let mut tokens = TokenServiceClient::new(binary::channel(&server.addr).await)
             .max_decoding_message_size(64 << 20);
         let started = Instant::now();
         match via {
@@ -175,16 +176,11 @@ fn main() {
     println!("data dir: {apparent} bytes; restarting ...");
 
     // 3. Restart: spawn → SERVING, then the count.
-    let mut server = Server::start(data_dir.path(), DURABILITY, &[]);
+    let mut server = wire::start(data_dir.path(), DURABILITY, &[]);
     let (restart, counted) = runtime.block_on(async {
-        wire::wait_serving(&server.addr).await;
+        binary::wait_serving(&server.addr).await;
         let restart = server.spawned.elapsed();
-        let counted = TokenServiceClient::new(wire::channel(&server.addr).await)
-            .count_tokens(pb::CountTokensRequest { filter: None })
-            .await
-            .expect("CountTokens")
-            .into_inner()
-            .count;
+        let counted = wire::count_tokens(&server.addr).await;
         (restart, counted)
     });
     let recovered = server

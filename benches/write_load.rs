@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use neurograph::api::pb;
 use neurograph::api::pb::token_service_client::TokenServiceClient;
-use support::wire::{self, env_or, mean, micros, millis, quantile, Server};
+use support::binary;
+use support::wire::{self, env_or, mean, micros, millis, quantile};
 use support::XorShift;
 
 /// Warm-up before the measured window: connections, allocator, store file growth.
@@ -68,7 +69,7 @@ fn fsync_probe(dir: &Path) -> Vec<Duration> {
 /// One client: its own connection, creating tokens until `end`; latencies count from
 /// `measure_from`.
 async fn client(addr: String, index: usize, measure_from: Instant, end: Instant) -> ClientResult {
-    let mut tokens = TokenServiceClient::new(wire::channel(&addr).await);
+    let mut tokens = TokenServiceClient::new(binary::channel(&addr).await);
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ ((index as u64 + 1) << 32));
     let mut result = ClientResult::default();
     loop {
@@ -105,9 +106,9 @@ fn main() {
     println!("fsync probe in {} ...", probe_dir.display());
     let fsyncs = fsync_probe(probe_dir);
 
-    let mut server = Server::start(data_dir.path(), &durability, &[]);
+    let mut server = wire::start(data_dir.path(), &durability, &[]);
     let runtime = wire::runtime();
-    runtime.block_on(wire::wait_serving(&server.addr));
+    runtime.block_on(binary::wait_serving(&server.addr));
     println!(
         "{clients} clients × {seconds} s, durability {durability}, server at {} ...",
         server.addr
@@ -124,12 +125,7 @@ fn main() {
         for task in tasks {
             results.push(task.await.expect("client task"));
         }
-        let counted = TokenServiceClient::new(wire::channel(&server.addr).await)
-            .count_tokens(pb::CountTokensRequest { filter: None })
-            .await
-            .expect("CountTokens")
-            .into_inner()
-            .count;
+        let counted = wire::count_tokens(&server.addr).await;
         (results, counted)
     });
     drop(runtime);

@@ -11,20 +11,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::binary::Server;
+use common::binary::{channel, wait_serving, Server, LIMIT};
 use common::full_token;
 use neurograph::api::pb;
 use neurograph::api::pb::cdna_service_client::CdnaServiceClient;
 use neurograph::api::pb::grid_service_client::GridServiceClient;
 use neurograph::api::pb::system_client::SystemClient;
 use neurograph::api::pb::token_service_client::TokenServiceClient;
-use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-
-/// Generous bound for a process to exit or become ready; a hang is what it catches.
-const LIMIT: Duration = Duration::from_secs(120);
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -32,31 +28,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
-}
-
-async fn channel(addr: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect")
-}
-
-/// Polls health until SERVING (bounded), as a probe would.
-async fn wait_serving(addr: &str) {
-    let mut health = HealthClient::new(channel(addr).await);
-    let started = std::time::Instant::now();
-    loop {
-        let status = health
-            .check(HealthCheckRequest::default())
-            .await
-            .map(|r| r.into_inner().status);
-        if status.is_ok_and(|s| s == ServingStatus::Serving as i32) {
-            return;
-        }
-        assert!(started.elapsed() < LIMIT, "not SERVING within {LIMIT:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Every token, by id.
@@ -269,9 +240,7 @@ fn clean_restart_keeps_tokens_counters_grids_and_cdna() {
     assert_eq!(before.config.profile, "explorer");
     assert!(before.quarantine.active);
     assert!(before.quarantine.token_churn >= 1);
-    server.signal(libc::SIGTERM);
-    let status = server.wait_exit(LIMIT).expect("exits");
-    assert!(status.success(), "{status:?}\n{}", server.log());
+    server.stop();
 
     let server = Server::start_on(dir.path(), &[]);
     rt.block_on(async {
@@ -475,8 +444,7 @@ fn kill_9_under_concurrent_writers_loses_no_acknowledged_write() {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        server.signal(libc::SIGKILL);
-        let status = server.wait_exit(LIMIT).expect("killed");
+        let status = server.crash();
         assert!(!status.success());
         stop.store(true, Ordering::SeqCst);
         rt.block_on(async {
@@ -677,8 +645,7 @@ fn a_backup_restores_the_state_it_was_taken_at() {
             .expect("clear");
         (at_backup, backup.path)
     });
-    server.signal(libc::SIGTERM);
-    assert!(server.wait_exit(LIMIT).expect("exits").success());
+    server.stop();
     let backup_bytes = std::fs::read(Path::new(&path).join("neurograph.redb")).expect("backup");
 
     let restore = run_restore(&data, &path);
@@ -813,8 +780,7 @@ fn a_failed_restore_keeps_the_current_store() {
         write_some_of_everything(&server.addr).await;
         (observe(&server.addr).await, path)
     });
-    server.signal(libc::SIGTERM);
-    assert!(server.wait_exit(LIMIT).expect("exits").success());
+    server.stop();
     // The copy cannot be written: a directory sits where it would go.
     std::fs::create_dir(data.join("neurograph.redb.restoring")).expect("block the copy");
     let restore = run_restore(&data, &path);
@@ -829,8 +795,7 @@ fn a_failed_restore_keeps_the_current_store() {
             "the store is as it was"
         );
     });
-    server.signal(libc::SIGTERM);
-    assert!(server.wait_exit(LIMIT).expect("exits").success());
+    server.stop();
 }
 
 #[test]
@@ -884,8 +849,7 @@ fn no_read_shows_a_write_before_it_is_durable() {
         assert!(streamed.await.is_err(), "StreamTokens waits for the fsync");
         assert!(!pending.is_finished(), "the create is not acknowledged");
     });
-    server.signal(libc::SIGKILL);
-    server.wait_exit(LIMIT).expect("killed");
+    server.crash();
     let server = Server::start_on(dir.path(), &[]);
     rt.block_on(async {
         wait_serving(&server.addr).await;

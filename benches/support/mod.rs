@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod alloc;
+#[path = "../../tests/common/binary.rs"]
+pub mod binary;
 pub mod wire;
 
 use neurograph::model::{Space, Token, TokenDraft, TokenId, TokenInput};

@@ -1,44 +1,64 @@
 //! The real `neurograph` binary as a child process on an ephemeral port: started with extra
 //! flags, its port learnt from the "neurograph listening on" log line, its log kept, and killed
-//! when dropped (failed test or not).
+//! when dropped (failed test or not). Shared by the integration tests and, through a `#[path]`
+//! module, by the wire load generators in `benches/`.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 /// From spawning the server to its listening line.
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// What the server logs once its port is bound, followed by the address.
 const LISTENING_MARKER: &str = "neurograph listening on ";
+/// Bound on health turning SERVING and on an exit after a signal: a hang is what it catches.
+pub const LIMIT: Duration = Duration::from_secs(300);
 
 /// A running `neurograph` process.
 pub struct Server {
     child: Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// When the process was spawned.
+    pub spawned: Instant,
     log: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
 }
 
 impl Server {
     /// Starts the binary on `127.0.0.1:0` with memory storage plus `extra_args`.
     pub fn start(extra_args: &[&str]) -> Server {
-        Server::spawn(&["--storage", "memory"], extra_args)
+        Server::start_with(&["--storage", "memory"], extra_args)
     }
 
     /// Starts the binary on `127.0.0.1:0` with the embedded store in `data_dir` plus
     /// `extra_args`.
-    pub fn start_on(data_dir: &std::path::Path, extra_args: &[&str]) -> Server {
+    pub fn start_on(data_dir: &Path, extra_args: &[&str]) -> Server {
         let dir = data_dir.to_str().expect("utf-8 temp path");
-        Server::spawn(&["--storage", "embedded", "--data-dir", dir], extra_args)
+        Server::start_with(&["--storage", "embedded", "--data-dir", dir], extra_args)
     }
 
-    fn spawn(storage_args: &[&str], extra_args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_neurograph"))
+    fn start_with(storage_args: &[&str], extra_args: &[&str]) -> Server {
+        let args: Vec<&str> = storage_args.iter().chain(extra_args).copied().collect();
+        Server::spawn(env!("CARGO_BIN_EXE_neurograph"), &args)
+    }
+
+    /// Starts `program` (a neurograph binary) on `127.0.0.1:0` with `args` and waits for its
+    /// listening line.
+    pub fn spawn(program: impl AsRef<OsStr>, args: &[&str]) -> Server {
+        let spawned = Instant::now();
+        let mut child = Command::new(program)
             .args(["--listen", "127.0.0.1:0"])
-            .args(storage_args)
-            .args(extra_args)
+            .args(args)
             // Whatever the caller's environment says, the listening line must be logged.
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -54,7 +74,7 @@ impl Server {
         let stderr = child.stderr.take().expect("stderr is piped");
         // Both pipes are drained for the server's whole life, so it never blocks on logging.
         let stdout_log = Arc::clone(&log);
-        thread::spawn(move || {
+        let out_reader = thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = listening_addr(&line) {
                     let _ = addr_sender.send(addr);
@@ -63,7 +83,7 @@ impl Server {
             }
         });
         let stderr_log = Arc::clone(&log);
-        thread::spawn(move || {
+        let err_reader = thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 append_line(&stderr_log, &line);
             }
@@ -72,7 +92,9 @@ impl Server {
         let mut server = Server {
             child,
             addr: String::new(),
+            spawned,
             log,
+            readers: vec![out_reader, err_reader],
         };
         match addr_receiver.recv_timeout(SERVER_START_TIMEOUT) {
             Ok(addr) => server.addr = addr,
@@ -94,6 +116,15 @@ impl Server {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// The last log line containing `marker`, if any.
+    pub fn log_line(&self, marker: &str) -> Option<String> {
+        self.log()
+            .lines()
+            .rev()
+            .find(|line| line.contains(marker))
+            .map(str::to_owned)
+    }
+
     /// Sends `signal` (e.g. `libc::SIGTERM`) to the process.
     pub fn signal(&self, signal: i32) {
         let pid = i32::try_from(self.child.id()).expect("pids fit in i32");
@@ -112,6 +143,33 @@ impl Server {
                 None => thread::sleep(Duration::from_millis(20)),
             }
         }
+    }
+
+    /// Sends SIGTERM, waits for the exit and for the log pipes to close, so that the whole
+    /// log, final lines included, is in `log()`. Panics on a failed or missing exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let status = self.end(libc::SIGTERM);
+        assert!(status.success(), "server exit {status}\n{}", self.log());
+        status
+    }
+
+    /// Kills the process with SIGKILL (a crash) and waits for it and its log pipes.
+    pub fn crash(&mut self) -> ExitStatus {
+        self.end(libc::SIGKILL)
+    }
+
+    fn end(&mut self, signal: i32) -> ExitStatus {
+        self.signal(signal);
+        let status = self.wait_exit(LIMIT).unwrap_or_else(|| {
+            panic!(
+                "no exit within {LIMIT:?} of signal {signal}\n{}",
+                self.log()
+            )
+        });
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        status
     }
 }
 
@@ -139,4 +197,31 @@ pub fn listening_addr(line: &str) -> Option<String> {
     addr.rsplit_once(':')
         .is_some_and(|(_, port)| port.parse::<u16>().is_ok_and(|p| p != 0))
         .then_some(addr)
+}
+
+/// A new connection to `addr` (`host:port`).
+pub async fn channel(addr: &str) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("valid uri")
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("connect to the server")
+}
+
+/// Polls grpc health (service "") until SERVING, as a probe would, bounded by `LIMIT`.
+pub async fn wait_serving(addr: &str) {
+    let mut health = HealthClient::new(channel(addr).await);
+    let started = Instant::now();
+    loop {
+        let status = health
+            .check(HealthCheckRequest::default())
+            .await
+            .map(|r| r.into_inner().status);
+        if status.is_ok_and(|s| s == ServingStatus::Serving as i32) {
+            return;
+        }
+        assert!(started.elapsed() < LIMIT, "not SERVING within {LIMIT:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
