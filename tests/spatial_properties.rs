@@ -331,16 +331,10 @@ proptest! {
         limit in 1usize..=30,
     ) {
         let world = World::new();
-        for op in &ops {
-            world.apply(op);
-        }
         let centre = [centre.0, centre.1, centre.2];
-        check_queries(world.index.trees(), &world.live(), centre, offset, radius_steps, k, limit);
+        apply_and_check(&world, &ops, centre, offset, radius_steps, k, limit);
         let user = world.grids.get(1).expect("grid 1");
         check_queries(user.trees(), &world.members(), centre, offset, radius_steps, k, limit);
-        for following in &world.following {
-            check_queries(&following.trees, &world.live(), centre, offset, radius_steps, k, limit);
-        }
     }
 
     /// Mostly batches (creates, moves and deletes between them), so that the small-batch
@@ -356,15 +350,45 @@ proptest! {
         limit in 1usize..=30,
     ) {
         let world = World::new();
-        for op in &ops {
-            world.apply(op);
-        }
         let centre = [centre.0, centre.1, centre.2];
-        let live = world.live();
-        check_queries(world.index.trees(), &live, centre, offset, radius_steps, k, limit);
-        for following in &world.following {
-            check_queries(&following.trees, &live, centre, offset, radius_steps, k, limit);
-        }
+        apply_and_check(&world, &ops, centre, offset, radius_steps, k, limit);
+    }
+}
+
+/// Applies `ops`, then checks the default index and every following index against brute
+/// force over the live tokens.
+fn apply_and_check(
+    world: &World,
+    ops: &[Op],
+    centre: [i32; 3],
+    offset: f64,
+    radius_steps: u32,
+    k: usize,
+    limit: usize,
+) {
+    for op in ops {
+        world.apply(op);
+    }
+    let live = world.live();
+    check_queries(
+        world.index.trees(),
+        &live,
+        centre,
+        offset,
+        radius_steps,
+        k,
+        limit,
+    );
+    for following in &world.following {
+        check_queries(
+            &following.trees,
+            &live,
+            centre,
+            offset,
+            radius_steps,
+            k,
+            limit,
+        );
     }
 }
 
