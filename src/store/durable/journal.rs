@@ -139,20 +139,15 @@ impl Journal {
     /// Resolves when every record up to `sequence` is durable (at once with `none`); an error
     /// when the journal failed before that.
     pub async fn wait_durable(&self, sequence: u64) -> Result<(), Arc<str>> {
-        if self.durability == Durability::None {
-            return self.failure().map_or(Ok(()), Err);
-        }
-        let mut watermark = self.watermark.subscribe();
-        let reached = watermark
-            .wait_for(|w| w.sequence >= sequence || w.failure.is_some())
-            .await
-            .map(|w| w.clone())
-            .unwrap_or_else(|_| Watermark {
-                sequence: 0,
-                failure: Some("the journal stopped".into()),
-            });
-        match reached.failure {
-            Some(failure) if reached.sequence < sequence => Err(failure),
+        self.wait_until(|durable| durable >= sequence).await;
+        let watermark = self.watermark.borrow();
+        match &watermark.failure {
+            // With `none` nothing waits, so any failure refuses the acknowledgement.
+            Some(failure)
+                if self.durability == Durability::None || watermark.sequence < sequence =>
+            {
+                Err(failure.clone())
+            }
             _ => Ok(()),
         }
     }
