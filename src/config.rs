@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::auth::Role;
 
 pub use crate::store::durable::Durability;
 
@@ -131,6 +133,90 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(1..=16_777_216)
     )]
     pub watch_lag_limit: u64,
+
+    /// Credentials, protected mode and TLS (API.md §7).
+    #[command(flatten)]
+    pub access: AccessConfig,
+}
+
+/// A key given on the command line or in the environment: never printed, also not by the
+/// start-up line that logs the whole config.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for hashing it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Secret, String> {
+        if value.trim().is_empty() {
+            return Err("a key must not be empty".into());
+        }
+        Ok(Secret(value.to_owned()))
+    }
+}
+
+/// Who may call (API.md §7): credentials, protected mode, TLS and mTLS. Files named here are
+/// read again on SIGHUP.
+#[derive(Clone, Debug, Args)]
+pub struct AccessConfig {
+    /// An admin API key (credential name `admin`).
+    #[arg(long, env = "NEUROGRAPH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<Secret>,
+
+    /// A reader API key (credential name `read-only`).
+    #[arg(long, env = "NEUROGRAPH_READ_ONLY_API_KEY", hide_env_values = true)]
+    pub read_only_api_key: Option<Secret>,
+
+    /// TOML file of `[[keys]]` tables `{name, role, key | key_sha256}`; reloaded on SIGHUP.
+    #[arg(long, env = "NEUROGRAPH_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+
+    /// File holding the HS256 secret of bearer JWTs (claims `exp`, `role`; `sub`, `nbf`).
+    #[arg(long, env = "NEUROGRAPH_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// With no credential configured, let every peer in as admin (not only loopback ones).
+    #[arg(long, env = "NEUROGRAPH_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// PEM certificate chain: serve gRPC over TLS (needs --tls-key); reloaded on SIGHUP.
+    #[arg(long, env = "NEUROGRAPH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "NEUROGRAPH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates: require a client certificate signed by one of them (mTLS).
+    #[arg(long, env = "NEUROGRAPH_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Role of a client with a verified certificate that sends no key or JWT.
+    #[arg(
+        long,
+        env = "NEUROGRAPH_TLS_CLIENT_ROLE",
+        value_enum,
+        default_value = "writer"
+    )]
+    pub tls_client_role: Role,
 }
 
 impl Config {

@@ -4,6 +4,7 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::auth::AuthError;
 use crate::model::Violations;
 use crate::store::StoreError;
 
@@ -19,6 +20,16 @@ pub fn to_status(error: StoreError) -> Status {
         StoreError::FailedPrecondition(_) => Status::failed_precondition(message),
         StoreError::Aborted(_) => Status::aborted(message),
         StoreError::Unavailable(_) => Status::unavailable(message),
+    }
+}
+
+/// The answer to a call the access layer refused: UNAUTHENTICATED for a missing or wrong
+/// credential, PERMISSION_DENIED for a role too low.
+pub fn auth_status(refusal: &AuthError) -> Status {
+    if refusal.is_unauthenticated() {
+        Status::unauthenticated(refusal.to_string())
+    } else {
+        Status::permission_denied(refusal.to_string())
     }
 }
 
@@ -83,6 +94,29 @@ mod tests {
         assert!(status.message().contains("--max-message-bytes"));
         let cancelled = request_stream_status(Status::cancelled("gone"));
         assert_eq!(cancelled.code(), Code::Cancelled);
+    }
+
+    #[test]
+    fn refusals_are_unauthenticated_unless_the_role_is_too_low() {
+        assert_eq!(
+            auth_status(&AuthError::Missing).code(),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            auth_status(&AuthError::Missing).message(),
+            "missing credentials"
+        );
+        assert_eq!(
+            auth_status(&AuthError::ProtectedMode).code(),
+            Code::Unauthenticated
+        );
+        let low = AuthError::RoleTooLow {
+            method: "neurograph.v1.System/CreateBackup".into(),
+            needed: crate::auth::Role::Admin,
+            name: "ci".into(),
+            has: crate::auth::Role::Writer,
+        };
+        assert_eq!(auth_status(&low).code(), Code::PermissionDenied);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod certs;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -100,6 +101,55 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.signal_shutdown();
     }
+}
+
+/// Adds `authorization: Bearer <credential>` to every call of a client.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    /// Sends `credential` (an API key or a JWT).
+    pub fn new(credential: &str) -> Bearer {
+        Bearer(
+            format!("Bearer {credential}")
+                .parse()
+                .expect("an ASCII credential"),
+        )
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A TLS connection to `addr` trusting `ca_pem`, presenting `identity` (certificate and key
+/// PEM) when given. Fails when the handshake does.
+pub async fn tls_channel(
+    addr: SocketAddr,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<Channel, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Endpoint::from_shared(format!("https://{addr}"))
+        .expect("valid uri")
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
 }
 
 /// The BadRequest field paths of `status`.

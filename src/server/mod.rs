@@ -1,19 +1,18 @@
 //! Builds the gRPC router (services, health, reflection, layers), serves it on a listener and
 //! shuts down gracefully: NOT_SERVING → stop accepting → streams end UNAVAILABLE → bounded drain.
 
+pub mod connection;
+pub mod listener;
+pub mod reload;
+pub mod tls;
+
 use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use prost::Message as _;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tokio::net::TcpListener;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -31,10 +30,14 @@ use crate::api::recovering::WhenRecovered;
 use crate::api::system::{EngineSlot, SystemApi};
 use crate::api::token::TokenApi;
 use crate::api::{ShutdownSignal, FILE_DESCRIPTOR_SET, STATUS_DETAILS_DESCRIPTOR_SET};
-use crate::config::{Config, StorageKind};
+use crate::auth::credentials::Mode;
+use crate::auth::{AccessControlLayer, Credentials};
+use crate::config::{AccessConfig, Config, StorageKind};
 use crate::store::cdna::run_quarantine_timer;
 use crate::store::{Engine, EngineOptions};
-use crate::telemetry::{ConnectionGuard, ConnectionStats, ProcessSampler};
+use crate::telemetry::{ConnectionStats, ProcessSampler};
+use reload::Reloader;
+use tls::{LiveTls, TlsFiles};
 
 /// gRPC status code OUT_OF_RANGE, tonic's answer to an oversized request.
 const GRPC_OUT_OF_RANGE: &str = "11";
@@ -61,60 +64,9 @@ pub enum ServeError {
     /// The store could not be opened or read back.
     #[error("storage: {0}")]
     Storage(String),
-}
-
-/// A TCP connection counted in `ConnectionStats` while it is open.
-struct CountedConnection {
-    stream: TcpStream,
-    _guard: ConnectionGuard,
-}
-
-impl Connected for CountedConnection {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
-impl AsyncRead for CountedConnection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for CountedConnection {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
+    /// A credential or TLS file could not be used.
+    #[error("access: {0}")]
+    Access(String),
 }
 
 /// Rewrites tonic's OUT_OF_RANGE for an oversized request (sent trailers-only, so in the
@@ -215,6 +167,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let max = config.max_message_bytes;
+    let credentials = Arc::new(ArcSwap::from_pointee(
+        Credentials::load(&config.access).map_err(|e| ServeError::Access(e.to_string()))?,
+    ));
+    let tls = match TlsFiles::from_config(&config.access) {
+        Some(files) => {
+            let loaded = tls::load(&files).map_err(|e| ServeError::Access(e.to_string()))?;
+            Some((files, Arc::new(ArcSwap::new(loaded))))
+        }
+        None => None,
+    };
+    log_access(&config.access, &credentials.load());
     let (down_sender, down_receiver) = tokio::sync::watch::channel(false);
     let down = ShutdownSignal::new(down_receiver);
     let connections = Arc::new(ConnectionStats::default());
@@ -251,6 +214,7 @@ pub async fn serve(
         .layer(
             tower::ServiceBuilder::new()
                 .layer(tower::util::MapResponseLayer::new(map_oversized(max)))
+                .layer(AccessControlLayer::new(Arc::clone(&credentials)))
                 .layer(DurableReadsLayer::new(Arc::clone(&engine_slot))),
         )
         .add_service(health)
@@ -262,18 +226,13 @@ pub async fn serve(
         .add_service(system);
 
     let local = listener.local_addr().ok();
-    let incoming = TcpListenerStream::new(listener).map(move |accepted| {
-        accepted.map(|stream| {
-            // Small replies matter more than throughput here; tonic's own listener does this too.
-            let _ = stream.set_nodelay(true);
-            CountedConnection {
-                stream,
-                _guard: connections.opened(),
-            }
-        })
-    });
+    let live_tls: Option<LiveTls> = tls.as_ref().map(|(_, live)| Arc::clone(live));
+    let incoming = listener::incoming(listener, live_tls, connections);
+    let mut reload_down = down.clone();
+    Reloader::new(config.access.clone(), credentials, tls.clone())
+        .start(async move { reload_down.wait().await });
     if let Some(addr) = local {
-        info!(%addr, storage = config.storage.name(), "neurograph listening on {addr}");
+        info!(%addr, storage = config.storage.name(), tls = tls.is_some(), "neurograph listening on {addr}");
     }
 
     let mut stop_accepting = down.clone();
@@ -353,6 +312,37 @@ pub async fn serve(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Says at start who may call: the words `protected mode` when that is on (API.md §7).
+fn log_access(access: &AccessConfig, credentials: &Credentials) {
+    match credentials.mode() {
+        Mode::Protected => info!(
+            "access: protected mode: no credentials are configured, so only loopback peers may call neurograph.v1 services (set --api-key or --api-keys-file, or pass --allow-unauthenticated)"
+        ),
+        Mode::Open => warn!(
+            "access: --allow-unauthenticated: every peer may call every neurograph.v1 service as admin"
+        ),
+        Mode::Credentialed => {
+            if access.allow_unauthenticated {
+                warn!("access: --allow-unauthenticated has no effect: credentials are configured");
+            }
+            info!(
+                api_keys = credentials.key_count(),
+                jwt = credentials.accepts_jwt(),
+                client_certificates = access.tls_client_ca.is_some(),
+                "access: credentials required for neurograph.v1 services"
+            );
+        }
+    }
+    match (&access.tls_cert, &access.tls_client_ca) {
+        (Some(_), Some(_)) => info!(
+            client_role = %access.tls_client_role,
+            "transport: TLS with client certificates required (mTLS)"
+        ),
+        (Some(_), None) => info!("transport: TLS"),
+        _ => info!("transport: plaintext (pass --tls-cert and --tls-key for TLS)"),
+    }
 }
 
 /// The services that wait for the engine, and the slot System reads it from.
