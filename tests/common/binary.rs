@@ -125,6 +125,23 @@ impl Server {
             .map(str::to_owned)
     }
 
+    /// Waits (bounded by `LIMIT`) until `count` log lines contain `marker`; returns the last.
+    pub fn wait_log(&self, marker: &str, count: usize) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains(marker)).collect();
+            if lines.len() >= count {
+                return lines[count - 1].to_owned();
+            }
+            assert!(
+                started.elapsed() < LIMIT,
+                "no {count} `{marker}` lines within {LIMIT:?}\n{log}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends `signal` (e.g. `libc::SIGTERM`) to the process.
     pub fn signal(&self, signal: i32) {
         let pid = i32::try_from(self.child.id()).expect("pids fit in i32");

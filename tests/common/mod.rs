@@ -35,7 +35,13 @@ impl TestServer {
 
     /// Starts a server after `adjust` changed its config.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        TestServer::start_bound("127.0.0.1:0", adjust).await
+    }
+
+    /// Starts a server listening on `bind` (e.g. `10.1.2.1:0`) after `adjust` changed its
+    /// config.
+    pub async fn start_bound(bind: &str, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let listener = tokio::net::TcpListener::bind(bind)
             .await
             .expect("bind an ephemeral port");
         let addr = listener.local_addr().expect("local addr");
