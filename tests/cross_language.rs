@@ -8,6 +8,10 @@
 //! its "neurograph listening on" log line and kills it when done, failed or not. What the Rust
 //! unit and integration tests check with tonic's client is not repeated here: this file is
 //! about what other languages' stock tools see on the wire.
+//!
+//! Access control and TLS (API.md §7) get runs of their own: servers started with an admin and
+//! a reader key, one of them on TLS with a certificate from a CA made at run time
+//! (`common::certs`), the scripts told the keys and the CA through their arguments.
 
 mod common;
 
@@ -17,6 +21,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{mpsc, OnceLock};
 
 use common::binary::Server;
+use common::certs::TlsFiles;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -35,7 +40,13 @@ const CLIENT_TEST_CLASSES: &[&str] = &[
     "SystemTest",
     "GridTest",
     "CdnaTest",
+    "AuthTest",
+    "TlsTest",
 ];
+
+/// The keyed servers' `--api-key` (credential `admin`) and `--read-only-api-key` (`read-only`).
+const ADMIN_KEY: &str = "cross-language-admin-key-0123456789";
+const READER_KEY: &str = "cross-language-reader-key-0123456789";
 
 fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -217,14 +228,68 @@ fn run_python_script(server: &Server, script: &str, extra_args: &[&str]) {
     );
 }
 
-/// Runs one TestCase class of `client_test.py` against a fresh server.
+/// Runs one TestCase class of `client_test.py` against a fresh plaintext server without
+/// credentials (protected mode admits the script's loopback calls as admin).
 fn run_client_test_class(class: &str) {
+    let server = Server::start(&[]);
+    run_client_test_class_on(&server, class, &[]);
+}
+
+/// Runs one TestCase class of `client_test.py` against `server`, with `script_args` (the keys
+/// and the CA the class needs) before the class pattern.
+fn run_client_test_class_on(server: &Server, class: &str, script_args: &[&str]) {
     assert!(
         CLIENT_TEST_CLASSES.contains(&class),
         "{class} is not listed"
     );
-    let server = Server::start(&[]);
-    run_python_script(&server, "client_test.py", &[&format!(".{class}.")]);
+    let pattern = format!(".{class}.");
+    let args: Vec<&str> = script_args.iter().copied().chain([&*pattern]).collect();
+    run_python_script(server, "client_test.py", &args);
+}
+
+/// A server that wants a key: `--api-key ADMIN_KEY --read-only-api-key READER_KEY`, on TLS
+/// with a run-time CA's certificate when `tls` is true.
+struct KeyedServer {
+    /// Dropped (killed) before `tls` deletes the certificate files.
+    server: Server,
+    tls: Option<TlsFiles>,
+}
+
+impl KeyedServer {
+    fn start(tls: bool) -> KeyedServer {
+        let tls = tls.then(TlsFiles::new);
+        let mut args = vec!["--api-key", ADMIN_KEY, "--read-only-api-key", READER_KEY];
+        if let Some(files) = &tls {
+            args.extend(["--tls-cert", utf8(&files.cert_path)]);
+            args.extend(["--tls-key", utf8(&files.key_path)]);
+        }
+        KeyedServer {
+            server: Server::start(&args),
+            tls,
+        }
+    }
+
+    /// Fails if the server logged a key (API.md §7: never), after clients sent them all.
+    fn assert_no_key_logged(&self) {
+        let log = self.server.log();
+        assert!(
+            !log.contains(ADMIN_KEY) && !log.contains(READER_KEY),
+            "a key is in the server log\n{log}"
+        );
+    }
+
+    /// What the scripts need to know: the keys and, on TLS, the CA to trust.
+    fn script_args(&self) -> Vec<&str> {
+        let mut args = vec!["--api-key", ADMIN_KEY, "--read-only-api-key", READER_KEY];
+        if let Some(files) = &self.tls {
+            args.extend(["--tls-ca", utf8(&files.ca_path)]);
+        }
+        args
+    }
+}
+
+fn utf8(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 temp path")
 }
 
 #[test]
@@ -268,9 +333,32 @@ fn python_client_updates_the_cdna_config_and_validates_scales() {
 }
 
 #[test]
+fn python_client_is_refused_without_a_key_and_limited_by_its_role() {
+    let keyed = KeyedServer::start(false);
+    run_client_test_class_on(&keyed.server, "AuthTest", &keyed.script_args());
+    keyed.assert_no_key_logged();
+}
+
+#[test]
+fn python_client_trusts_the_test_ca_over_tls_and_still_needs_a_key() {
+    let keyed = KeyedServer::start(true);
+    run_client_test_class_on(&keyed.server, "TlsTest", &keyed.script_args());
+    keyed.assert_no_key_logged();
+}
+
+#[test]
 fn grpcurl_1_8_6_lists_describes_and_calls_services_with_json() {
     let server = Server::start(&[]);
-    run_python_script(&server, "grpcurl_test.py", &[]);
+    run_python_script(&server, "grpcurl_test.py", &[".GrpcurlTest."]);
+}
+
+#[test]
+fn grpcurl_calls_over_tls_with_a_bearer_key_and_is_refused_without_one() {
+    let keyed = KeyedServer::start(true);
+    let mut args = keyed.script_args();
+    args.push(".GrpcurlTlsTest.");
+    run_python_script(&keyed.server, "grpcurl_test.py", &args);
+    keyed.assert_no_key_logged();
 }
 
 #[test]
@@ -290,10 +378,23 @@ fn every_python_client_test_class_is_run_by_a_rust_test() {
             "client_test.py class {class} is run by no test in tests/cross_language.rs"
         );
     }
+    // Listed is not enough: some test must hand the class to one of the runners above.
+    let this_file = std::fs::read_to_string(manifest_dir().join("tests/cross_language.rs"))
+        .expect("read tests/cross_language.rs");
+    let runs: Vec<&str> = this_file
+        .lines()
+        .map(str::trim_start)
+        .filter(|line| line.starts_with("run_client_test_class"))
+        .collect();
     for class in CLIENT_TEST_CLASSES {
         assert!(
             classes.contains(class),
             "{class} is gone from client_test.py"
+        );
+        assert!(
+            runs.iter()
+                .any(|line| line.contains(&format!("\"{class}\""))),
+            "{class} is listed but no test runs it"
         );
     }
 }

@@ -5,8 +5,12 @@ create/get/list with paging, GridService queries against a brute-force scan and 
 CDNA updates and scale validation, errors with google.rpc.BadRequest details (grpcio-status),
 grpc.health.v1 and server reflection (grpcio-reflection, v1alpha, and v1 through the same
 messages). Expects a fresh server: id allocation checks assume no earlier token in their pair.
+AuthTest and TlsTest check access control and TLS (API.md §7) against a server started with
+--api-key and --read-only-api-key (and, for TlsTest, --tls-cert/--tls-key); the other classes
+expect a plaintext server without credentials, which admits their loopback calls as admin.
 
     python tests/python/client_test.py --addr HOST:PORT --stubs STUBS_DIR [--crate-version V]
+        [--api-key ADMIN_KEY --read-only-api-key READER_KEY] [--tls-ca CA_PEM] [CLASS ...]
 """
 
 import math
@@ -99,9 +103,11 @@ class ServerTestCase(unittest.TestCase):
     def tearDownClass(cls):
         cls.channel.close()
 
-    def create(self, **fields):
+    def create(self, metadata=None, **fields):
         return self.tokens.CreateToken(
-            token_pb2.CreateTokenRequest(token=token_pb2.Token(**fields)), timeout=TIMEOUT
+            token_pb2.CreateTokenRequest(token=token_pb2.Token(**fields)),
+            timeout=TIMEOUT,
+            metadata=metadata,
         )
 
     def count(self, **filter_fields):
@@ -512,6 +518,207 @@ class CdnaTest(ServerTestCase):
         self.assertEqual([w[:4] for w in reply.warnings], ["L7: "])
         error = rpc_error(self.cdna.ValidateScales, cdna_pb2.ValidateScalesRequest(scales=[1] * 7))
         self.assertEqual(error.code(), grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def bearer(key):
+    """Call metadata sending `key` as `authorization: Bearer <key>`."""
+    return (("authorization", f"Bearer {key}"),)
+
+
+def x_api_key(key):
+    """Call metadata sending `key` as `x-api-key: <key>`."""
+    return (("x-api-key", key),)
+
+
+def refusal(error):
+    """What a refused call says: its status code and message."""
+    return error.code(), error.details()
+
+
+MISSING_CREDENTIALS = (grpc.StatusCode.UNAUTHENTICATED, "missing credentials")
+UNKNOWN_KEY = (grpc.StatusCode.UNAUTHENTICATED, "invalid credentials: unknown API key")
+READER_MAY_NOT_CLEAR = (
+    grpc.StatusCode.PERMISSION_DENIED,
+    "permission denied: neurograph.v1.TokenService/ClearTokens needs role admin;"
+    ' credential "read-only" has role reader',
+)
+
+
+def health_check(channel):
+    """grpc.health.v1 Check of the server as a whole on `channel`: its status, or the error."""
+    try:
+        request = health_pb2.HealthCheckRequest()
+        return health_pb2_grpc.HealthStub(channel).Check(request, timeout=TIMEOUT).status
+    except grpc.RpcError as error:
+        return error
+
+
+def skip_unless_keyed():
+    if not (CONFIG.api_key and CONFIG.read_only_api_key):
+        raise unittest.SkipTest("needs --api-key and --read-only-api-key (a keyed server)")
+
+
+class AuthTest(ServerTestCase):
+    """A server started with --api-key (admin) and --read-only-api-key (reader)."""
+
+    @classmethod
+    def setUpClass(cls):
+        skip_unless_keyed()
+        super().setUpClass()
+        cls.admin = bearer(CONFIG.api_key)
+        cls.reader = bearer(CONFIG.read_only_api_key)
+
+    def count_as(self, metadata):
+        request = token_pb2.CountTokensRequest()
+        return self.tokens.CountTokens(request, timeout=TIMEOUT, metadata=metadata).count
+
+    def test_calls_without_metadata_are_unauthenticated_missing_credentials(self):
+        for method, call, request in (
+            ("CountTokens", self.tokens.CountTokens, token_pb2.CountTokensRequest()),
+            ("ClearTokens", self.tokens.ClearTokens, token_pb2.ClearTokensRequest()),
+            ("Status", self.system.Status, system_pb2.StatusRequest()),
+            ("ListGrids", self.grids.ListGrids, grid_pb2.ListGridsRequest()),
+        ):
+            with self.subTest(method=method):
+                self.assertEqual(refusal(rpc_error(call, request)), MISSING_CREDENTIALS)
+
+    def test_an_unknown_key_is_unauthenticated_as_bearer_and_as_x_api_key(self):
+        for metadata in (bearer("no-such-key"), x_api_key("no-such-key")):
+            with self.subTest(metadata=metadata[0][0]):
+                error = rpc_error(
+                    self.tokens.CountTokens, token_pb2.CountTokensRequest(), metadata=metadata
+                )
+                self.assertEqual(refusal(error), UNKNOWN_KEY)
+
+    def test_the_reader_key_counts_but_may_not_clear_or_create_and_changes_nothing(self):
+        self.create(weight=0.5, metadata=self.admin)
+        before = self.count_as(self.reader)
+        self.assertGreaterEqual(before, 1)
+        error = rpc_error(
+            self.tokens.ClearTokens, token_pb2.ClearTokensRequest(), metadata=self.reader
+        )
+        self.assertEqual(refusal(error), READER_MAY_NOT_CLEAR)
+        error = rpc_error(
+            self.tokens.CreateToken,
+            token_pb2.CreateTokenRequest(token=token_pb2.Token(weight=0.5)),
+            metadata=self.reader,
+        )
+        self.assertEqual(error.code(), grpc.StatusCode.PERMISSION_DENIED, error.details())
+        self.assertIn("CreateToken needs role writer", error.details())
+        self.assertEqual(self.count_as(self.reader), before, "a refused call changed the store")
+
+    def test_the_admin_key_clears_tokens_as_bearer_and_as_x_api_key(self):
+        for metadata in (self.admin, x_api_key(CONFIG.api_key)):
+            with self.subTest(metadata=metadata[0][0]):
+                self.create(weight=0.5, metadata=self.admin)
+                self.create(weight=0.5, metadata=self.admin)
+                reply = self.tokens.ClearTokens(
+                    token_pb2.ClearTokensRequest(), timeout=TIMEOUT, metadata=metadata
+                )
+                self.assertGreaterEqual(reply.cleared, 2)
+                self.assertEqual(self.count_as(self.reader), 0)
+
+    def test_health_and_reflection_need_no_credential(self):
+        for service in ("", "neurograph.v1.TokenService"):
+            with self.subTest(service=service):
+                reply = self.health.Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT
+                )
+                self.assertEqual(reply.status, health_pb2.HealthCheckResponse.SERVING)
+        services = set(ProtoReflectionDescriptorDatabase(self.channel).get_services())
+        self.assertEqual(services, IMPLEMENTED_SERVICES | INFRASTRUCTURE_SERVICES)
+
+
+class TlsTest(ServerTestCase):
+    """A keyed server on TLS (--tls-cert, --tls-key), the CA that signed it given as --tls-ca.
+
+    The class's channel (support.connect) trusts only that CA and dials 127.0.0.1:PORT, so
+    grpcio checks the certificate's IP address SAN.
+    """
+
+    @classmethod
+    def setUpClass(cls):
+        skip_unless_keyed()
+        if not CONFIG.tls_ca:
+            raise unittest.SkipTest("needs --tls-ca (a TLS server)")
+        super().setUpClass()
+
+    def test_health_check_over_tls_needs_no_credential(self):
+        self.assertEqual(health_check(self.channel), health_pb2.HealthCheckResponse.SERVING)
+
+    def test_calls_over_tls_need_a_key_and_its_role(self):
+        error = rpc_error(self.tokens.CountTokens, token_pb2.CountTokensRequest())
+        self.assertEqual(refusal(error), MISSING_CREDENTIALS)
+        reader = bearer(CONFIG.read_only_api_key)
+        self.create(weight=0.5, metadata=bearer(CONFIG.api_key))
+        counted = self.tokens.CountTokens(
+            token_pb2.CountTokensRequest(), timeout=TIMEOUT, metadata=reader
+        )
+        self.assertGreaterEqual(counted.count, 1)
+        error = rpc_error(self.tokens.ClearTokens, token_pb2.ClearTokensRequest(), metadata=reader)
+        self.assertEqual(refusal(error), READER_MAY_NOT_CLEAR)
+
+    def test_access_token_call_credentials_send_the_key_as_a_bearer(self):
+        # grpcio's own way to send a bearer token: call credentials composed into the channel's
+        # TLS credentials (grpcio attaches call credentials to secure channels only; plaintext
+        # clients send the metadata themselves, as AuthTest does).
+        reader = support.connect(grpc.access_token_call_credentials(CONFIG.read_only_api_key))
+        admin = support.connect(grpc.access_token_call_credentials(CONFIG.api_key))
+        try:
+            as_reader = token_pb2_grpc.TokenServiceStub(reader)
+            as_admin = token_pb2_grpc.TokenServiceStub(admin)
+
+            def count():
+                return as_reader.CountTokens(token_pb2.CountTokensRequest(), timeout=TIMEOUT).count
+
+            as_admin.CreateToken(
+                token_pb2.CreateTokenRequest(token=token_pb2.Token(weight=0.5)), timeout=TIMEOUT
+            )
+            self.assertGreaterEqual(count(), 1)
+            error = rpc_error(as_reader.ClearTokens, token_pb2.ClearTokensRequest())
+            self.assertEqual(refusal(error), READER_MAY_NOT_CLEAR)
+            as_admin.ClearTokens(token_pb2.ClearTokensRequest(), timeout=TIMEOUT)
+            self.assertEqual(count(), 0)
+        finally:
+            reader.close()
+            admin.close()
+
+    def test_the_certificate_is_checked_against_the_name_grpcio_expects(self):
+        def check_as(name):
+            options = [("grpc.ssl_target_name_override", name)]
+            channel = grpc.secure_channel(CONFIG.addr, support.tls_credentials(), options=options)
+            try:
+                return health_check(channel)
+            finally:
+                channel.close()
+
+        # The certificate's DNS SAN.
+        self.assertEqual(check_as("localhost"), health_pb2.HealthCheckResponse.SERVING)
+        error = check_as("not-the-server.example")
+        self.assertIsInstance(error, grpc.RpcError)
+        self.assertEqual(error.code(), grpc.StatusCode.UNAVAILABLE, error.details())
+        self.assertIn("Hostname Verification Check failed", error.details())
+
+    def test_a_plaintext_client_gets_no_answer_from_the_tls_port(self):
+        channel = grpc.insecure_channel(CONFIG.addr)
+        try:
+            error = health_check(channel)
+        finally:
+            channel.close()
+        self.assertIsInstance(error, grpc.RpcError)
+        self.assertEqual(error.code(), grpc.StatusCode.UNAVAILABLE, error.details())
+
+    def test_a_client_trusting_only_other_roots_fails_the_handshake(self):
+        # grpcio's default roots (here GRPC_DEFAULT_SSL_ROOTS_FILE_PATH, else its bundled set)
+        # do not hold the test CA.
+        channel = grpc.secure_channel(CONFIG.addr, grpc.ssl_channel_credentials())
+        try:
+            error = health_check(channel)
+        finally:
+            channel.close()
+        self.assertIsInstance(error, grpc.RpcError)
+        self.assertEqual(error.code(), grpc.StatusCode.UNAVAILABLE, error.details())
+        self.assertIn("CERTIFICATE_VERIFY_FAILED", error.details())
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
-"""The real grpcurl 1.8.6 (plaintext, server reflection only) against a running neurograph.
+"""The real grpcurl 1.8.6 (server reflection only) against a running neurograph.
 
 grpcurl 1.8.6 speaks only grpc.reflection.v1alpha and resolves every type through it, so these
 checks show that a stock command-line client can list, describe and call the server with JSON.
+GrpcurlTest expects a plaintext server without credentials; GrpcurlTlsTest a server started with
+--api-key, --read-only-api-key, --tls-cert and --tls-key (API.md §7), whose keys and CA it is
+given.
 
-    python tests/python/grpcurl_test.py --addr HOST:PORT --grpcurl PATH
+    python tests/python/grpcurl_test.py --addr HOST:PORT --grpcurl PATH GrpcurlTest
+    python tests/python/grpcurl_test.py --addr HOST:PORT --grpcurl PATH --tls-ca CA_PEM \
+        --api-key ADMIN_KEY --read-only-api-key READER_KEY GrpcurlTlsTest
 """
 
 import json
@@ -19,13 +24,23 @@ CONFIG = support.configure(__doc__.splitlines()[0])
 GRPCURL_STATUS_EXIT_BASE = 64
 INVALID_ARGUMENT = 3
 NOT_FOUND = 5
+PERMISSION_DENIED = 7
+UNAUTHENTICATED = 16
+# grpcurl's exit code when it cannot connect (or complete a TLS handshake) at all.
+GRPCURL_DIAL_FAILED = 1
 
 
 class Grpcurl:
-    """Runs grpcurl against CONFIG.addr and keeps what it printed."""
+    """Runs grpcurl against CONFIG.addr and keeps what it printed.
 
-    def __init__(self, *args, data=None):
-        command = [CONFIG.grpcurl, "-plaintext", "-max-time", "10"]
+    `transport` are the connection flags (plaintext by default, e.g. ["-cacert", PEM] for TLS);
+    `headers` become -H flags, which grpcurl sends with both the reflection requests and the call.
+    """
+
+    def __init__(self, *args, data=None, transport=("-plaintext",), headers=()):
+        command = [CONFIG.grpcurl, *transport, "-max-time", "10"]
+        for header in headers:
+            command += ["-H", header]
         if data is not None:
             command += ["-d", json.dumps(data) if not isinstance(data, str) else data]
         command += [CONFIG.addr, *args]
@@ -53,15 +68,19 @@ class Grpcurl:
             test.fail(f"not JSON ({error}):\n{self}")
 
 
+def require_grpcurl_1_8_6():
+    if not CONFIG.grpcurl:
+        raise unittest.SkipTest("no --grpcurl given")
+    version = subprocess.run(
+        [CONFIG.grpcurl, "-version"], capture_output=True, text=True, timeout=30
+    )
+    assert "v1.8.6" in version.stdout + version.stderr, version
+
+
 class GrpcurlTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if not CONFIG.grpcurl:
-            raise unittest.SkipTest("no --grpcurl given")
-        version = subprocess.run(
-            [CONFIG.grpcurl, "-version"], capture_output=True, text=True, timeout=30
-        )
-        assert "v1.8.6" in version.stdout + version.stderr, version
+        require_grpcurl_1_8_6()
 
     def test_list_shows_every_service(self):
         listed = Grpcurl("list").ok(self).stdout.split()
@@ -222,6 +241,107 @@ class GrpcurlTest(unittest.TestCase):
         history = call("GetHistory", {"pageSize": 1})
         self.assertEqual(history["entries"][0]["action"], "HISTORY_ACTION_QUARANTINE_STOP_DISCARDED")
         self.assertTrue(history["nextPageToken"])
+
+
+class GrpcurlTlsTest(unittest.TestCase):
+    """A keyed TLS server: grpcurl trusts the test CA (-cacert) and sends keys with -H."""
+
+    @classmethod
+    def setUpClass(cls):
+        require_grpcurl_1_8_6()
+        if not (CONFIG.tls_ca and CONFIG.api_key and CONFIG.read_only_api_key):
+            raise unittest.SkipTest("needs --tls-ca, --api-key and --read-only-api-key")
+        cls.tls = ("-cacert", CONFIG.tls_ca)
+        cls.reader = f"authorization: Bearer {CONFIG.read_only_api_key}"
+        cls.admin = f"authorization: Bearer {CONFIG.api_key}"
+
+    def grpcurl(self, *args, headers=(), data=None):
+        return Grpcurl(*args, transport=self.tls, headers=headers, data=data)
+
+    def assert_refused(self, call, code, name, message):
+        self.assertEqual(call.returncode, GRPCURL_STATUS_EXIT_BASE + code, str(call))
+        self.assertIn(f"Code: {name}\n", call.stderr, str(call))
+        self.assertIn(f"Message: {message}\n", call.stderr, str(call))
+
+    def test_count_tokens_with_the_reader_key_as_bearer(self):
+        self.grpcurl(
+            "neurograph.v1.TokenService/CreateToken",
+            headers=[self.admin],
+            data={"token": {"weight": 0.5}},
+        ).json(self)
+        reply = self.grpcurl("neurograph.v1.TokenService/CountTokens", headers=[self.reader])
+        self.assertGreaterEqual(int(reply.json(self)["count"]), 1, str(reply))
+
+    def test_list_and_describe_need_no_credential(self):
+        listed = self.grpcurl("list").ok(self).stdout.split()
+        for service in ("neurograph.v1.TokenService", "grpc.health.v1.Health"):
+            self.assertIn(service, listed)
+        out = self.grpcurl("describe", "neurograph.v1.TokenService").ok(self).stdout
+        self.assertIn("rpc ClearTokens ( .neurograph.v1.ClearTokensRequest )", out)
+
+    def test_a_call_without_a_header_is_unauthenticated_missing_credentials(self):
+        call = self.grpcurl("neurograph.v1.TokenService/CountTokens")
+        self.assert_refused(call, UNAUTHENTICATED, "Unauthenticated", "missing credentials")
+
+    def test_an_unknown_key_is_unauthenticated(self):
+        call = self.grpcurl(
+            "neurograph.v1.TokenService/CountTokens", headers=["x-api-key: no-such-key"]
+        )
+        self.assert_refused(
+            call, UNAUTHENTICATED, "Unauthenticated", "invalid credentials: unknown API key"
+        )
+
+    def test_clear_tokens_with_the_reader_key_is_permission_denied_naming_the_role(self):
+        call = self.grpcurl("neurograph.v1.TokenService/ClearTokens", headers=[self.reader])
+        self.assert_refused(
+            call,
+            PERMISSION_DENIED,
+            "PermissionDenied",
+            "permission denied: neurograph.v1.TokenService/ClearTokens needs role admin;"
+            ' credential "read-only" has role reader',
+        )
+
+    def test_clear_tokens_with_the_admin_key_as_bearer_and_as_x_api_key(self):
+        for header in (self.admin, f"x-api-key: {CONFIG.api_key}"):
+            with self.subTest(header=header.split(":")[0]):
+                self.grpcurl(
+                    "neurograph.v1.TokenService/CreateToken",
+                    headers=[self.admin],
+                    data={"token": {"weight": 0.5}},
+                ).json(self)
+                cleared = self.grpcurl("neurograph.v1.TokenService/ClearTokens", headers=[header])
+                self.assertGreaterEqual(int(cleared.json(self)["cleared"]), 1, str(cleared))
+                # A zero count is the empty JSON object: proto3 JSON omits default values.
+                counted = self.grpcurl(
+                    "neurograph.v1.TokenService/CountTokens", headers=[self.reader]
+                )
+                self.assertEqual(counted.json(self), {})
+
+    def test_health_check_is_serving_without_a_credential(self):
+        for service in ("", "neurograph.v1.TokenService"):
+            with self.subTest(service=service):
+                reply = self.grpcurl("grpc.health.v1.Health/Check", data={"service": service})
+                self.assertEqual(reply.json(self), {"status": "SERVING"})
+
+    def test_the_tls_port_needs_tls_and_a_certificate_for_the_name_dialled(self):
+        health = "grpc.health.v1.Health/Check"
+        for transport, errors in (
+            # The server drops a connection whose first bytes are no TLS handshake. grpcurl
+            # mostly retries the dial until its -connect-timeout (10 s by default) and then
+            # reports the deadline; when its HTTP/2 preface write loses the race against the
+            # close, it fails at once with that write's error instead.
+            (
+                ("-plaintext", "-connect-timeout", "1"),
+                ("context deadline exceeded", "use of closed network connection"),
+            ),
+            ((), ("x509: certificate signed by unknown authority",)),  # the system roots
+            ((*self.tls, "-servername", "wrong.example"), ("not wrong.example",)),
+        ):
+            with self.subTest(transport=transport):
+                call = Grpcurl(health, transport=transport)
+                self.assertEqual(call.returncode, GRPCURL_DIAL_FAILED, str(call))
+                self.assertIn("Failed to dial target host", call.stderr, str(call))
+                self.assertTrue(any(e in call.stderr for e in errors), str(call))
 
 
 if __name__ == "__main__":

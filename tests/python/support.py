@@ -5,6 +5,12 @@ made by scripts/test-tools.sh. Arguments fall back to environment variables so a
 be run by hand against any server:
 
     python tests/python/client_test.py --addr 127.0.0.1:50051 --stubs target/test-tools/venv/neurograph-stubs
+
+Against a server started with keys and TLS (API.md §7), the access-control classes also need
+the keys it was given and the CA that signed its certificate:
+
+    python tests/python/client_test.py --addr 127.0.0.1:50051 --stubs STUBS \
+        --api-key ADMIN_KEY --read-only-api-key READER_KEY --tls-ca ca.pem AuthTest TlsTest
 """
 
 import argparse
@@ -25,6 +31,11 @@ class Config:
     stubs = ""
     grpcurl = ""
     crate_version = ""
+    # The server's admin (--api-key) and reader (--read-only-api-key) keys; empty = not keyed.
+    api_key = ""
+    read_only_api_key = ""
+    # PEM file of the CA that signed the server's certificate; empty = the server is plaintext.
+    tls_ca = ""
     patterns = []
 
 
@@ -55,6 +66,23 @@ def configure(description):
         help="version the server must report (env NEUROGRAPH_CRATE_VERSION); empty = any",
     )
     parser.add_argument(
+        "--api-key",
+        default=os.environ.get("NEUROGRAPH_API_KEY", ""),
+        help="the server's admin key, as given to its --api-key (env NEUROGRAPH_API_KEY)",
+    )
+    parser.add_argument(
+        "--read-only-api-key",
+        default=os.environ.get("NEUROGRAPH_READ_ONLY_API_KEY", ""),
+        help="the server's reader key, as given to its --read-only-api-key"
+        " (env NEUROGRAPH_READ_ONLY_API_KEY)",
+    )
+    parser.add_argument(
+        "--tls-ca",
+        default=os.environ.get("NEUROGRAPH_TLS_CA", ""),
+        help="PEM file of the CA that signed the server's --tls-cert: connect over TLS"
+        " trusting only it (env NEUROGRAPH_TLS_CA); empty = plaintext",
+    )
+    parser.add_argument(
         "patterns",
         nargs="*",
         help="run only the tests whose name contains one of these substrings",
@@ -68,15 +96,39 @@ def configure(description):
     CONFIG.stubs = args.stubs
     CONFIG.grpcurl = args.grpcurl
     CONFIG.crate_version = args.crate_version
+    CONFIG.api_key = args.api_key
+    CONFIG.read_only_api_key = args.read_only_api_key
+    CONFIG.tls_ca = args.tls_ca
     CONFIG.patterns = args.patterns
     return CONFIG
 
 
-def connect():
-    """A plaintext channel to the server, once it accepts connections (bounded wait)."""
-    channel = grpc.insecure_channel(CONFIG.addr)
+def connect(credentials=None):
+    """A channel to the server once it accepts connections (bounded wait).
+
+    Plaintext unless --tls-ca is given; then TLS trusting only that CA, with `credentials`
+    (call credentials, e.g. grpc.access_token_call_credentials) added to every call if given.
+    """
+    if CONFIG.tls_ca:
+        channel = grpc.secure_channel(CONFIG.addr, tls_credentials(credentials))
+    else:
+        assert credentials is None, "grpcio sends call credentials over TLS only"
+        channel = grpc.insecure_channel(CONFIG.addr)
     grpc.channel_ready_future(channel).result(timeout=RPC_TIMEOUT_SECONDS)
     return channel
+
+
+def tls_credentials(call_credentials=None):
+    """Channel credentials trusting only the --tls-ca file, plus `call_credentials` if given.
+
+    The root is given explicitly: grpcio's default roots (GRPC_DEFAULT_SSL_ROOTS_FILE_PATH, else
+    its bundled set) do not hold the test CA.
+    """
+    with open(CONFIG.tls_ca, "rb") as pem:
+        credentials = grpc.ssl_channel_credentials(root_certificates=pem.read())
+    if call_credentials is not None:
+        credentials = grpc.composite_channel_credentials(credentials, call_credentials)
+    return credentials
 
 
 def run(module):
@@ -87,11 +139,16 @@ def run(module):
         if not CONFIG.patterns or any(p in test.id() for p in CONFIG.patterns):
             suite.addTest(test)
     result = unittest.TextTestRunner(stream=sys.stdout, verbosity=2).run(suite)
+    # Counted per test: a test with several failed subTests is one failed test, and a class
+    # whose setUpClass failed or skipped is one entry although none of its tests ran.
+    failed_tests = {_test_id(t) for t, _ in result.failures + result.errors}
     # A test marked as a known bug (expectedFailure) that passes means the bug is fixed: it
     # fails the run so that the marker gets removed.
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    skipped = len(result.skipped)
-    passed = result.testsRun - failed - skipped
+    failed_tests |= {_test_id(t) for t in result.unexpectedSuccesses}
+    skipped_tests = {_test_id(t) for t, _ in result.skipped} - failed_tests
+    failed = len(failed_tests)
+    skipped = len(skipped_tests)
+    passed = max(result.testsRun - failed - skipped, 0)
     for test, _ in result.expectedFailures:
         print(f"known bug, still failing: {test.id()}")
     for test in result.unexpectedSuccesses:
@@ -116,6 +173,11 @@ def main(module):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _test_id(test):
+    """The id of the test a result entry is about (a subTest's entry names its test)."""
+    return getattr(test, "test_case", test).id()
 
 
 def _flatten(suite):
