@@ -9,14 +9,12 @@ use std::process::Command;
 
 use common::binary::{self, Server};
 use common::certs::{TestCa, TlsFiles};
-use common::{tls_channel, Bearer};
+use common::{tls_channel, tls_health, Bearer};
 use neurograph::api::pb;
 use neurograph::api::pb::system_client::SystemClient;
 use neurograph::api::pb::token_service_client::TokenServiceClient;
 use tonic::transport::Channel;
 use tonic::Code;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 const RELOADED: &str = "SIGHUP: reloaded";
 const RELOAD_FAILED: &str = "SIGHUP: reload failed";
@@ -141,23 +139,11 @@ async fn sighup_swaps_the_certificate_for_new_connections_and_keeps_open_ones() 
         0
     );
     let addr = server.addr.parse().expect("addr");
-    let fresh = tls_channel(addr, &rotated.pem, None)
+    let status = tls_health(addr, &rotated.pem, None)
         .await
         .expect("a new connection sees the new certificate");
-    let status = HealthClient::new(fresh)
-        .check(HealthCheckRequest::default())
-        .await
-        .expect("health over the new certificate")
-        .into_inner()
-        .status;
     assert_eq!(status, 1);
-    let old_ca = match tls_channel(addr, &files.ca.pem, None).await {
-        Ok(channel) => HealthClient::new(channel)
-            .check(HealthCheckRequest::default())
-            .await
-            .map(|_| ()),
-        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
-    };
+    let old_ca = tls_health(addr, &files.ca.pem, None).await;
     assert!(old_ca.is_err(), "the old certificate is no longer served");
     server.stop();
 }

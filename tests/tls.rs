@@ -5,7 +5,7 @@
 mod common;
 
 use common::certs::TlsFiles;
-use common::{tls_channel, token_at, Bearer, TestServer};
+use common::{tls_channel, tls_health, token_at, Bearer, TestServer};
 use neurograph::api::pb;
 use neurograph::api::pb::token_service_client::TokenServiceClient;
 use neurograph::auth::Role;
@@ -94,10 +94,7 @@ async fn a_client_from_another_ca_fails_the_handshake() {
     let files = TlsFiles::new();
     let server = tls_server(&files, false, Role::Writer).await;
     let stranger = common::certs::TestCa::new("Another CA");
-    let answer = match tls_channel(server.addr, &stranger.pem, None).await {
-        Ok(channel) => health(channel).await,
-        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
-    };
+    let answer = tls_health(server.addr, &stranger.pem, None).await;
     assert!(
         answer.is_err(),
         "a server certificate of another CA must not verify"
@@ -108,28 +105,19 @@ async fn a_client_from_another_ca_fails_the_handshake() {
 async fn mtls_refuses_a_client_without_a_certificate() {
     let files = TlsFiles::new();
     let server = tls_server(&files, true, Role::Writer).await;
-    // Under TLS 1.3 the client may finish its side of the handshake before the server's
-    // refusal arrives, so the refusal can surface on the first call instead of the connect.
-    let answer = match tls_channel(server.addr, &files.ca.pem, None).await {
-        Ok(channel) => health(channel).await,
-        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
-    };
+    let answer = tls_health(server.addr, &files.ca.pem, None).await;
     assert!(
         answer.is_err(),
         "no client certificate, no answer: {answer:?}"
     );
 
     let stranger = common::certs::TestCa::new("Another CA").client("intruder");
-    let answer = match tls_channel(
+    let answer = tls_health(
         server.addr,
         &files.ca.pem,
         Some((&stranger.cert_pem, &stranger.key_pem)),
     )
-    .await
-    {
-        Ok(channel) => health(channel).await,
-        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
-    };
+    .await;
     assert!(
         answer.is_err(),
         "a client certificate of another CA must not verify: {answer:?}"

@@ -95,3 +95,87 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::auth::Caller;
+    use crate::config::{Config, Secret};
+
+    /// The layer over a service that counts its calls and echoes the caller's name.
+    fn layered(
+        calls: Arc<AtomicUsize>,
+    ) -> impl Service<
+        http::Request<()>,
+        Response = http::Response<String>,
+        Error = std::convert::Infallible,
+    > {
+        let mut access = Config::for_listen("127.0.0.1:0".parse().expect("addr")).access;
+        access.read_only_api_key = Some(Secret::new("ro"));
+        let credentials = Credentials::load(&access).expect("credentials");
+        let layer = AccessControlLayer::new(Arc::new(ArcSwap::from_pointee(credentials)));
+        layer.layer(tower::service_fn(move |request: http::Request<()>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let name = request
+                .extensions()
+                .get::<Caller>()
+                .map(|caller| caller.name.to_string())
+                .unwrap_or_default();
+            async move { Ok(http::Response::new(name)) }
+        }))
+    }
+
+    fn request(path: &str, key: Option<&str>) -> http::Request<()> {
+        let mut builder = http::Request::builder().uri(path);
+        if let Some(key) = key {
+            builder = builder.header("x-api-key", key);
+        }
+        builder.body(()).expect("request")
+    }
+
+    fn grpc_status(response: &http::Response<String>) -> Option<&str> {
+        response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_never_reaches_the_service() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let service = layered(Arc::clone(&calls));
+        let refused = service
+            .oneshot(request("/neurograph.v1.TokenService/ClearTokens", Some("ro")))
+            .await
+            .expect("infallible");
+        assert_eq!(grpc_status(&refused), Some("7"), "PERMISSION_DENIED");
+        let service = layered(Arc::clone(&calls));
+        let refused = service
+            .oneshot(request("/neurograph.v1.TokenService/GetToken", None))
+            .await
+            .expect("infallible");
+        assert_eq!(grpc_status(&refused), Some("16"), "UNAUTHENTICATED");
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn an_admitted_call_carries_its_caller_and_probes_pass_untouched() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let admitted = layered(Arc::clone(&calls))
+            .oneshot(request("/neurograph.v1.TokenService/GetToken", Some("ro")))
+            .await
+            .expect("infallible");
+        assert_eq!(admitted.body(), "read-only");
+        let probe = layered(Arc::clone(&calls))
+            .oneshot(request("/grpc.health.v1.Health/Check", None))
+            .await
+            .expect("infallible");
+        assert_eq!(grpc_status(&probe), None);
+        assert_eq!(probe.body(), "", "no caller is needed for a probe");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+}

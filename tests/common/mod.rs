@@ -158,6 +158,24 @@ pub async fn tls_channel(
         .await
 }
 
+/// A health Check (service "") over a TLS connection made as `tls_channel` makes it: the
+/// serving status, or the failure of the handshake or the call as UNAVAILABLE. Under TLS 1.3 a
+/// client may finish its side of the handshake before the server's refusal arrives, so a
+/// refused handshake can surface on the call instead of the connect.
+pub async fn tls_health(
+    addr: SocketAddr,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<i32, tonic::Status> {
+    let channel = tls_channel(addr, ca_pem, identity)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .map(|r| r.into_inner().status)
+}
+
 /// The BadRequest field paths of `status`.
 pub fn violation_fields(status: &tonic::Status) -> Vec<String> {
     use tonic_types::StatusExt;
