@@ -149,7 +149,10 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let service = layered(Arc::clone(&calls));
         let refused = service
-            .oneshot(request("/neurograph.v1.TokenService/ClearTokens", Some("ro")))
+            .oneshot(request(
+                "/neurograph.v1.TokenService/ClearTokens",
+                Some("ro"),
+            ))
             .await
             .expect("infallible");
         assert_eq!(grpc_status(&refused), Some("7"), "PERMISSION_DENIED");
