@@ -4,6 +4,8 @@
 pub mod alloc;
 #[path = "../../tests/common/binary.rs"]
 pub mod binary;
+#[path = "../../tests/common/certs.rs"]
+pub mod certs;
 pub mod wire;
 
 use neurograph::model::{Space, Token, TokenDraft, TokenId, TokenInput};

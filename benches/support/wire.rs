@@ -1,6 +1,7 @@
 //! What the wire load generators share: the release binary as a child process (the tests'
-//! harness, `tests/common/binary.rs`) on a data directory, generated tokens in proto form, log
-//! field parsing, percentiles and directory sizes.
+//! harness, `tests/common/binary.rs`) on a data directory or in memory, TLS connections,
+//! generated tokens in proto form, log field parsing, percentiles, directory sizes and the CPU
+//! time of a process.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,18 +9,24 @@ use std::time::Duration;
 use neurograph::api::pb;
 use neurograph::api::pb::token_service_client::TokenServiceClient;
 use neurograph::model::Space;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use super::XorShift;
 
 use super::binary::{channel, Server};
 
-/// Starts the server binary (`LOAD_BINARY` when set, e.g. another branch's build; else the
-/// release build `cargo bench` made) with the embedded store in `data_dir` and `durability`.
-pub fn start(data_dir: &Path, durability: &str, extra_args: &[&str]) -> Server {
-    let program = std::env::var_os("LOAD_BINARY").map_or_else(
+/// The server binary to start: `LOAD_BINARY` when set (e.g. another branch's build), else the
+/// release build `cargo bench` made.
+pub fn program() -> PathBuf {
+    std::env::var_os("LOAD_BINARY").map_or_else(
         || PathBuf::from(env!("CARGO_BIN_EXE_neurograph")),
         PathBuf::from,
-    );
+    )
+}
+
+/// Starts the server binary (`program()`) with the embedded store in `data_dir` and
+/// `durability`.
+pub fn start(data_dir: &Path, durability: &str, extra_args: &[&str]) -> Server {
     let dir = data_dir.to_str().expect("utf-8 data dir path");
     let mut args = vec![
         "--storage",
@@ -30,7 +37,64 @@ pub fn start(data_dir: &Path, durability: &str, extra_args: &[&str]) -> Server {
         durability,
     ];
     args.extend_from_slice(extra_args);
-    Server::spawn(program, &args)
+    Server::spawn(program(), &args)
+}
+
+/// Starts the server binary (`program()`) with memory storage plus `extra_args`.
+pub fn start_memory(extra_args: &[&str]) -> Server {
+    let mut args = vec!["--storage", "memory"];
+    args.extend_from_slice(extra_args);
+    Server::spawn(program(), &args)
+}
+
+/// A new TLS connection to `addr` (`host:port`) trusting `ca_pem`, verifying the server's
+/// certificate for `localhost` (what `tests/common/certs.rs` issues).
+pub async fn tls_channel(addr: &str, ca_pem: &str) -> Channel {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    Endpoint::from_shared(format!("https://{addr}"))
+        .expect("valid uri")
+        .tls_config(tls)
+        .expect("client TLS config")
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("TLS connection to the server")
+}
+
+/// The children of this process (e.g. the server `binary::Server` spawned), from `/proc`.
+pub fn child_pids() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| proc_stat_field(*pid, 4) == Some(u64::from(me)))
+        .collect()
+}
+
+/// User plus system CPU time `pid` has used so far (`/proc/<pid>/stat`); `None` once it is
+/// gone. Resolution: one clock tick (10 ms on Linux).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let ticks = proc_stat_field(pid, 14)? + proc_stat_field(pid, 15)?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second).ok().filter(|t| *t > 0)?;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / per_second))
+}
+
+/// Numeric field `number` (1-based, as proc(5) counts them) of `/proc/<pid>/stat`.
+fn proc_stat_field(pid: u32, number: usize) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 2, the command name in parentheses, may itself hold spaces and parentheses.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name
+        .split_ascii_whitespace()
+        .nth(number.checked_sub(3)?)?
+        .parse()
+        .ok()
 }
 
 /// CountTokens over a new connection.

@@ -106,13 +106,15 @@ pub enum CredentialsError {
 }
 
 /// Everything that may prove a caller.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Credentials {
     mode: Mode,
     keys: KeySet,
     jwt: Option<JwtVerifier>,
     /// The role of a verified client certificate without a key or JWT (mTLS).
     client_certificate_role: Option<Role>,
+    /// The caller of protected and open mode, made once rather than per call.
+    keyless: Caller,
 }
 
 /// Name of the `--api-key` credential.
@@ -173,11 +175,20 @@ impl Credentials {
             (false, true) => Mode::Open,
             (false, false) => Mode::Protected,
         };
+        let keyless = Caller {
+            name: match mode {
+                Mode::Open => ANONYMOUS_NAME,
+                _ => LOOPBACK_NAME,
+            }
+            .into(),
+            role: Role::Admin,
+        };
         Ok(Credentials {
             mode,
             keys,
             jwt,
             client_certificate_role,
+            keyless,
         })
     }
 
@@ -224,14 +235,8 @@ impl Credentials {
         peer: Option<&PeerInfo>,
     ) -> Result<Caller, AuthError> {
         match self.mode {
-            Mode::Open => Ok(Caller {
-                name: ANONYMOUS_NAME.into(),
-                role: Role::Admin,
-            }),
-            Mode::Protected if peer.is_some_and(PeerInfo::is_loopback) => Ok(Caller {
-                name: LOOPBACK_NAME.into(),
-                role: Role::Admin,
-            }),
+            Mode::Open => Ok(self.keyless.clone()),
+            Mode::Protected if peer.is_some_and(PeerInfo::is_loopback) => Ok(self.keyless.clone()),
             Mode::Protected => Err(AuthError::ProtectedMode),
             Mode::Credentialed => match presented(metadata)? {
                 Some(Presented::Bearer(credential)) => self.verify_bearer(credential),
@@ -252,7 +257,9 @@ impl Credentials {
 
     /// An API key or, failing that, a JWT.
     fn verify_bearer(&self, credential: &[u8]) -> Result<Caller, AuthError> {
-        if let Some((name, role)) = self.keys.find(credential) {
+        // One digest serves both the key lookup and the memory of verified JWTs.
+        let digest = keys::digest(credential);
+        if let Some((name, role)) = self.keys.find_digest(&digest) {
             return Ok(Caller {
                 name: Arc::clone(name),
                 role,
@@ -260,7 +267,7 @@ impl Credentials {
         }
         let looks_like_jwt = credential.iter().filter(|b| **b == b'.').count() == 2;
         match (&self.jwt, std::str::from_utf8(credential)) {
-            (Some(jwt), Ok(token)) if looks_like_jwt => Ok(jwt.verify(token)?),
+            (Some(jwt), Ok(token)) if looks_like_jwt => Ok(jwt.verify_remembered(token, &digest)?),
             (None, _) if looks_like_jwt => Err(AuthError::UnknownKey {
                 hint: " (it looks like a JWT, but no --jwt-secret-file is configured)",
             }),

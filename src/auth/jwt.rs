@@ -1,31 +1,76 @@
 //! HS256 JSON Web Tokens as bearer credentials (API.md §7): the secret is the bytes of
 //! `--jwt-secret-file` without trailing whitespace; `exp` and `role` are required, `sub` and
 //! `nbf` optional, and there is no leeway. Verification is `jsonwebtoken`'s.
+//!
+//! A full verification costs ≈2 µs (base64, HMAC-SHA-256 and two JSON parses inside
+//! jsonwebtoken), about the whole per-call budget, and a client sends the same token on every
+//! call until it expires. So tokens that verified are remembered by the SHA-256 of their text
+//! (computed anyway for the API-key lookup) with their `exp` and `nbf`, which are checked again
+//! at every use; a token that failed is never remembered, the memory is bounded
+//! (`MAX_REMEMBERED`), and a reload starts with none (a new secret, a new verifier).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use super::keys::KeyDigest;
 use super::{Caller, Role};
+
+/// Verified tokens remembered at most; past that the memory starts again empty.
+const MAX_REMEMBERED: usize = 10_000;
 
 /// The claims NeuroGraph reads; any others are ignored.
 #[derive(Deserialize)]
 struct Claims {
     role: Option<String>,
     sub: Option<String>,
+    exp: Option<u64>,
+    nbf: Option<u64>,
+}
+
+/// What a token that verified proves, and when.
+#[derive(Clone, Debug)]
+pub struct VerifiedJwt {
+    /// Who it names, with which role.
+    pub caller: Caller,
+    /// `exp`, Unix seconds: valid while not before now.
+    pub expires_at: u64,
+    /// `nbf`, Unix seconds, if given: valid from then on.
+    pub not_before: Option<u64>,
+}
+
+impl VerifiedJwt {
+    /// Whether the token holds at `now` (Unix seconds), by the rules of its verification.
+    fn check_time(&self, now: u64) -> Result<(), JwtError> {
+        if self.expires_at < now {
+            return Err(JwtError::Expired);
+        }
+        if self.not_before.is_some_and(|nbf| nbf > now) {
+            return Err(JwtError::NotYetValid);
+        }
+        Ok(())
+    }
 }
 
 /// Checks bearer JWTs against one HS256 secret.
-#[derive(Clone)]
 pub struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
+    /// Tokens that verified, by the SHA-256 of their text.
+    remembered: DashMap<KeyDigest, VerifiedJwt, foldhash::fast::RandomState>,
+    /// Roughly how many are remembered (DashMap's own `len` visits every shard).
+    remembered_count: AtomicUsize,
 }
 
 impl std::fmt::Debug for JwtVerifier {
+    // The key stays out of every log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("JwtVerifier { .. }")
     }
@@ -70,7 +115,12 @@ impl JwtVerifier {
         validation.validate_nbf = true;
         validation.validate_aud = false;
         validation.required_spec_claims = ["exp".to_owned()].into_iter().collect();
-        Ok(JwtVerifier { key, validation })
+        Ok(JwtVerifier {
+            key,
+            validation,
+            remembered: DashMap::default(),
+            remembered_count: AtomicUsize::new(0),
+        })
     }
 
     /// A verifier for the secret in the file at `path` (trailing whitespace removed, so that
@@ -84,8 +134,26 @@ impl JwtVerifier {
         JwtVerifier::new(&bytes[..end])
     }
 
-    /// The caller `token` proves, or why it proves nothing.
-    pub fn verify(&self, token: &str) -> Result<Caller, JwtError> {
+    /// The caller `token` (whose SHA-256 is `digest`) proves, or why it proves nothing; a
+    /// token verified before is only checked against the clock.
+    pub fn verify_remembered(&self, token: &str, digest: &KeyDigest) -> Result<Caller, JwtError> {
+        let now = unix_now();
+        if let Some(known) = self.remembered.get(digest) {
+            known.check_time(now)?;
+            return Ok(known.caller.clone());
+        }
+        let verified = self.verify(token)?;
+        let caller = verified.caller.clone();
+        if self.remembered_count.fetch_add(1, Ordering::Relaxed) >= MAX_REMEMBERED {
+            self.remembered.clear();
+            self.remembered_count.store(1, Ordering::Relaxed);
+        }
+        self.remembered.insert(*digest, verified);
+        Ok(caller)
+    }
+
+    /// Verifies `token` in full: signature, `exp`, `nbf`, `role`.
+    pub fn verify(&self, token: &str) -> Result<VerifiedJwt, JwtError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::InvalidSignature => JwtError::BadSignature,
@@ -104,8 +172,20 @@ impl JwtVerifier {
             Some(sub) if !sub.is_empty() => sub.into(),
             _ => "jwt".into(),
         };
-        Ok(Caller { name, role })
+        Ok(VerifiedJwt {
+            caller: Caller { name, role },
+            // jsonwebtoken refused a token without `exp`.
+            expires_at: data.claims.exp.unwrap_or(0),
+            not_before: data.claims.nbf,
+        })
     }
+}
+
+/// Seconds since the Unix epoch, the clock jsonwebtoken checks `exp` and `nbf` against.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 #[cfg(test)]
@@ -139,10 +219,10 @@ mod tests {
             json!({"exp": now() + 60, "role": "writer", "sub": "svc"}),
             SECRET,
         );
-        let caller = verifier.verify(&token).expect("valid");
+        let caller = verifier.verify(&token).expect("valid").caller;
         assert_eq!((&*caller.name, caller.role), ("svc", Role::Writer));
         let token = sign(json!({"exp": now() + 60, "role": "reader"}), SECRET);
-        assert_eq!(&*verifier.verify(&token).expect("valid").name, "jwt");
+        assert_eq!(&*verifier.verify(&token).expect("valid").caller.name, "jwt");
     }
 
     #[test]
@@ -179,11 +259,38 @@ mod tests {
         ];
         for (token, expected) in cases {
             assert_eq!(verifier.verify(&token).unwrap_err(), expected);
+            let digest = crate::auth::keys::digest(token.as_bytes());
+            assert_eq!(
+                verifier.verify_remembered(&token, &digest).unwrap_err(),
+                expected,
+                "a refused token is refused again, never remembered"
+            );
         }
         assert!(matches!(
             verifier.verify("not.a.jwt").unwrap_err(),
             JwtError::Malformed(_)
         ));
+    }
+
+    #[test]
+    fn a_remembered_token_is_still_checked_against_the_clock() {
+        let verifier = JwtVerifier::new(SECRET).expect("verifier");
+        let token = sign(json!({"exp": now() + 60, "role": "admin"}), SECRET);
+        let digest = crate::auth::keys::digest(token.as_bytes());
+        let first = verifier.verify_remembered(&token, &digest).expect("valid");
+        let again = verifier
+            .verify_remembered(&token, &digest)
+            .expect("remembered");
+        assert_eq!(first, again);
+        let known = VerifiedJwt {
+            caller: first,
+            expires_at: 100,
+            not_before: Some(50),
+        };
+        assert_eq!(known.check_time(100), Ok(()));
+        assert_eq!(known.check_time(101), Err(JwtError::Expired));
+        assert_eq!(known.check_time(49), Err(JwtError::NotYetValid));
+        assert_eq!(known.check_time(50), Ok(()));
     }
 
     #[test]

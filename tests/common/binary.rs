@@ -228,7 +228,12 @@ pub async fn channel(addr: &str) -> Channel {
 
 /// Polls grpc health (service "") until SERVING, as a probe would, bounded by `LIMIT`.
 pub async fn wait_serving(addr: &str) {
-    let mut health = HealthClient::new(channel(addr).await);
+    wait_serving_on(channel(addr).await).await;
+}
+
+/// `wait_serving` over a connection of the caller's (e.g. TLS).
+pub async fn wait_serving_on(channel: Channel) {
+    let mut health = HealthClient::new(channel);
     let started = Instant::now();
     loop {
         let status = health
