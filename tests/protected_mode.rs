@@ -116,10 +116,14 @@ impl Drop for Namespace {
     }
 }
 
-/// The namespace, or `None` after saying why the test is skipped.
+/// The namespace, or `None` after saying why the test is skipped; with
+/// `NEUROGRAPH_REQUIRE_NETNS=1` (a machine known to allow namespaces) a failure fails the test.
 fn namespace_or_skip(test: &str) -> Option<Namespace> {
     match Namespace::create() {
         Ok(namespace) => Some(namespace),
+        Err(why) if std::env::var_os("NEUROGRAPH_REQUIRE_NETNS").is_some_and(|v| v == "1") => {
+            panic!("{test}: NEUROGRAPH_REQUIRE_NETNS=1 but no network namespace: {why}")
+        }
         Err(why) => {
             eprintln!("SKIPPED {test}: cannot make a network namespace here ({why})");
             None

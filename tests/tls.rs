@@ -90,18 +90,6 @@ async fn a_plaintext_client_gets_nothing_from_the_tls_port() {
 }
 
 #[tokio::test]
-async fn a_client_from_another_ca_fails_the_handshake() {
-    let files = TlsFiles::new();
-    let server = tls_server(&files, false, Role::Writer).await;
-    let stranger = common::certs::TestCa::new("Another CA");
-    let answer = tls_health(server.addr, &stranger.pem, None).await;
-    assert!(
-        answer.is_err(),
-        "a server certificate of another CA must not verify"
-    );
-}
-
-#[tokio::test]
 async fn mtls_refuses_a_client_without_a_certificate() {
     let files = TlsFiles::new();
     let server = tls_server(&files, true, Role::Writer).await;

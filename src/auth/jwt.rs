@@ -31,8 +31,10 @@ const MAX_REMEMBERED: usize = 10_000;
 struct Claims {
     role: Option<String>,
     sub: Option<String>,
-    exp: Option<u64>,
-    nbf: Option<u64>,
+    // Read loosely here: jsonwebtoken's own validation, run on the same claims, refuses an
+    // `exp` or `nbf` that is not whole seconds, with the more telling error.
+    exp: Option<serde_json::Value>,
+    nbf: Option<serde_json::Value>,
 }
 
 /// What a token that verified proves, and when.
@@ -47,9 +49,10 @@ pub struct VerifiedJwt {
 }
 
 impl VerifiedJwt {
-    /// Whether the token holds at `now` (Unix seconds), by the rules of its verification.
+    /// Whether the token holds at `now` (Unix seconds), by the rules of its verification:
+    /// valid strictly before `exp` (RFC 7519 §4.1.4, no leeway), from `nbf` on.
     fn check_time(&self, now: u64) -> Result<(), JwtError> {
-        if self.expires_at < now {
+        if self.expires_at <= now {
             return Err(JwtError::Expired);
         }
         if self.not_before.is_some_and(|nbf| nbf > now) {
@@ -88,6 +91,9 @@ pub enum JwtError {
     /// `nbf` is in the future.
     #[error("JWT is not valid yet (nbf is in the future)")]
     NotYetValid,
+    /// `exp` is absent, or not whole seconds.
+    #[error("JWT has no `exp` claim (whole seconds since 1970)")]
+    NoExpiry,
     /// A required claim is absent.
     #[error("JWT has no `{0}` claim")]
     MissingClaim(&'static str),
@@ -97,9 +103,9 @@ pub enum JwtError {
     /// Not HS256.
     #[error("JWT algorithm must be HS256")]
     WrongAlgorithm,
-    /// Not a JWT at all, or claims of the wrong type.
+    /// Not a JWT at all, or claims of the wrong type; the detail never quotes the token.
     #[error("malformed JWT: {0}")]
-    Malformed(String),
+    Malformed(&'static str),
 }
 
 impl JwtVerifier {
@@ -111,6 +117,9 @@ impl JwtVerifier {
         let key = DecodingKey::from_secret(secret).map_err(|e| e.to_string())?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        // jsonwebtoken accepts a token during the second `exp` names; RFC 7519 wants the
+        // current time strictly before `exp`, so expire one second earlier in its terms.
+        validation.reject_tokens_expiring_in_less_than = 1;
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.validate_aud = false;
@@ -159,11 +168,18 @@ impl JwtVerifier {
                 ErrorKind::InvalidSignature => JwtError::BadSignature,
                 ErrorKind::ExpiredSignature => JwtError::Expired,
                 ErrorKind::ImmatureSignature => JwtError::NotYetValid,
-                ErrorKind::MissingRequiredClaim(_) => JwtError::MissingClaim("exp"),
+                ErrorKind::MissingRequiredClaim(_) => JwtError::NoExpiry,
                 ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
                     JwtError::WrongAlgorithm
                 }
-                _ => JwtError::Malformed(e.to_string()),
+                ErrorKind::InvalidClaimFormat(_) => {
+                    JwtError::Malformed("`exp` and `nbf` must be whole seconds since 1970")
+                }
+                ErrorKind::Base64(_) => JwtError::Malformed("a part is not base64url"),
+                ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+                    JwtError::Malformed("the header or claims are not JSON of the expected types")
+                }
+                _ => JwtError::Malformed("not a JWT (header.claims.signature)"),
             },
         )?;
         let role = data.claims.role.ok_or(JwtError::MissingClaim("role"))?;
@@ -175,10 +191,21 @@ impl JwtVerifier {
         Ok(VerifiedJwt {
             caller: Caller { name, role },
             // jsonwebtoken refused a token without `exp`.
-            expires_at: data.claims.exp.unwrap_or(0),
-            not_before: data.claims.nbf,
+            expires_at: data.claims.exp.as_ref().and_then(seconds).unwrap_or(0),
+            not_before: data.claims.nbf.as_ref().and_then(seconds),
         })
     }
+}
+
+/// A NumericDate claim as whole seconds: jsonwebtoken also accepts fractional ones; rounding
+/// down keeps a remembered token from outliving the `exp` its verification saw.
+fn seconds(value: &serde_json::Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| s as u64)
+    })
 }
 
 /// Seconds since the Unix epoch, the clock jsonwebtoken checks `exp` and `nbf` against.
@@ -238,6 +265,14 @@ mod tests {
                 JwtError::Expired,
             ),
             (
+                sign(json!({"exp": now(), "role": "admin"}), SECRET),
+                JwtError::Expired,
+            ),
+            (
+                sign(json!({"exp": "tomorrow", "role": "admin"}), SECRET),
+                JwtError::NoExpiry,
+            ),
+            (
                 sign(
                     json!({"exp": now() + 60, "nbf": now() + 30, "role": "admin"}),
                     SECRET,
@@ -248,10 +283,7 @@ mod tests {
                 sign(json!({"exp": now() + 60}), SECRET),
                 JwtError::MissingClaim("role"),
             ),
-            (
-                sign(json!({"role": "admin"}), SECRET),
-                JwtError::MissingClaim("exp"),
-            ),
+            (sign(json!({"role": "admin"}), SECRET), JwtError::NoExpiry),
             (
                 sign(json!({"exp": now() + 60, "role": "root"}), SECRET),
                 JwtError::UnknownRole("root".into()),
@@ -287,10 +319,23 @@ mod tests {
             expires_at: 100,
             not_before: Some(50),
         };
-        assert_eq!(known.check_time(100), Ok(()));
-        assert_eq!(known.check_time(101), Err(JwtError::Expired));
+        assert_eq!(known.check_time(99), Ok(()));
+        assert_eq!(
+            known.check_time(100),
+            Err(JwtError::Expired),
+            "no leeway at exp"
+        );
         assert_eq!(known.check_time(49), Err(JwtError::NotYetValid));
         assert_eq!(known.check_time(50), Ok(()));
+    }
+
+    #[test]
+    fn a_fractional_exp_is_remembered_rounded_down() {
+        let verifier = JwtVerifier::new(SECRET).expect("verifier");
+        let exp = now() + 60;
+        let token = sign(json!({"exp": exp as f64 + 0.5, "role": "admin"}), SECRET);
+        let verified = verifier.verify(&token).expect("valid");
+        assert_eq!(verified.expires_at, exp);
     }
 
     #[test]

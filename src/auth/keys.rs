@@ -36,11 +36,21 @@ pub fn digest(key: &[u8]) -> KeyDigest {
 }
 
 /// One accepted key.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct KeyEntry {
     name: Arc<str>,
     role: Role,
     digest: Words,
+}
+
+impl fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Even a digest stays out of logs: a weak key could be found from it.
+        f.debug_struct("KeyEntry")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The accepted API keys.
@@ -175,8 +185,7 @@ pub fn read_keys_file(path: &Path) -> Result<Vec<FileKey>, KeysFileError> {
 
 /// Checks the text of a keys file; the error names the entry (1-based) or the TOML line.
 pub fn parse_keys_file(text: &str) -> Result<Vec<FileKey>, String> {
-    // toml's message carries the line and column and quotes the offending line.
-    let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+    let raw: RawFile = toml::from_str(text).map_err(|e| toml_error(&e, text))?;
     let mut names: Vec<&str> = Vec::new();
     let mut keys = Vec::with_capacity(raw.keys.len());
     for (index, entry) in raw.keys.iter().enumerate() {
@@ -228,10 +237,40 @@ pub fn parse_keys_file(text: &str) -> Result<Vec<FileKey>, String> {
     Ok(keys)
 }
 
+/// Where and why the file is not TOML of the expected shape, without quoting the file:
+/// toml's own message repeats the offending line, and serde's may repeat a value, either of
+/// which can be a key. Only messages that name a field (never a value) are passed on.
+fn toml_error(error: &toml::de::Error, text: &str) -> String {
+    let place = match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}")
+        }
+        None => "the file".to_owned(),
+    };
+    let message = error.message();
+    let names_only = [
+        "unknown field",
+        "missing field",
+        "duplicate key",
+        "duplicate field",
+    ]
+    .iter()
+    .any(|prefix| message.starts_with(prefix));
+    let reason = if names_only {
+        message.trim_end()
+    } else {
+        "not valid TOML, or a value of the wrong type (the text is not repeated: it may hold a key)"
+    };
+    format!("{place}: {reason}")
+}
+
 /// 64 hex digits (either case) as 32 bytes.
 fn parse_sha256_hex(hex: &str) -> Option<KeyDigest> {
     let hex = hex.trim();
-    if hex.len() != 64 || !hex.is_ascii() {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut digest = [0u8; 32];
@@ -319,7 +358,7 @@ mod tests {
                 "[[keys]]\nname = \"a\"\nrole = \"reader\"\nkey = \"k\"\n[[keys]]\nname = \"b\"\nrole = \"admin\"\nkey = \"k\"\n",
                 "entry 2 (name \"b\"): the same key as \"a\"",
             ),
-            ("[[keys]\nname = 1", "line 1"),
+            ("[[keys]\nname = 1", "line 1, column"),
             (
                 "[[keys]]\nname = \"a\"\nrole = \"reader\"\nkey = \"k\"\nkey_sha265 = \"x\"\n",
                 "key_sha265",
@@ -332,6 +371,33 @@ mod tests {
                 "{text:?}: expected {expected:?} in {error:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_broken_file_is_located_but_never_quoted() {
+        let cases = [
+            (
+                "[[keys]]\nname = \"a\"\nrole = \"admin\"\nkey = \"leak-me-1\n",
+                "line 4",
+            ),
+            (
+                "[[keys]]\nname = \"a\"\nrole = \"admin\"\nkey = 987654321\n",
+                "line 4",
+            ),
+            (
+                "[[keys]]\nname = \"a\"\nrole = \"admin\"\nkye = \"leak-me-2\"\n",
+                "unknown field `kye`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = parse_keys_file(text).expect_err(text);
+            assert!(error.contains(expected), "{expected:?} in {error:?}");
+            for secret in ["leak-me", "987654321"] {
+                assert!(!error.contains(secret), "{error:?} repeats the key");
+            }
+        }
+        let plus = format!("+{}", &SHA256_OF_SECRET[1..]);
+        assert!(parse_sha256_hex(&plus).is_none(), "only hex digits");
     }
 
     #[test]

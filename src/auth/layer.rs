@@ -88,7 +88,8 @@ where
                     .extensions()
                     .get::<PeerInfo>()
                     .and_then(|peer| peer.remote);
-                tracing::info!(method = path, ?peer, reason = %refusal, "call refused");
+                // Quoted (Debug): the path and a JWT's role come from the caller.
+                tracing::info!(method = ?path, ?peer, reason = ?refusal.to_string(), "call refused");
                 let status = crate::api::error::auth_status(&refusal);
                 Box::pin(async move { Ok(status.into_http()) })
             }

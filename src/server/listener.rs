@@ -20,6 +20,9 @@ use crate::telemetry::ConnectionStats;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Finished handshakes waiting for tonic to take them.
 const HANDSHAKES_QUEUED: usize = 64;
+/// Handshakes in progress at most; the accept loop waits for a slot beyond that, so a flood
+/// of connections that never finish their handshake holds at most this many sockets and tasks.
+const HANDSHAKES_AT_ONCE: usize = 1024;
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -56,7 +59,12 @@ async fn accept_tls(
     connections: Arc<ConnectionStats>,
     sender: tokio::sync::mpsc::Sender<io::Result<Connection>>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_AT_ONCE));
     loop {
+        let slot = tokio::select! {
+            () = sender.closed() => return,
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
         let accepted = tokio::select! {
             () = sender.closed() => return,
             accepted = listener.accept() => accepted,
@@ -74,6 +82,7 @@ async fn accept_tls(
         let acceptor = TlsAcceptor::from(tls.load_full());
         let sender = sender.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let _ = sender.send(Ok(Connection::tls(stream, guard))).await;
