@@ -331,7 +331,10 @@ async fn updates_and_deletes_keep_every_tree_exact() {
         tokens
             .update_token(pb::UpdateTokenRequest {
                 token: Some(replacement),
-                update_mask: None,
+                // `*`: absent spaces become undefined.
+                update_mask: Some(FieldMask {
+                    paths: vec!["*".into()],
+                }),
             })
             .await
             .expect("update");

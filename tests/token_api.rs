@@ -4,7 +4,9 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{batch, batch_rejected, count, create, full_token, token_at, TestServer};
+use common::{
+    batch, batch_rejected, count, create, full_token, token_at, violation_fields, TestServer,
+};
 use neurograph::api::pb;
 use prost_types::FieldMask;
 use tonic::Code;
@@ -247,7 +249,49 @@ async fn update_replaces_only_masked_paths() {
 }
 
 #[tokio::test]
-async fn update_with_empty_mask_replaces_every_mutable_field() {
+async fn update_without_a_mask_changes_only_the_fields_set() {
+    let server = TestServer::start().await;
+    let mut client = server.tokens().await;
+    let created = create(&mut client, full_token()).await;
+    for update_mask in [None, mask(&[])] {
+        let updated = client
+            .update_token(pb::UpdateTokenRequest {
+                token: Some(pb::Token {
+                    id: created.id,
+                    weight: 0.25,
+                    l2_sensory: Some(pb::Point3 {
+                        x: 0.5,
+                        y: 0.5,
+                        z: 0.5,
+                    }),
+                    ..pb::Token::default()
+                }),
+                update_mask,
+            })
+            .await
+            .expect("update")
+            .into_inner();
+        assert_eq!(updated.weight, 0.25);
+        assert_eq!(
+            updated.l2_sensory,
+            Some(pb::Point3 {
+                x: 0.5,
+                y: 0.5,
+                z: 0.5
+            })
+        );
+        // AIP-134: what the client did not send stays as it was.
+        assert_eq!(updated.field_radius, created.field_radius);
+        assert_eq!(updated.field_strength, created.field_strength);
+        assert_eq!(updated.flags, created.flags);
+        assert_eq!(updated.l1_physical, created.l1_physical);
+        assert_eq!(updated.l8_abstract, created.l8_abstract);
+        assert!(updated.timestamp.is_some());
+    }
+}
+
+#[tokio::test]
+async fn update_with_the_star_mask_replaces_every_mutable_field() {
     let server = TestServer::start().await;
     let mut client = server.tokens().await;
     let created = create(&mut client, full_token()).await;
@@ -258,7 +302,7 @@ async fn update_with_empty_mask_replaces_every_mutable_field() {
                 weight: 0.25,
                 ..pb::Token::default()
             }),
-            update_mask: None,
+            update_mask: mask(&["*"]),
         })
         .await
         .expect("update")
@@ -273,6 +317,32 @@ async fn update_with_empty_mask_replaces_every_mutable_field() {
     );
     assert!(updated.l1_physical.is_none() && updated.l8_abstract.is_none());
     assert_eq!(updated.id, created.id);
+}
+
+#[tokio::test]
+async fn the_star_mask_must_stand_alone() {
+    let server = TestServer::start().await;
+    let mut client = server.tokens().await;
+    let created = create(&mut client, full_token()).await;
+    let status = client
+        .update_token(pb::UpdateTokenRequest {
+            token: Some(pb::Token {
+                id: created.id,
+                weight: 0.25,
+                ..pb::Token::default()
+            }),
+            update_mask: mask(&["*", "weight"]),
+        })
+        .await
+        .expect_err("`*` with another path");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violation_fields(&status), ["update_mask.paths"]);
+    let unchanged = client
+        .get_token(pb::GetTokenRequest { id: created.id })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(unchanged, created);
 }
 
 #[tokio::test]

@@ -159,15 +159,25 @@ pub fn token_not_found(field: &str, raw: u32) -> StoreError {
     StoreError::NotFound(format!("{field}: token {raw} does not exist"))
 }
 
-/// The patch an UpdateToken request asks for: every bad mask path (`update_mask.paths[i]`) and
-/// every bad value of a valid path (`token.…`) is reported.
+/// The patch an UpdateToken request asks for (API.md §2): an absent or empty mask means the
+/// fields set in `token` (AIP-134), `*` every mutable field; every bad mask path
+/// (`update_mask.paths[i]`) and every bad value of a valid path (`token.…`) is reported.
 pub fn token_patch(
     token: &pb::Token,
     mask: Option<&prost_types::FieldMask>,
 ) -> Result<TokenPatch, Violations> {
     let mut violations = Violations::default();
+    let input = TokenInput::from(token);
     let paths = match mask.map(|m| m.paths.as_slice()).unwrap_or_default() {
-        [] => UpdatePath::all(),
+        [] => UpdatePath::set_in(&input),
+        [all] if all == "*" => UpdatePath::all(),
+        paths if paths.iter().any(|p| p == "*") => {
+            violations.push(
+                "update_mask.paths",
+                "`*` (replace every mutable field) must be the only path",
+            );
+            Vec::new()
+        }
         paths => paths
             .iter()
             .enumerate()
@@ -179,8 +189,7 @@ pub fn token_patch(
             })
             .collect(),
     };
-    let patch = violations
-        .take(TokenPatch::new(&TokenInput::from(token), paths).map_err(|v| v.prefixed("token.")));
+    let patch = violations.take(TokenPatch::new(&input, paths).map_err(|v| v.prefixed("token.")));
     match patch {
         Some(patch) if violations.is_empty() => Ok(patch),
         _ => Err(violations),

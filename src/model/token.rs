@@ -552,7 +552,33 @@ pub enum UpdatePath {
 }
 
 impl UpdatePath {
-    /// Every mutable path: what an empty mask means.
+    /// What an absent or empty mask means (AIP-134): the fields set in `input`, i.e. non-zero
+    /// scalars, present spaces and `flags` when present; nothing else changes.
+    pub fn set_in(input: &TokenInput) -> Vec<UpdatePath> {
+        let scalars = [
+            (input.weight, UpdatePath::Weight),
+            (input.field_radius, UpdatePath::FieldRadius),
+            (input.field_strength, UpdatePath::FieldStrength),
+        ];
+        let mut paths: Vec<UpdatePath> = scalars
+            .into_iter()
+            // NaN is "set" too, so that it is refused rather than ignored.
+            .filter(|(value, _)| *value != 0.0)
+            .map(|(_, path)| path)
+            .collect();
+        if input.flags.is_some() {
+            paths.push(UpdatePath::Flags);
+        }
+        paths.extend(
+            Space::ALL
+                .into_iter()
+                .filter(|space| input.points[space.index()].is_some())
+                .map(UpdatePath::Point),
+        );
+        paths
+    }
+
+    /// Every mutable path: what the mask `*` means.
     pub fn all() -> Vec<UpdatePath> {
         let mut paths = vec![
             UpdatePath::Weight,
@@ -752,6 +778,27 @@ mod tests {
         assert!(after.flags().get(FlagName::Active));
         assert!(after.flags().get(FlagName::Persistent));
         assert_eq!(after.timestamp(), 9);
+    }
+
+    #[test]
+    fn an_empty_mask_means_the_fields_set() {
+        let mut input = TokenInput {
+            weight: 0.5,
+            field_strength: f32::NAN,
+            ..TokenInput::default()
+        };
+        input.points[Space::L3Motor.index()] = Some([1.0, 2.0, 3.0]);
+        assert_eq!(
+            UpdatePath::set_in(&input),
+            [
+                UpdatePath::Weight,
+                UpdatePath::FieldStrength,
+                UpdatePath::Point(Space::L3Motor)
+            ]
+        );
+        input.flags = Some(TokenFlags::DEFAULT);
+        assert!(UpdatePath::set_in(&input).contains(&UpdatePath::Flags));
+        assert!(UpdatePath::set_in(&TokenInput::default()).is_empty());
     }
 
     #[test]
