@@ -179,6 +179,55 @@ async fn grpc_health_serves_implemented_services_only() {
 }
 
 #[tokio::test]
+async fn health_watch_of_an_unknown_service_streams_service_unknown_and_stays_open() {
+    let server = TestServer::start().await;
+    let mut health = HealthClient::new(server.channel().await);
+    let check = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .expect_err("Check of an unknown service");
+    assert_eq!(check.code(), Code::NotFound);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .expect("Watch of an unknown service is answered")
+        .into_inner();
+    let first = watch.message().await.expect("first").expect("a status");
+    assert_eq!(first.status(), ServingStatus::ServiceUnknown);
+    // Still open: no further message and no end while nothing changes.
+    let more = tokio::time::timeout(Duration::from_millis(200), watch.message()).await;
+    assert!(more.is_err(), "the stream stays open: {more:?}");
+    // It ends like every other stream at shutdown.
+    let mut server = server;
+    server.signal_shutdown();
+    let ended = watch.message().await.expect_err("ends at shutdown");
+    assert_eq!(ended.code(), Code::Unavailable);
+}
+
+#[test]
+fn uptime_seconds_is_uint32_in_health_and_status() {
+    use prost::Message as _;
+    use prost_types::field_descriptor_proto::Type;
+    let set = prost_types::FileDescriptorSet::decode(neurograph::api::FILE_DESCRIPTOR_SET)
+        .expect("descriptors");
+    for message in ["HealthResponse", "StatusResponse"] {
+        let field = set
+            .file
+            .iter()
+            .filter(|f| f.package() == "neurograph.v1")
+            .flat_map(|f| &f.message_type)
+            .find(|m| m.name() == message)
+            .and_then(|m| m.field.iter().find(|f| f.name() == "uptime_seconds"))
+            .unwrap_or_else(|| panic!("{message}.uptime_seconds"));
+        assert_eq!(field.r#type(), Type::Uint32, "{message}.uptime_seconds");
+    }
+}
+
+#[tokio::test]
 async fn shutdown_turns_health_not_serving_and_ends_streams_unavailable() {
     let mut server = TestServer::start_with(|c| c.shutdown_timeout = Duration::from_secs(3)).await;
     let mut tokens = server.tokens().await;

@@ -1,6 +1,7 @@
-//! `grpc.health.v1.Health` over tonic-health's statuses, with one change: at shutdown an open
-//! Watch gets its NOT_SERVING update and then ends with UNAVAILABLE, like every other stream,
-//! instead of holding its connection until `--shutdown-timeout`.
+//! `grpc.health.v1.Health` over tonic-health's statuses, with two changes: Watch of an unknown
+//! service streams SERVICE_UNKNOWN and stays open (as the health protocol says), and at
+//! shutdown an open Watch gets its NOT_SERVING update and then ends with UNAVAILABLE, like
+//! every other stream, instead of holding its connection until `--shutdown-timeout`.
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -47,7 +48,19 @@ impl Health for HealthApi {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let mut statuses = self.inner.watch(request).await?.into_inner();
+        // The health protocol: Watch of a service the server does not know streams
+        // SERVICE_UNKNOWN and stays open (the service may appear later), where Check is
+        // NOT_FOUND; tonic-health answers both NOT_FOUND.
+        let mut statuses: Self::WatchStream = match self.inner.watch(request).await {
+            Ok(statuses) => Box::pin(statuses.into_inner()),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                let unknown = HealthCheckResponse {
+                    status: ServingStatus::ServiceUnknown as i32,
+                };
+                Box::pin(tokio_stream::once(Ok(unknown)).chain(tokio_stream::pending()))
+            }
+            Err(status) => return Err(status),
+        };
         let mut shutdown = self.shutdown.clone();
         let (sender, receiver) = mpsc::channel(4);
         tokio::spawn(async move {
@@ -69,7 +82,9 @@ impl Health for HealthApi {
                     },
                     () = sender.closed() => return,
                     () = shutdown.wait() => {
-                        if last_sent != Some(not_serving) {
+                        // A service the server does not know has no status to turn off.
+                        let unknown = ServingStatus::ServiceUnknown as i32;
+                        if last_sent != Some(not_serving) && last_sent != Some(unknown) {
                             let update = HealthCheckResponse { status: not_serving };
                             let _ = sender.send(Ok(update)).await;
                         }

@@ -68,8 +68,9 @@ impl SystemApi {
             .collect()
     }
 
-    fn uptime_seconds(&self) -> u64 {
-        process_start().elapsed().as_secs()
+    /// Whole seconds since start; `uint32` on the wire (136 years before it saturates).
+    fn uptime_seconds(&self) -> u32 {
+        u32::try_from(process_start().elapsed().as_secs()).unwrap_or(u32::MAX)
     }
 }
 
