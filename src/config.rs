@@ -41,6 +41,50 @@ pub enum Action {
         #[arg(long)]
         discard_existing: bool,
     },
+    /// Ask a running server's grpc.health.v1 Check and exit 0 when it is SERVING, 1 otherwise
+    /// (for exec probes and container HEALTHCHECKs). Over TLS when --tls-cert is configured
+    /// (e.g. by NEUROGRAPH_TLS_CERT) or --tls-ca is given.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// How `neurograph healthcheck` reaches the server.
+#[derive(Clone, Debug, PartialEq, Eq, Args)]
+pub struct HealthcheckArgs {
+    /// The server's address; default the --listen address (an unspecified IP as loopback).
+    #[arg(long)]
+    pub addr: Option<String>,
+
+    /// The service to ask about; empty means the server as a whole.
+    #[arg(long, default_value = "")]
+    pub service: String,
+
+    /// Longest wait for the answer, connection included, e.g. `2s` or `500ms`.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+
+    /// PEM CA certificates to trust (turns TLS on); default with TLS: the --tls-cert chain.
+    #[arg(long, env = "NEUROGRAPH_HEALTHCHECK_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// The name the server's certificate must carry.
+    #[arg(long, default_value = "localhost")]
+    pub tls_server_name: String,
+
+    /// PEM client certificate for a server that requires one (--tls-client-ca).
+    #[arg(
+        long,
+        env = "NEUROGRAPH_HEALTHCHECK_TLS_CLIENT_CERT",
+        requires = "tls_client_key"
+    )]
+    pub tls_client_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-client-cert.
+    #[arg(
+        long,
+        env = "NEUROGRAPH_HEALTHCHECK_TLS_CLIENT_KEY",
+        requires = "tls_client_cert"
+    )]
+    pub tls_client_key: Option<PathBuf>,
 }
 
 /// Log line format.

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod healthcheck;
 pub mod model;
 pub mod server;
 pub mod store;

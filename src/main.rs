@@ -1,5 +1,6 @@
 //! The `neurograph` binary: parse the config, start logging, run the server (or restore a
-//! backup with `neurograph restore BACKUP`).
+//! backup with `neurograph restore BACKUP`, or probe a running server with
+//! `neurograph healthcheck`).
 
 use clap::Parser;
 use neurograph::config::{Action, Config};
@@ -11,12 +12,13 @@ async fn main() -> std::process::ExitCode {
     telemetry::process_start();
     let config = Config::parse();
     telemetry::init_logging(config.log_format);
-    if let Some(Action::Restore {
-        backup,
-        discard_existing,
-    }) = &config.action
-    {
-        return restore(backup, &config.data_dir, *discard_existing);
+    match &config.action {
+        Some(Action::Restore {
+            backup,
+            discard_existing,
+        }) => return restore(backup, &config.data_dir, *discard_existing),
+        Some(Action::Healthcheck(args)) => return healthcheck(args, &config).await,
+        None => {}
     }
     tracing::info!(?config, "starting neurograph {}", env!("CARGO_PKG_VERSION"));
     let signal = match server::termination_signal() {
@@ -37,6 +39,28 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("server failed: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `neurograph healthcheck`: prints the status (or why there is none) and exits 0 only for
+/// SERVING.
+async fn healthcheck(
+    args: &neurograph::config::HealthcheckArgs,
+    config: &Config,
+) -> std::process::ExitCode {
+    match neurograph::healthcheck::check(args, config.listen, &config.access).await {
+        Ok(status) => {
+            println!("{}", status.as_str_name());
+            if status == tonic_health::ServingStatus::Serving.into() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(why) => {
+            eprintln!("healthcheck failed: {why}");
             std::process::ExitCode::FAILURE
         }
     }
