@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Installs the tools of the cross-language tests (tests/cross_language.rs) and generates the
-# Python stubs from proto/. Idempotent and safe to run concurrently (a lock file serialises runs):
-# a second run with unchanged requirements and protos does nothing but check.
+# Installs the tools of the cross-language tests (tests/cross_language.rs) and of the proto style
+# test (tests/proto_style.rs: buf), and generates the Python stubs from proto/. Idempotent and
+# safe to run concurrently (a lock file serialises runs): a second run with unchanged
+# requirements and protos does nothing but check.
 #
 #   venv   NEUROGRAPH_TEST_VENV   (default target/test-tools/venv): python3 -m venv, then
 #          pip install -r tests/python/requirements.txt (pinned); skipped while the stamp file
 #          matches the hash of the requirements, VENV_LAYOUT and the Python version.
 #   stubs  NEUROGRAPH_TEST_STUBS  (default $VENV/neurograph-stubs): grpc_tools.protoc output for
-#          proto/**/*.proto except proto/google/; regenerated when one of them changes. Never
-#          written into the source tree.
+#          proto/**/*.proto; regenerated when one of them changes. Never written into the source
+#          tree.
 #   python NEUROGRAPH_TEST_PYTHON (default python3): the interpreter that creates the venv.
 #
 # The last lines on stdout name what was installed, for the test to read:
-#   test-tools: python=PATH   test-tools: grpcurl=PATH   test-tools: stubs=DIR
+#   test-tools: python=PATH   test-tools: grpcurl=PATH   test-tools: buf=PATH
+#   test-tools: stubs=DIR
 # Everything else (pip's progress) goes to stderr.
 set -euo pipefail
 
@@ -57,6 +59,7 @@ env_is_current() {
     [ -x "$venv_python" ] &&
         [ -f "$env_stamp" ] &&
         [ "$(cat "$env_stamp")" = "$wanted_env_hash" ] &&
+        [ -x "$VENV/bin/buf" ] &&
         "$venv_python" -c 'import grpc, grpc_tools, grpc_health, grpc_reflection, grpc_status' \
             >/dev/null 2>&1
 }
@@ -89,12 +92,21 @@ case "$grpcurl_reported" in
 *) die "expected grpcurl $GRPCURL_VERSION at $grpcurl, it says: $grpcurl_reported" ;;
 esac
 
+# --- buf ---------------------------------------------------------------------------------------
+# buf-bin installs the real binary as bin/buf; the version it reports must be the pinned one.
+buf="$VENV/bin/buf"
+[ -x "$buf" ] || die "buf not found in $VENV"
+buf_pinned="$(sed -n 's/^buf-bin==\([^[:space:]#]*\).*/\1/p' "$REQUIREMENTS")"
+[ -n "$buf_pinned" ] || die "no buf-bin==VERSION pin in $REQUIREMENTS"
+buf_reported="$("$buf" --version 2>&1 || true)"
+[ "$buf_reported" = "$buf_pinned" ] ||
+    die "expected buf $buf_pinned at $buf, it says: $buf_reported"
+
 # --- Python stubs --------------------------------------------------------------------------------
-# proto/google/ holds subsets of Google's files (served by reflection for status details); their
-# full versions come with googleapis-common-protos, which stubs of the subsets would shadow.
+# proto/ holds only the wire contract; the reflection-only google.rpc subset lives in
+# proto-reflection/, so stubs generated here never shadow googleapis-common-protos.
 mapfile -t protos < <(
-    cd "$PROTO_ROOT" && find . -path ./google -prune -o -name '*.proto' -print |
-        sed 's|^\./||' | LC_ALL=C sort
+    cd "$PROTO_ROOT" && find . -name '*.proto' | sed 's|^\./||' | LC_ALL=C sort
 )
 [ "${#protos[@]}" -gt 0 ] || die "no .proto files under $PROTO_ROOT"
 wanted_stubs_hash="$(
@@ -125,4 +137,5 @@ fi
 
 echo "test-tools: python=$venv_python"
 echo "test-tools: grpcurl=$grpcurl"
+echo "test-tools: buf=$buf"
 echo "test-tools: stubs=$STUBS"
