@@ -181,6 +181,54 @@ pub struct Config {
     /// Credentials, protected mode and TLS (API.md §7).
     #[command(flatten)]
     pub access: AccessConfig,
+
+    /// Unary and client-streaming neurograph.v1 calls in flight at most; one more is
+    /// RESOURCE_EXHAUSTED `overloaded` (never queued).
+    #[arg(
+        long,
+        env = "NEUROGRAPH_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 4096,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_concurrent_requests: u32,
+
+    /// Open StreamTokens and WatchTokens calls at most; one more is RESOURCE_EXHAUSTED
+    /// `overloaded`.
+    #[arg(
+        long,
+        env = "NEUROGRAPH_MAX_STREAMS",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_streams: u32,
+
+    /// Calls per second each caller may make (a token bucket per credential name, or per peer
+    /// IP without credentials); beyond it RESOURCE_EXHAUSTED `rate limited`. Off by default.
+    #[arg(long, env = "NEUROGRAPH_RATE_LIMIT", value_parser = parse_rate)]
+    pub rate_limit: Option<f64>,
+
+    /// Calls a caller may make at once before the rate applies; default the rate rounded up.
+    #[arg(
+        long,
+        env = "NEUROGRAPH_RATE_LIMIT_BURST",
+        requires = "rate_limit",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub rate_limit_burst: Option<u32>,
+}
+
+/// A rate: a finite number of calls per second above 0 (at least one call a day).
+fn parse_rate(value: &str) -> Result<f64, String> {
+    let rate: f64 = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number of calls per second"))?;
+    if rate.is_finite() && rate >= 1.0 / 86_400.0 {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "must be a finite rate ≥ 1/86400 calls per second, got {value}"
+        ))
+    }
 }
 
 /// A key given on the command line or in the environment: never printed, also not by the
@@ -273,6 +321,24 @@ impl Config {
             "--storage",
             "memory",
         ])
+    }
+
+    /// The overload bounds and rate limits in force.
+    pub fn limits(&self) -> crate::overload::Limits {
+        let rate = self.rate_limit.map(|per_second| {
+            let burst = self
+                .rate_limit_burst
+                .unwrap_or_else(|| per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
+            (
+                per_second,
+                std::num::NonZeroU32::new(burst).unwrap_or(std::num::NonZeroU32::MIN),
+            )
+        });
+        crate::overload::Limits {
+            max_concurrent_requests: self.max_concurrent_requests as usize,
+            max_streams: self.max_streams as usize,
+            rate,
+        }
     }
 
     /// How long `batched` durability waits for company.

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod healthcheck;
 pub mod model;
+pub mod overload;
 pub mod server;
 pub mod store;
 pub mod telemetry;

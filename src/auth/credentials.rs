@@ -182,6 +182,7 @@ impl Credentials {
             }
             .into(),
             role: Role::Admin,
+            credential: false,
         };
         Ok(Credentials {
             mode,
@@ -247,6 +248,7 @@ impl Credentials {
                         (Some(name), Some(role)) => Ok(Caller {
                             name: Arc::clone(name),
                             role,
+                            credential: true,
                         }),
                         _ => Err(AuthError::Missing),
                     }
@@ -263,6 +265,7 @@ impl Credentials {
             return Ok(Caller {
                 name: Arc::clone(name),
                 role,
+                credential: true,
             });
         }
         let looks_like_jwt = credential.iter().filter(|b| **b == b'.').count() == 2;
@@ -282,6 +285,7 @@ impl Credentials {
             .map(|(name, role)| Caller {
                 name: Arc::clone(name),
                 role,
+                credential: true,
             })
             .ok_or(AuthError::UnknownKey { hint: "" })
     }

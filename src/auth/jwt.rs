@@ -189,7 +189,11 @@ impl JwtVerifier {
             _ => "jwt".into(),
         };
         Ok(VerifiedJwt {
-            caller: Caller { name, role },
+            caller: Caller {
+                name,
+                role,
+                credential: true,
+            },
             // jsonwebtoken refused a token without `exp`.
             expires_at: data.claims.exp.as_ref().and_then(seconds).unwrap_or(0),
             not_before: data.claims.nbf.as_ref().and_then(seconds),

@@ -67,4 +67,7 @@ pub struct Caller {
     pub name: Arc<str>,
     /// What the credential may do.
     pub role: Role,
+    /// Whether a credential proved it (false in protected and open mode, where the caller is
+    /// only a peer: rate limits then key by its address).
+    pub credential: bool,
 }

@@ -33,6 +33,7 @@ use crate::api::{ShutdownSignal, FILE_DESCRIPTOR_SET, STATUS_DETAILS_DESCRIPTOR_
 use crate::auth::credentials::Mode;
 use crate::auth::{AccessControlLayer, Credentials};
 use crate::config::{AccessConfig, Config, StorageKind};
+use crate::overload::OverloadLayer;
 use crate::store::cdna::run_quarantine_timer;
 use crate::store::{Engine, EngineOptions};
 use crate::telemetry::{ConnectionStats, ProcessSampler};
@@ -215,6 +216,7 @@ pub async fn serve(
             tower::ServiceBuilder::new()
                 .layer(tower::util::MapResponseLayer::new(map_oversized(max)))
                 .layer(AccessControlLayer::new(Arc::clone(&credentials)))
+                .layer(OverloadLayer::new(config.limits()))
                 .layer(DurableReadsLayer::new(Arc::clone(&engine_slot))),
         )
         .add_service(health)
