@@ -12,21 +12,22 @@
 //! Access control and TLS (API.md §7) get runs of their own: servers started with an admin and
 //! a reader key, one of them on TLS with a certificate from a CA made at run time
 //! (`common::certs`), the scripts told the keys and the CA through their arguments.
+//!
+//! The client packages are tested as their users meet them: `clients/python` is pip-installed
+//! into the venv and its `example.py` run against a server (and its committed stubs must equal
+//! a fresh `generate.py` run over `proto/`); `clients/node/example.js` runs with the packages
+//! `npm ci` installs from the committed lock, when `node` is on PATH (SKIPPED otherwise).
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::process::Command;
+use std::time::Duration;
 
 use common::binary::Server;
 use common::certs::TlsFiles;
-use std::thread;
-use std::time::{Duration, Instant};
+use common::tools::{manifest_dir, run_bounded, tools};
 
-/// First run: a venv plus about 20 MB of wheels from PyPI (pip's own timeout is 180 s a request).
-const TOOLS_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// One Python script against a running server (its calls have 10 s deadlines each).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -47,147 +48,6 @@ const CLIENT_TEST_CLASSES: &[&str] = &[
 /// The keyed servers' `--api-key` (credential `admin`) and `--read-only-api-key` (`read-only`).
 const ADMIN_KEY: &str = "cross-language-admin-key-0123456789";
 const READER_KEY: &str = "cross-language-reader-key-0123456789";
-
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// What `scripts/test-tools.sh` installed.
-#[derive(Debug)]
-struct Tools {
-    python: PathBuf,
-    grpcurl: PathBuf,
-    stubs: PathBuf,
-}
-
-/// Runs `scripts/test-tools.sh` once per test process; every test waits for that one run.
-fn tools() -> &'static Tools {
-    static TOOLS: OnceLock<Result<Tools, String>> = OnceLock::new();
-    match TOOLS.get_or_init(install_tools) {
-        Ok(tools) => tools,
-        Err(report) => panic!("{report}"),
-    }
-}
-
-fn install_tools() -> Result<Tools, String> {
-    let script = manifest_dir().join("scripts/test-tools.sh");
-    let mut command = Command::new("bash");
-    command.arg(&script).current_dir(manifest_dir());
-    if std::env::var_os("NEUROGRAPH_TEST_VENV").is_none() {
-        // Beside the build output, wherever CARGO_TARGET_DIR puts it (CARGO_TARGET_TMPDIR is
-        // <target>/tmp); the script's own default assumes ./target.
-        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .parent()
-            .expect("CARGO_TARGET_TMPDIR is <target>/tmp");
-        command.env("NEUROGRAPH_TEST_VENV", target.join("test-tools/venv"));
-    }
-    let started = Instant::now();
-    let run = run_bounded(&mut command, TOOLS_TIMEOUT)?;
-    if !run.succeeded() {
-        return Err(format!(
-            "scripts/test-tools.sh failed after {:.1?}\n{}",
-            started.elapsed(),
-            run.report()
-        ));
-    }
-    let value = |key: &str| {
-        let prefix = format!("test-tools: {key}=");
-        run.stdout
-            .lines()
-            .rev()
-            .find_map(|line| line.strip_prefix(&prefix))
-            .map(PathBuf::from)
-            .ok_or_else(|| format!("test-tools.sh printed no `{prefix}` line\n{}", run.report()))
-    };
-    Ok(Tools {
-        python: value("python")?,
-        grpcurl: value("grpcurl")?,
-        stubs: value("stubs")?,
-    })
-}
-
-/// A finished child process and what it printed.
-struct Finished {
-    description: String,
-    status: Option<ExitStatus>,
-    elapsed: Duration,
-    stdout: String,
-    stderr: String,
-}
-
-impl Finished {
-    fn succeeded(&self) -> bool {
-        self.status.is_some_and(|s| s.success())
-    }
-
-    fn report(&self) -> String {
-        let status = match self.status {
-            Some(status) => status.to_string(),
-            None => "killed: no exit within its time limit".to_string(),
-        };
-        format!(
-            "$ {}\n{status} after {:.1?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.description, self.elapsed, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `command` to completion, killing its whole process group past `timeout`.
-fn run_bounded(command: &mut Command, timeout: Duration) -> Result<Finished, String> {
-    use std::os::unix::process::CommandExt;
-
-    let description = format!("{command:?}");
-    let started = Instant::now();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot start {description}: {e}"))?;
-    let stdout = read_to_end_in_background(child.stdout.take().expect("stdout is piped"));
-    let stderr = read_to_end_in_background(child.stderr.take().expect("stderr is piped"));
-
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if started.elapsed() < timeout => thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                // The group, not just the child: pip and grpcurl run subprocesses of their own.
-                let _ = Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{}", child.id())])
-                    .status();
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Err(e) => return Err(format!("waiting for {description}: {e}")),
-        }
-    };
-    // A grandchild that outlived the child may still hold the pipes: don't wait for it forever.
-    let collect = |receiver: mpsc::Receiver<String>| {
-        receiver
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| "(output not closed 10 s after exit)".to_string())
-    };
-    Ok(Finished {
-        description,
-        status,
-        elapsed: started.elapsed(),
-        stdout: collect(stdout),
-        stderr: collect(stderr),
-    })
-}
-
-fn read_to_end_in_background(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (sender, receiver) = mpsc::channel();
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        let _ = sender.send(String::from_utf8_lossy(&bytes).into_owned());
-    });
-    receiver
-}
 
 /// Runs `tests/python/<script>` against `server` and fails the test with every output unless
 /// the script exits 0 after printing its `N passed, 0 failed` line.
@@ -397,4 +257,274 @@ fn every_python_client_test_class_is_run_by_a_rust_test() {
             "{class} is listed but no test runs it"
         );
     }
+}
+
+// --- Client packages (clients/python, clients/node) ------------------------------------------
+
+/// `pip install` of the client package, or `npm ci` of the Node example (first run: from the
+/// registries; about 100 MB for Node, mostly google-proto-files).
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Output lines the Python and Node examples print against a fresh server: the first token of
+/// (domain 2, entity_type 5) is id 2 << 28 | 5 << 24 | 1.
+const EXAMPLE_CREATED: &str = "created id=620756993 local_id=1";
+const EXAMPLE_REJECTED: &str = "rejected: INVALID_ARGUMENT: token.weight: 2 is outside [0, 1]";
+const EXAMPLE_VIOLATION: &str = "violation: token.weight: 2 is outside [0, 1]";
+
+/// The generated modules of clients/python (`*_pb2.py`, `*_pb2.pyi`, `*_pb2_grpc.py`) in `dir`,
+/// by name, with their contents.
+fn generated_python_files(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {dir:?}: {e}"))
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter_map(|path| {
+            let name = path.file_name()?.to_str()?.to_owned();
+            let generated = ["_pb2.py", "_pb2.pyi", "_pb2_grpc.py"]
+                .iter()
+                .any(|suffix| name.ends_with(suffix));
+            generated.then(|| {
+                let text =
+                    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path:?}: {e}"));
+                (name, text)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn python_client_package_stubs_are_generated_from_the_current_protos() {
+    let tools = tools();
+    let out = tempfile::tempdir().expect("a temp dir");
+    let mut command = Command::new(&tools.python);
+    command
+        .arg(manifest_dir().join("clients/python/generate.py"))
+        .arg("--out")
+        .arg(out.path())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .current_dir(manifest_dir());
+    let run = run_bounded(&mut command, SCRIPT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.succeeded(), "generate.py failed\n{}", run.report());
+
+    let fresh = generated_python_files(&out.path().join("neurograph/v1"));
+    let committed = generated_python_files(
+        &manifest_dir().join("clients/python/src/neurograph_client/neurograph/v1"),
+    );
+    assert_eq!(
+        fresh.len(),
+        3 * 5,
+        "three modules per proto file: {:?}",
+        fresh.keys()
+    );
+    let names: std::collections::BTreeSet<&String> = fresh.keys().chain(committed.keys()).collect();
+    let stale: Vec<&String> = names
+        .into_iter()
+        .filter(|name| fresh.get(*name) != committed.get(*name))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "clients/python's generated stubs are stale (or extra) relative to proto/: {stale:?}; \
+         regenerate them with the pinned grpcio-tools:\n  bash scripts/test-tools.sh >/dev/null && \
+         target/test-tools/venv/bin/python clients/python/generate.py"
+    );
+}
+
+/// Copies the client package's sources (not build output) from `from` into `to`.
+fn copy_package_sources(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("create {to:?}: {e}"));
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {from:?}: {e}")) {
+        let path = entry.expect("a directory entry").path();
+        let name = path.file_name().expect("a file name").to_string_lossy();
+        if name == "build" || name == "__pycache__" || name.ends_with(".egg-info") {
+            continue;
+        }
+        if path.is_dir() {
+            copy_package_sources(&path, &to.join(&*name));
+        } else {
+            std::fs::copy(&path, to.join(&*name)).unwrap_or_else(|e| panic!("copy {path:?}: {e}"));
+        }
+    }
+}
+
+/// Runs `command` under the venv's lock (the one scripts/test-tools.sh takes), so that no two
+/// installs into the venv overlap.
+fn under_venv_lock(tools: &common::tools::Tools, program: &Path) -> Command {
+    let mut command = Command::new("flock");
+    command
+        .arg(format!("{}.lock", tools.venv().display()))
+        .arg(program);
+    command
+}
+
+#[test]
+fn python_client_package_installs_with_pip_and_its_example_runs() {
+    let tools = tools();
+    // pip builds a local project in place (build/, *.egg-info): build a copy, not the tree.
+    let copy = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("a temp dir");
+    let package = copy.path().join("python");
+    copy_package_sources(&manifest_dir().join("clients/python"), &package);
+    let mut install = under_venv_lock(tools, &tools.python);
+    install
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+        ])
+        // The build backend is the venv's pinned setuptools (tests/python/requirements.txt):
+        // nothing is fetched, the pinned dependencies are already installed.
+        .arg("--no-build-isolation")
+        .arg(&package)
+        .current_dir(copy.path());
+    let run = run_bounded(&mut install, INSTALL_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        run.succeeded(),
+        "pip install clients/python failed\n{}",
+        run.report()
+    );
+    let mut check = Command::new(&tools.python);
+    check.args(["-m", "pip", "check", "--disable-pip-version-check"]);
+    let run = run_bounded(&mut check, SCRIPT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        run.succeeded(),
+        "the package's pinned dependencies do not match the venv\n{}",
+        run.report()
+    );
+
+    let server = Server::start(&[]);
+    let mut example = Command::new(&tools.python);
+    example
+        .arg(manifest_dir().join("clients/python/example.py"))
+        .arg("--addr")
+        .arg(&server.addr)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        // Outside the repository: neurograph_client must come from the installed package.
+        .current_dir(copy.path());
+    let run = run_bounded(&mut example, SCRIPT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        run.succeeded()
+            && lines
+                == [
+                    EXAMPLE_CREATED,
+                    "got id=620756993 weight=0.5 l1_physical=(1.0, 2.0, 3.0)",
+                    EXAMPLE_REJECTED,
+                    EXAMPLE_VIOLATION,
+                ],
+        "clients/python/example.py did not print what it should\n{}\n--- server log ({})\n{}",
+        run.report(),
+        server.addr,
+        server.log()
+    );
+
+    let mut origin = Command::new(&tools.python);
+    origin
+        .args([
+            "-c",
+            "import neurograph_client.neurograph.v1.token_pb2 as m; print(m.__file__); \
+             print(m.Token.__module__)",
+        ])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .current_dir(copy.path());
+    let run = run_bounded(&mut origin, SCRIPT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        run.succeeded()
+            && run
+                .stdout
+                .contains("site-packages/neurograph_client/neurograph/v1/token_pb2.py")
+            && run
+                .stdout
+                .contains("\nneurograph_client.neurograph.v1.token_pb2"),
+        "neurograph_client is not imported from the installed package\n{}",
+        run.report()
+    );
+    let site = tools.venv().join("lib");
+    let stubs_installed = std::fs::read_dir(&site)
+        .expect("the venv's lib/")
+        .filter_map(Result::ok)
+        .any(|python| {
+            python
+                .path()
+                .join("site-packages/neurograph_client/neurograph/v1/token_pb2.pyi")
+                .is_file()
+                && python
+                    .path()
+                    .join("site-packages/neurograph_client/py.typed")
+                    .is_file()
+        });
+    assert!(
+        stubs_installed,
+        "the .pyi stubs and py.typed were not installed"
+    );
+}
+
+/// `npm ci` of clients/node's committed package-lock.json into `<target>/test-tools/node-client`
+/// (not into the source tree), redone only when package.json or the lock changed. Returns its
+/// node_modules.
+fn node_modules() -> PathBuf {
+    let source = manifest_dir().join("clients/node");
+    let dir = common::tools::target_dir().join("test-tools/node-client");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {dir:?}: {e}"));
+    let mut command = Command::new("flock");
+    // Two test processes must not run npm ci in the same directory at once.
+    command.arg(dir.join(".lock")).arg("bash").arg("-c").arg(
+        r#"set -e
+           cd "$1"
+           cat "$2/package.json" "$2/package-lock.json" >.wanted
+           if [ -d node_modules ] && cmp -s .wanted .installed; then
+               echo "node-client: node_modules up to date"; exit 0
+           fi
+           rm -f .installed
+           cp "$2/package.json" "$2/package-lock.json" .
+           npm ci --no-audit --no-fund
+           mv .wanted .installed"#,
+    );
+    command.arg("npm-ci").arg(&dir).arg(&source);
+    let run = run_bounded(&mut command, INSTALL_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        run.succeeded(),
+        "npm ci for clients/node failed (is npm installed beside node?)\n{}",
+        run.report()
+    );
+    dir.join("node_modules")
+}
+
+#[test]
+fn node_client_example_runs_with_grpc_js_and_proto_loader() {
+    if Command::new("node").arg("--version").output().is_err() {
+        println!(
+            "SKIPPED node_client_example_runs_with_grpc_js_and_proto_loader: no `node` on PATH"
+        );
+        return;
+    }
+    let modules = node_modules();
+    let server = Server::start(&[]);
+    let mut example = Command::new("node");
+    example
+        .arg(manifest_dir().join("clients/node/example.js"))
+        .arg("--addr")
+        .arg(&server.addr)
+        // The packages npm ci installed from the committed lock (a clients/node/node_modules of
+        // a developer's own npm ci would be found first, with the same versions).
+        .env("NODE_PATH", &modules)
+        .current_dir(manifest_dir().join("clients/node"));
+    let run = run_bounded(&mut example, SCRIPT_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        run.succeeded()
+            && lines
+                == [
+                    EXAMPLE_CREATED,
+                    "got id=620756993 weight=0.5 l1_physical=(1, 2, 3)",
+                    // uint64 as a string: longs: String.
+                    "count=\"1\"",
+                    EXAMPLE_REJECTED,
+                    EXAMPLE_VIOLATION,
+                ],
+        "clients/node/example.js did not print what it should\n{}\n--- server log ({})\n{}",
+        run.report(),
+        server.addr,
+        server.log()
+    );
 }

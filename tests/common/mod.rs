@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod certs;
+pub mod tools;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,0 +1,1 @@
+"""The `neurograph` proto package (see neurograph_client.neurograph.v1)."""
