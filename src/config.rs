@@ -101,7 +101,9 @@ pub enum LogFormat {
 #[command(
     name = "neurograph",
     version,
-    about = "NeuroGraph spatial token store (gRPC)"
+    about = "NeuroGraph spatial token store (gRPC)",
+    // A flag given twice takes the last value, so wrappers can append overrides.
+    args_override_self = true
 )]
 pub struct Config {
     /// Address to listen on (use 0.0.0.0:50051 in containers).
@@ -182,6 +184,10 @@ pub struct Config {
     #[command(flatten)]
     pub access: AccessConfig,
 
+    /// Side HTTP port for /metrics, /healthz and /readyz (plaintext, no credentials), or `off`.
+    #[arg(long, env = "NEUROGRAPH_HTTP_LISTEN", default_value = "127.0.0.1:9464")]
+    pub http_listen: HttpListen,
+
     /// Unary and client-streaming neurograph.v1 calls in flight at most; one more is
     /// RESOURCE_EXHAUSTED `overloaded` (never queued).
     #[arg(
@@ -228,6 +234,39 @@ fn parse_rate(value: &str) -> Result<f64, String> {
         Err(format!(
             "must be a finite rate ≥ 1/86400 calls per second, got {value}"
         ))
+    }
+}
+
+/// Where the side HTTP port listens, if anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpListen {
+    /// No side port.
+    Off,
+    /// This address (port 0: any free port, logged).
+    At(SocketAddr),
+}
+
+impl HttpListen {
+    /// The address, unless `off`.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            HttpListen::Off => None,
+            HttpListen::At(addr) => Some(addr),
+        }
+    }
+}
+
+impl std::str::FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<HttpListen, String> {
+        if value == "off" {
+            return Ok(HttpListen::Off);
+        }
+        value
+            .parse()
+            .map(HttpListen::At)
+            .map_err(|_| format!("{value:?} is neither `off` nor an address like 127.0.0.1:9464"))
     }
 }
 
@@ -320,6 +359,9 @@ impl Config {
             &listen.to_string(),
             "--storage",
             "memory",
+            // Tests start many servers in one process: no fixed side port.
+            "--http-listen",
+            "off",
         ])
     }
 

@@ -27,6 +27,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tower::Layer;
 
 use crate::auth::{Caller, PeerInfo};
+use crate::metrics::Rejection;
 
 /// Message of a call refused for a full bound (API.md §8), exactly.
 pub const OVERLOADED: &str = "overloaded";
@@ -157,6 +158,7 @@ impl Shared {
                 _ => RateKey::Unknown,
             };
             if let Err(not_until) = buckets.check_key(&key) {
+                crate::metrics::count_rejection(Rejection::RateLimited);
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 return Err(refusal(RATE_LIMITED, wait.max(Duration::from_millis(1))));
             }
@@ -165,9 +167,10 @@ impl Shared {
             true => &self.streams,
             false => &self.calls,
         };
-        Arc::clone(bound)
-            .try_acquire_owned()
-            .map_err(|_| refusal(OVERLOADED, OVERLOADED_RETRY))
+        Arc::clone(bound).try_acquire_owned().map_err(|_| {
+            crate::metrics::count_rejection(Rejection::Overloaded);
+            refusal(OVERLOADED, OVERLOADED_RETRY)
+        })
     }
 }
 

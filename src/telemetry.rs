@@ -39,7 +39,7 @@ pub fn resident_bytes() -> u64 {
 }
 
 /// CPU time (user + system) this process has used.
-fn cpu_time() -> Duration {
+pub fn cpu_time() -> Duration {
     // SAFETY: getrusage writes into the zeroed struct we own; RUSAGE_SELF is always valid.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();

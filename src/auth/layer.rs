@@ -90,6 +90,11 @@ where
                     .and_then(|peer| peer.remote);
                 // Quoted (Debug): the path and a JWT's role come from the caller.
                 tracing::info!(method = ?path, ?peer, reason = ?refusal.to_string(), "call refused");
+                crate::metrics::count_rejection(if refusal.is_unauthenticated() {
+                    crate::metrics::Rejection::Unauthenticated
+                } else {
+                    crate::metrics::Rejection::PermissionDenied
+                });
                 let status = crate::api::error::auth_status(&refusal);
                 Box::pin(async move { Ok(status.into_http()) })
             }

@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod listener;
 pub mod reload;
+pub mod side_port;
 pub mod tls;
 
 use std::future::Future;
@@ -33,6 +34,7 @@ use crate::api::{ShutdownSignal, FILE_DESCRIPTOR_SET, STATUS_DETAILS_DESCRIPTOR_
 use crate::auth::credentials::Mode;
 use crate::auth::{AccessControlLayer, Credentials};
 use crate::config::{AccessConfig, Config, StorageKind};
+use crate::metrics::RpcMetricsLayer;
 use crate::overload::OverloadLayer;
 use crate::store::cdna::run_quarantine_timer;
 use crate::store::{Engine, EngineOptions};
@@ -65,6 +67,9 @@ pub enum ServeError {
     /// The store could not be opened or read back.
     #[error("storage: {0}")]
     Storage(String),
+    /// The side HTTP port could not be opened.
+    #[error("http: {0}")]
+    Http(String),
     /// A credential or TLS file could not be used.
     #[error("access: {0}")]
     Access(String),
@@ -101,11 +106,34 @@ fn map_oversized(
     }
 }
 
-/// Marks every served service and the server as a whole (`""`) with `status`.
-async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
-    reporter.set_service_status("", status).await;
-    for service in SERVED_SERVICES {
-        reporter.set_service_status(*service, status).await;
+/// A task that ends when its holder goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The two faces of the server's health: grpc.health.v1's statuses and /readyz.
+struct Probes {
+    reporter: HealthReporter,
+    readiness: Arc<side_port::Readiness>,
+}
+
+impl Probes {
+    /// SERVING everywhere, or NOT_SERVING because of `reason`; for every served service and
+    /// the server as a whole (`""`).
+    async fn set(&self, not_serving: Option<&'static str>) {
+        let status = match not_serving {
+            None => ServingStatus::Serving,
+            Some(_) => ServingStatus::NotServing,
+        };
+        self.readiness.set(not_serving);
+        self.reporter.set_service_status("", status).await;
+        for service in SERVED_SERVICES {
+            self.reporter.set_service_status(*service, status).await;
+        }
     }
 }
 
@@ -185,9 +213,13 @@ pub async fn serve(
     let sampler = ProcessSampler::start(Duration::from_secs(1));
 
     let reporter = HealthReporter::new();
-    set_health(&reporter, ServingStatus::NotServing).await;
-    let health = HealthServer::new(HealthApi::new(reporter.clone(), down.clone()))
-        .max_decoding_message_size(max);
+    let probes = Arc::new(Probes {
+        reporter: reporter.clone(),
+        readiness: Arc::new(side_port::Readiness::new("recovering")),
+    });
+    probes.set(Some("recovering")).await;
+    let health =
+        HealthServer::new(HealthApi::new(reporter, down.clone())).max_decoding_message_size(max);
 
     let reflection_v1 = reflection_builder()
         .build_v1()?
@@ -197,6 +229,23 @@ pub async fn serve(
         .max_decoding_message_size(max);
 
     let engine_slot = EngineSlot::default();
+    // Aborted when `serve` returns, after the drain: /healthz answers through it.
+    let _side_port = match config.http_listen.addr() {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::Http(format!("cannot listen on {addr}: {e}")))?;
+            if let Ok(bound) = listener.local_addr() {
+                info!(%bound, "http listening on {bound} (/metrics, /healthz, /readyz)");
+            }
+            Some(AbortOnDrop(side_port::spawn(
+                listener,
+                Arc::clone(&probes.readiness),
+                Arc::clone(&engine_slot),
+            )))
+        }
+        None => None,
+    };
     let system = SystemServer::new(SystemApi::new(
         Arc::clone(&engine_slot),
         sampler,
@@ -214,6 +263,7 @@ pub async fn serve(
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
         .layer(
             tower::ServiceBuilder::new()
+                .layer(RpcMetricsLayer::new())
                 .layer(tower::util::MapResponseLayer::new(map_oversized(max)))
                 .layer(AccessControlLayer::new(Arc::clone(&credentials)))
                 .layer(OverloadLayer::new(config.limits()))
@@ -254,7 +304,7 @@ pub async fn serve(
         // Nothing to read back: serve at once.
         let engine = Arc::new(Engine::in_memory(&options));
         gates.install(&engine, &down, max);
-        set_health(&reporter, ServingStatus::Serving).await;
+        probes.set(None).await;
         Some(engine)
     } else {
         let mut recovery = tokio::task::spawn_blocking(move || Engine::open(&options));
@@ -273,20 +323,20 @@ pub async fn serve(
                         .map_err(|e| ServeError::Storage(e.to_string()))?,
                 );
                 gates.install(&engine, &down, max);
-                set_health(&reporter, ServingStatus::Serving).await;
+                probes.set(None).await;
                 info!("recovered; serving");
                 Some(engine)
             }
         }
     };
     if let Some(journal) = engine.as_ref().and_then(|e| e.store.journal().cloned()) {
-        let reporter = reporter.clone();
+        let probes = Arc::clone(&probes);
         // Fail closed: after a storage failure memory may hold writes the disk does not, so
         // probes take the server out of rotation (answers are UNAVAILABLE already).
         tokio::spawn(async move {
             let failure = journal.failed().await;
             tracing::error!(%failure, "storage failed: NOT_SERVING; restart to recover what is on disk");
-            set_health(&reporter, ServingStatus::NotServing).await;
+            probes.set(Some("storage failed")).await;
         });
     }
     if engine.is_some() {
@@ -303,7 +353,7 @@ pub async fn serve(
         "shutting down: NOT_SERVING, no new connections, draining for at most {:?}",
         config.shutdown_timeout
     );
-    set_health(&reporter, ServingStatus::NotServing).await;
+    probes.set(Some("shutting down")).await;
     let _ = down_sender.send(true);
     let drained = tokio::time::timeout(config.shutdown_timeout, serving).await;
     // Whatever the drain did, queued writes reach the disk before the process ends.

@@ -20,6 +20,8 @@ use tonic_health::pb::HealthCheckRequest;
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// What the server logs once its port is bound, followed by the address.
 const LISTENING_MARKER: &str = "neurograph listening on ";
+/// What the server logs once its side HTTP port is bound, followed by the address.
+const HTTP_MARKER: &str = "http listening on ";
 /// Bound on health turning SERVING and on an exit after a signal: a hang is what it catches.
 pub const LIMIT: Duration = Duration::from_secs(300);
 
@@ -57,7 +59,8 @@ impl Server {
     pub fn spawn(program: impl AsRef<OsStr>, args: &[&str]) -> Server {
         let spawned = Instant::now();
         let mut child = Command::new(program)
-            .args(["--listen", "127.0.0.1:0"])
+            // Many servers run at once: any free side port (`--http-listen` in `args` wins).
+            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .args(args)
             // Whatever the caller's environment says, the listening line must be logged.
             .env("RUST_LOG", "info")
@@ -123,6 +126,15 @@ impl Server {
             .rev()
             .find(|line| line.contains(marker))
             .map(str::to_owned)
+    }
+
+    /// `127.0.0.1:PORT` of the side HTTP port, from its start-up line.
+    pub fn http_addr(&self) -> String {
+        let line = self.wait_log(HTTP_MARKER, 1);
+        let rest = &line[line.find(HTTP_MARKER).expect("marker") + HTTP_MARKER.len()..];
+        rest.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
+            .collect()
     }
 
     /// Waits (bounded by `LIMIT`) until `count` log lines contain `marker`; returns the last.

@@ -313,7 +313,11 @@ impl Committer {
         if let Some(last) = batch.last() {
             put_sequence(&txn, last.sequence)?;
         }
+        let flushing = std::time::Instant::now();
         txn.commit()?;
+        if sync {
+            crate::metrics::record_fsync(flushing.elapsed().as_secs_f64());
+        }
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         self.stats
             .records
