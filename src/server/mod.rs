@@ -263,7 +263,8 @@ pub async fn serve(
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
         .layer(
             tower::ServiceBuilder::new()
-                .layer(RpcMetricsLayer::new())
+                // Without the side port nobody can read the metrics: don't record them.
+                .option_layer(config.http_listen.addr().map(|_| RpcMetricsLayer::new()))
                 .layer(tower::util::MapResponseLayer::new(map_oversized(max)))
                 .layer(AccessControlLayer::new(Arc::clone(&credentials)))
                 .layer(OverloadLayer::new(config.limits()))
