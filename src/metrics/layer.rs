@@ -5,12 +5,12 @@
 //! `Canceled` when the client goes away first.
 //!
 //! Each method's counters and histogram are registered once at start and held as handles, so
-//! recording a call is a few atomic adds and no lock shared by all requests; only the
-//! `handled` counter, whose code is known at the end, is looked up then (a sharded map).
+//! recording a call is a few atomic adds and no lock shared by all requests; the `handled`
+//! counter of a (method, code) is registered at its first use and kept the same way.
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -29,6 +29,8 @@ struct MethodMetrics {
     received: Counter,
     sent: Counter,
     handling: Histogram,
+    /// `grpc_server_handled_total` per code, registered at the code's first use.
+    handled: [OnceLock<Counter>; CODES],
 }
 
 impl MethodMetrics {
@@ -52,26 +54,37 @@ impl MethodMetrics {
             received: metrics::counter!("grpc_server_msg_received_total", &labels),
             sent: metrics::counter!("grpc_server_msg_sent_total", &labels),
             handling: metrics::histogram!("grpc_server_handling_seconds", &labels),
+            handled: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 
     /// Counts the end of a call with `code` (a gRPC status number) begun at `started`.
     fn handled(&self, code: i32, started: Instant) {
         self.handling.record(started.elapsed().as_secs_f64());
-        metrics::counter!(
-            "grpc_server_handled_total",
-            "grpc_type" => self.grpc_type,
-            "grpc_service" => self.service.clone(),
-            "grpc_method" => self.method.clone(),
-            "grpc_code" => code_name(code),
-        )
-        .increment(1);
+        let index = usize::try_from(code)
+            .ok()
+            .filter(|i| *i < CODES)
+            .unwrap_or(tonic::Code::Unknown as usize);
+        self.handled[index]
+            .get_or_init(|| {
+                metrics::counter!(
+                    "grpc_server_handled_total",
+                    "grpc_type" => self.grpc_type,
+                    "grpc_service" => self.service.clone(),
+                    "grpc_method" => self.method.clone(),
+                    "grpc_code" => code_name(code),
+                )
+            })
+            .increment(1);
     }
 }
 
+/// How many status codes gRPC has.
+const CODES: usize = 17;
+
 /// go-grpc-prometheus' names of the status codes.
 fn code_name(code: i32) -> &'static str {
-    const NAMES: [&str; 17] = [
+    const NAMES: [&str; CODES] = [
         "OK",
         "Canceled",
         "Unknown",
