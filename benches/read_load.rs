@@ -1,25 +1,37 @@
-//! Read load on the real release binary over gRPC, with and without access control and TLS:
-//! what the per-call credential check and TLS cost a server answering `GetToken`.
+//! Read load on the real release binary over gRPC, with and without access control, TLS and
+//! metrics: what the per-call credential check, TLS and the RPC metrics layer cost a server
+//! answering `GetToken`.
 //!
 //! One run starts the binary (memory storage) once per setup and round: `off` (no credential
 //! configured: protected mode, which admits loopback peers as admins), `open`
 //! (`--allow-unauthenticated`), `key` (`--api-key K`, every call sending
 //! `authorization: Bearer K`) and `tls` (`--tls-cert`/`--tls-key` from certificates made at
 //! run time by `tests/common/certs.rs`, plus the key); opt-in, `keys100` (`--api-keys-file`
-//! with 100 entries, clients sending the last one: a key lookup compares every entry). Each
+//! with 100 entries, clients sending the last one: a key lookup compares every entry). Then the
+//! metrics pair, both otherwise like `off`: `metrics_off` (`--http-listen off`, which also
+//! leaves out the RPC metrics layer) and `metrics_on` (the harness's `--http-listen
+//! 127.0.0.1:0`: side port and RPC metrics layer; after its window a scrape of `/metrics` checks
+//! that the GetToken calls were counted).
+//!
+//! Metrics are on in every setup but `metrics_off`: `tests/common/binary.rs` passes
+//! `--http-listen 127.0.0.1:0` to every server, so `off`, `open`, `key`, `tls`, `keys100` and
+//! `metrics_on` all run the RPC metrics layer (`off` and `metrics_on` are the same server). Each
 //! server gets `LOAD_TOKENS` (default 10,000) tokens through `BatchCreateTokens`, then
 //! `LOAD_CLIENTS` (default 16) clients, each on its own connection, loop `GetToken` on random
 //! existing ids for `LOAD_SECONDS` (default 5) after a 1 s warm-up. `LOAD_ROUNDS` (default 2) rounds run in alternating order (off, open,
-//! key, tls, then tls, key, open, off, ...) so that drift on a noisy machine falls on every
-//! setup alike; `LOAD_SETUPS=off,key,keys100` picks setups.
+//! key, tls, metrics_off, metrics_on, then metrics_on, metrics_off, tls, ...) so that drift on a
+//! noisy machine falls on every setup alike; `LOAD_SETUPS=off,key,keys100` picks setups, e.g.
+//! `LOAD_SETUPS=metrics_off,metrics_on` for the metrics ratio alone.
 //!
 //! Reports per run calls/s, latency p50/p99 and the CPU time per call of the server and of
 //! this process (the clients), then per setup the pooled figures, the ratio of its calls/s to
-//! `off`'s over all rounds, each round's ratio to that round's `off`, and their median.
-//! Target: calls/s with a key ≥ 0.95 × without. Clients and server share the machine's cores,
-//! so client-side TLS work also lowers the TLS figure.
+//! `off`'s over all rounds, each round's ratio to that round's `off`, and their median; then
+//! the two targets' ratios. Targets: calls/s with a key ≥ 0.95 × without (`key`/`off`), and
+//! with metrics ≥ 0.97 × without (`metrics_on`/`metrics_off`, issue 12). Clients and server
+//! share the machine's cores, so client-side TLS work also lowers the TLS figure.
 //!
-//! `cargo bench --bench read_load`
+//! `cargo bench --bench read_load`;
+//! `LOAD_SETUPS=metrics_off,metrics_on cargo bench --bench read_load` for the metrics target.
 
 mod support;
 
@@ -47,6 +59,8 @@ const FILE_KEYS: usize = 100;
 const KEYS_FILE: &str = "keys-100.toml";
 /// Target for calls/s with a key over calls/s without.
 const TARGET_KEY_RATIO: f64 = 0.95;
+/// Target for calls/s with metrics over calls/s without (issue 12).
+const TARGET_METRICS_RATIO: f64 = 0.97;
 /// Default `LOAD_CLIENTS` (the defaults are printed in the command line only when changed).
 const DEFAULT_CLIENTS: usize = 16;
 /// Default `LOAD_SECONDS` of a real bench run.
@@ -56,7 +70,9 @@ const DEFAULT_ROUNDS: usize = 2;
 /// Default `LOAD_TOKENS`.
 const DEFAULT_TOKENS: usize = 10_000;
 /// Default `LOAD_SETUPS`.
-const DEFAULT_SETUPS: &str = "off,open,key,tls";
+const DEFAULT_SETUPS: &str = "off,open,key,tls,metrics_off,metrics_on";
+/// What the server logs once its side HTTP port is bound (absent with `--http-listen off`).
+const HTTP_MARKER: &str = "http listening on ";
 
 /// How the server is started and how clients reach it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,16 +87,22 @@ enum Setup {
     Tls,
     /// `--api-keys-file` of `FILE_KEYS` entries, clients send the last one (not by default).
     Keys100,
+    /// Like `Off` with `--http-listen off`: no side port and no RPC metrics layer.
+    MetricsOff,
+    /// Like `Off` (the harness's `--http-listen 127.0.0.1:0`): side port and RPC metrics.
+    MetricsOn,
 }
 
 impl Setup {
     /// Every setup, in run order.
-    const ALL: [Setup; 5] = [
+    const ALL: [Setup; 7] = [
         Setup::Off,
         Setup::Open,
         Setup::Key,
         Setup::Tls,
         Setup::Keys100,
+        Setup::MetricsOff,
+        Setup::MetricsOn,
     ];
 
     /// The short name used in `LOAD_SETUPS` and the tables.
@@ -91,6 +113,8 @@ impl Setup {
             Setup::Key => "key",
             Setup::Tls => "tls",
             Setup::Keys100 => "keys100",
+            Setup::MetricsOff => "metrics_off",
+            Setup::MetricsOn => "metrics_on",
         }
     }
 
@@ -102,13 +126,15 @@ impl Setup {
             Setup::Key => "--api-key, clients send authorization: Bearer",
             Setup::Tls => "--tls-cert/--tls-key + --api-key, Bearer over TLS",
             Setup::Keys100 => "--api-keys-file of 100 keys, Bearer with the last one",
+            Setup::MetricsOff => "as off, --http-listen off (no side port, no RPC metrics layer)",
+            Setup::MetricsOn => "as off, --http-listen 127.0.0.1:0 (side port, RPC metrics layer)",
         }
     }
 
     /// The credential clients send, if any.
     fn credential(self) -> Option<String> {
         match self {
-            Setup::Off | Setup::Open => None,
+            Setup::Off | Setup::Open | Setup::MetricsOff | Setup::MetricsOn => None,
             Setup::Key | Setup::Tls => Some(API_KEY.to_owned()),
             Setup::Keys100 => file_keys().pop(),
         }
@@ -118,7 +144,9 @@ impl Setup {
     fn args(self, tls: &TlsFiles) -> Vec<String> {
         let path = |p: &std::path::Path| p.to_str().expect("utf-8 temp path").to_owned();
         match self {
-            Setup::Off => vec![],
+            // The harness passes `--http-listen 127.0.0.1:0` first; a later flag wins.
+            Setup::Off | Setup::MetricsOn => vec![],
+            Setup::MetricsOff => vec!["--http-listen".into(), "off".into()],
             Setup::Open => vec!["--allow-unauthenticated".into()],
             Setup::Key => vec!["--api-key".into(), API_KEY.into()],
             Setup::Tls => vec![
@@ -343,6 +371,8 @@ fn run(
         )
     });
     drop(runtime);
+    let answered: u64 = results.iter().map(|r| r.latencies.len() as u64).sum();
+    check_metrics(setup, &server, answered);
     server.stop();
 
     let errors: u64 = results.iter().map(|r| r.errors).sum();
@@ -364,13 +394,65 @@ fn run(
     }
 }
 
+/// Checks that the metrics pair differs as it should: `metrics_off` has no side port;
+/// `metrics_on` counted at least the `answered` GetToken calls of the window as OK.
+fn check_metrics(setup: Setup, server: &Server, answered: u64) {
+    match setup {
+        Setup::MetricsOff => assert!(
+            server.log_line(HTTP_MARKER).is_none(),
+            "--http-listen off still opened the side port:\n{}",
+            server.log()
+        ),
+        Setup::MetricsOn => {
+            let exposition = scrape(&server.http_addr());
+            let counted = exposition
+                .lines()
+                .filter(|line| {
+                    line.starts_with("grpc_server_handled_total{")
+                        && line.contains("grpc_method=\"GetToken\"")
+                        && line.contains("grpc_code=\"OK\"")
+                })
+                .find_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no GetToken OK series in /metrics:\n{exposition}"));
+            assert!(
+                counted >= answered as f64,
+                "/metrics counted {counted} OK GetToken calls, the clients saw {answered}"
+            );
+        }
+        _ => {}
+    }
+}
+
+/// The body of `GET /metrics` on the side port at `addr` (HTTP/1.1, connection closed after).
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the side port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send GET /metrics");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the /metrics answer");
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "GET /metrics: {response}"
+    );
+    response
+}
+
 /// Setups named in `LOAD_SETUPS` (comma-separated), in `Setup::ALL` order.
 fn setups(list: &str) -> Vec<Setup> {
     let names: Vec<&str> = list.split(',').map(str::trim).collect();
     for name in &names {
         assert!(
             Setup::ALL.iter().any(|s| s.name() == *name),
-            "LOAD_SETUPS: unknown setup {name:?} (off, open, key, tls, keys100)"
+            "LOAD_SETUPS: unknown setup {name:?} (off, open, key, tls, keys100, metrics_off, metrics_on)"
         );
     }
     Setup::ALL
@@ -409,7 +491,8 @@ fn main() {
     let seconds: f64 = env_or("LOAD_SECONDS", if benching { DEFAULT_SECONDS } else { 0.5 });
     let rounds: usize = env_or("LOAD_ROUNDS", if benching { DEFAULT_ROUNDS } else { 1 });
     let seeded: usize = env_or("LOAD_TOKENS", DEFAULT_TOKENS);
-    let setup_list: String = env_or("LOAD_SETUPS", DEFAULT_SETUPS.to_owned());
+    // Read as is: `env_or` drops underscores (digit separators), which setup names contain.
+    let setup_list = std::env::var("LOAD_SETUPS").unwrap_or_else(|_| DEFAULT_SETUPS.to_owned());
     assert!(
         clients > 0 && seconds > 0.0 && rounds > 0 && seeded > 0,
         "LOAD_CLIENTS, LOAD_SECONDS, LOAD_ROUNDS and LOAD_TOKENS must be positive"
@@ -424,7 +507,7 @@ fn main() {
         wire::program().display()
     );
     for setup in &chosen {
-        println!("  {:<4} = {}", setup.name(), setup.describe());
+        println!("  {:<11} = {}", setup.name(), setup.describe());
     }
     let mut runs: Vec<Run> = Vec::new();
     for round in 1..=rounds {
@@ -435,7 +518,7 @@ fn main() {
         for setup in order {
             let run = run(setup, round, &tls, clients, window, seeded);
             println!(
-                "round {round} {:<4}: {:>8.0} calls/s, p50 {:.0} µs, p99 {:.0} µs",
+                "round {round} {:<11}: {:>8.0} calls/s, p50 {:.0} µs, p99 {:.0} µs",
                 setup.name(),
                 run.calls() as f64 / window.as_secs_f64(),
                 micros(quantile(&run.latencies, 0.50)),
@@ -494,11 +577,7 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     let of = |setup: Setup| -> Vec<&Run> { runs.iter().filter(|r| r.setup == setup).collect() };
-    let off_rate = chosen
-        .contains(&Setup::Off)
-        .then(|| rates(&of(Setup::Off), window).0);
-    let mut key_ratio = None;
-    let mut key_median = None;
+    let off_present = chosen.contains(&Setup::Off);
     for &setup in &chosen {
         let these = of(setup);
         let (rate, server, client) = rates(&these, window);
@@ -507,46 +586,74 @@ fn main() {
             .flat_map(|r| r.latencies.iter().copied())
             .collect();
         pooled.sort_unstable();
-        let ratio = off_rate.map(|off| rate / off);
-        if setup == Setup::Key {
-            key_ratio = ratio;
-        }
-        // Each round's figure over the same round's `off`.
-        let per_round: Vec<f64> = these
-            .iter()
-            .filter_map(|run| {
-                let off = runs
+        let versus_off = off_present.then(|| ratio(&runs, setup, Setup::Off, window));
+        let (pooled_ratio, listed, middle) = match &versus_off {
+            Some(r) => (
+                format!("{:.3}", r.pooled),
+                r.per_round
                     .iter()
-                    .find(|r| r.setup == Setup::Off && r.round == run.round)?;
-                Some(run.calls() as f64 / off.calls().max(1) as f64)
-            })
-            .collect();
-        let listed: Vec<String> = per_round.iter().map(|r| format!("{r:.3}")).collect();
-        let middle = median(per_round);
-        if setup == Setup::Key {
-            key_median = middle;
-        }
+                    .map(|x| format!("{x:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                r.median.map_or("—".to_owned(), |m| format!("{m:.3}")),
+            ),
+            None => ("—".to_owned(), String::new(), "—".to_owned()),
+        };
         println!(
-            "| {} | {rate:.0} | {:.0} | {:.0} | {server:.1} | {client:.1} | {} | {} | {} |",
+            "| {} | {rate:.0} | {:.0} | {:.0} | {server:.1} | {client:.1} | {pooled_ratio} | {listed} | {middle} |",
             setup.name(),
             micros(quantile(&pooled, 0.50)),
             micros(quantile(&pooled, 0.99)),
-            ratio.map_or("—".to_owned(), |r| format!("{r:.3}")),
-            listed.join(", "),
-            middle.map_or("—".to_owned(), |r| format!("{r:.3}")),
         );
     }
-    match key_ratio {
-        Some(ratio) => println!(
-            "key/off = {ratio:.3} over all rounds, median of the rounds' ratios {} (target ≥ {TARGET_KEY_RATIO}: {})",
-            key_median.map_or("—".to_owned(), |r| format!("{r:.3}")),
-            if ratio >= TARGET_KEY_RATIO {
-                "met"
-            } else {
-                "NOT met"
-            }
-        ),
-        None => println!("key/off: needs both setups in LOAD_SETUPS"),
+    for (setup, base, target) in [
+        (Setup::Key, Setup::Off, TARGET_KEY_RATIO),
+        (Setup::MetricsOn, Setup::MetricsOff, TARGET_METRICS_RATIO),
+    ] {
+        let label = format!("{}/{}", setup.name(), base.name());
+        if !(chosen.contains(&setup) && chosen.contains(&base)) {
+            println!("{label}: needs both setups in LOAD_SETUPS");
+            continue;
+        }
+        let r = ratio(&runs, setup, base, window);
+        let listed: Vec<String> = r.per_round.iter().map(|x| format!("{x:.3}")).collect();
+        println!(
+            "{label} = {:.3} over all rounds, per round [{}], median {} (target ≥ {target}: {})",
+            r.pooled,
+            listed.join(", "),
+            r.median.map_or("—".to_owned(), |m| format!("{m:.3}")),
+            if r.pooled >= target { "met" } else { "NOT met" }
+        );
     }
     println!("```");
+}
+
+/// Calls/s of one setup over another's.
+struct Ratio {
+    /// Over all rounds pooled.
+    pooled: f64,
+    /// Each round's over the same round's.
+    per_round: Vec<f64>,
+    /// The median of `per_round`.
+    median: Option<f64>,
+}
+
+/// Calls/s of `setup` over calls/s of `base` in `runs` (both must have run).
+fn ratio(runs: &[Run], setup: Setup, base: Setup, window: Duration) -> Ratio {
+    let of = |s: Setup| -> Vec<&Run> { runs.iter().filter(|r| r.setup == s).collect() };
+    let pooled = rates(&of(setup), window).0 / rates(&of(base), window).0;
+    let per_round: Vec<f64> = of(setup)
+        .iter()
+        .filter_map(|run| {
+            let other = runs
+                .iter()
+                .find(|r| r.setup == base && r.round == run.round)?;
+            Some(run.calls() as f64 / other.calls().max(1) as f64)
+        })
+        .collect();
+    Ratio {
+        pooled,
+        median: median(per_round.clone()),
+        per_round,
+    }
 }
