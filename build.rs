@@ -50,6 +50,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .generate_default_stubs(true)
+        // prost's codec plus token counts taken before decoding (src/api/codec.rs).
+        .codec_path("crate::api::codec::BoundedCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -208,6 +208,48 @@ pub struct Config {
     )]
     pub max_streams: u32,
 
+    /// Concurrent HTTP/2 streams one connection may open (advertised in SETTINGS); more are
+    /// refused with REFUSED_STREAM.
+    #[arg(
+        long,
+        env = "NEUROGRAPH_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_streams_per_connection: u32,
+
+    /// Open client connections at most; the next ones are closed at once.
+    #[arg(
+        long,
+        env = "NEUROGRAPH_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: u32,
+
+    /// How often an HTTP/2 keepalive PING goes to each connection, e.g. `60s`.
+    #[arg(long, env = "NEUROGRAPH_KEEPALIVE_INTERVAL", default_value = "60s", value_parser = parse_positive_duration)]
+    pub keepalive_interval: Duration,
+
+    /// How long a keepalive PING may go unanswered before the connection is closed.
+    #[arg(long, env = "NEUROGRAPH_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_positive_duration)]
+    pub keepalive_timeout: Duration,
+
+    /// Heavy operations (queries visiting many tokens, imports, batch validation, clears,
+    /// backups) running at once, off the RPC threads; more wait their turn within their
+    /// deadline. Default: 2 × the available parallelism.
+    #[arg(
+        long,
+        env = "NEUROGRAPH_MAX_HEAVY_QUERIES",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_heavy_queries: Option<u32>,
+
+    /// Complete backups kept in --backup-dir: after a backup the oldest beyond this many are
+    /// deleted (0 keeps all).
+    #[arg(long, env = "NEUROGRAPH_BACKUP_KEEP", default_value_t = 7)]
+    pub backup_keep: u32,
+
     /// Calls per second each caller may make (a token bucket per credential name, or per peer
     /// IP without credentials); beyond it RESOURCE_EXHAUSTED `rate limited`. Off by default.
     #[arg(long, env = "NEUROGRAPH_RATE_LIMIT", value_parser = parse_rate)]
@@ -221,6 +263,15 @@ pub struct Config {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub rate_limit_burst: Option<u32>,
+}
+
+/// A duration above zero, e.g. `60s` or `500ms`.
+fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be above zero".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A rate: a finite number of calls per second above 0 (at least one call a day).
@@ -381,6 +432,14 @@ impl Config {
             max_streams: self.max_streams as usize,
             rate,
         }
+    }
+
+    /// Heavy operations allowed at once: `--max-heavy-queries`, or 2 × the cores.
+    pub fn heavy_slots(&self) -> usize {
+        self.max_heavy_queries.map_or_else(
+            || 2 * std::thread::available_parallelism().map_or(1, usize::from),
+            |n| n as usize,
+        )
     }
 
     /// How long `batched` durability waits for company.

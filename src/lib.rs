@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod healthcheck;
+pub mod heavy;
 pub mod metrics;
 pub mod model;
 pub mod overload;

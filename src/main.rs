@@ -21,6 +21,7 @@ async fn main() -> std::process::ExitCode {
         None => {}
     }
     tracing::info!(?config, "starting neurograph {}", env!("CARGO_PKG_VERSION"));
+    server::fd_limit::raise_and_log(config.max_connections);
     let signal = match server::termination_signal() {
         Ok(signal) => signal,
         Err(e) => {

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, token_not_found};
+use super::offload::offload;
 use super::pb::{self, grid_service_server::GridService};
+use crate::heavy::HeavyWork;
 use crate::model::grid::{
     self, check_k, check_max_distance, check_radius, check_range_limit, GridConfig, GridId, Hit,
     DEFAULT_GRID,
@@ -22,15 +24,16 @@ pub struct GridApi {
     store: Arc<Store>,
     index: Arc<SpatialIndex>,
     grids: Arc<Grids>,
+    heavy: HeavyWork,
 }
 
-/// The grid a query reads.
-enum QueryGrid<'a> {
-    Default(&'a SpatialIndex),
+/// The grid a query reads (owned, so that the query can run as heavy work).
+enum QueryGrid {
+    Default(Arc<SpatialIndex>),
     User(Arc<UserGrid>),
 }
 
-impl QueryGrid<'_> {
+impl QueryGrid {
     fn trees(&self) -> &SpaceTrees {
         match self {
             QueryGrid::Default(index) => index.trees(),
@@ -86,18 +89,25 @@ fn neighbors(hits: Vec<Hit>) -> Vec<pb::Neighbor> {
 }
 
 impl GridApi {
-    /// A service over the default grid's `index`, the user `grids`, writing through `store`.
-    pub fn new(store: Arc<Store>, index: Arc<SpatialIndex>, grids: Arc<Grids>) -> Self {
+    /// A service over the default grid's `index`, the user `grids`, writing through `store`;
+    /// its queries run as `heavy` work (any of them may visit every token).
+    pub fn new(
+        store: Arc<Store>,
+        index: Arc<SpatialIndex>,
+        grids: Arc<Grids>,
+        heavy: HeavyWork,
+    ) -> Self {
         GridApi {
             store,
             index,
             grids,
+            heavy,
         }
     }
 
-    fn query_grid(&self, id: GridId) -> Result<QueryGrid<'_>, StoreError> {
+    fn query_grid(&self, id: GridId) -> Result<QueryGrid, StoreError> {
         if id == DEFAULT_GRID {
-            return Ok(QueryGrid::Default(&self.index));
+            return Ok(QueryGrid::Default(Arc::clone(&self.index)));
         }
         self.grids
             .get(id)
@@ -151,6 +161,7 @@ impl GridService for GridApi {
         &self,
         request: Request<pb::FindNeighborsRequest>,
     ) -> Result<Response<pb::FindNeighborsResponse>, Status> {
+        let metadata = request.metadata().clone();
         let r = request.into_inner();
         let mut violations = Violations::default();
         let space = violations.take(convert::space(r.space, "space"));
@@ -168,9 +179,12 @@ impl GridService for GridApi {
             .and_then(|id| self.store.get(id))
             .ok_or_else(|| token_not_found("token_id", r.token_id))?;
         let point = query_origin(&token, space)?;
-        let hits = grid
-            .trees()
-            .nearest(space, point.to_f64(space), k, max, Some(token.id.get()));
+        let origin = point.to_f64(space);
+        let hits = offload(&self.heavy, &metadata, move || {
+            grid.trees()
+                .nearest(space, origin, k, max, Some(token.id.get()))
+        })
+        .await?;
         Ok(Response::new(pb::FindNeighborsResponse {
             neighbors: neighbors(hits),
         }))
@@ -180,6 +194,7 @@ impl GridService for GridApi {
         &self,
         request: Request<pb::RangeQueryRequest>,
     ) -> Result<Response<pb::RangeQueryResponse>, Status> {
+        let metadata = request.metadata().clone();
         let r = request.into_inner();
         let mut violations = Violations::default();
         let query = violations.take(PointQuery::parse(r.space, r.center.as_ref(), r.radius));
@@ -189,7 +204,10 @@ impl GridService for GridApi {
             return Err(violations.into());
         };
         let grid = self.query_grid(r.grid_id)?;
-        let found = grid.trees().within(q.space, q.centre, q.radius, limit);
+        let found = offload(&self.heavy, &metadata, move || {
+            grid.trees().within(q.space, q.centre, q.radius, limit)
+        })
+        .await?;
         Ok(Response::new(pb::RangeQueryResponse {
             results: neighbors(found.hits),
             total_in_range: found.total,
@@ -200,15 +218,20 @@ impl GridService for GridApi {
         &self,
         request: Request<pb::CalculateDensityRequest>,
     ) -> Result<Response<pb::CalculateDensityResponse>, Status> {
+        let metadata = request.metadata().clone();
         let r = request.into_inner();
         let q = PointQuery::parse(r.space, r.center.as_ref(), r.radius)?;
         let grid = self.query_grid(r.grid_id)?;
-        let count = grid.trees().count_within(q.space, q.centre, q.radius);
+        let threshold = grid.config().density_threshold;
+        let count = offload(&self.heavy, &metadata, move || {
+            grid.trees().count_within(q.space, q.centre, q.radius)
+        })
+        .await?;
         let density = grid::density(count, q.radius);
         Ok(Response::new(pb::CalculateDensityResponse {
             density,
             tokens_in_range: count,
-            dense: density >= grid.config().density_threshold,
+            dense: density >= threshold,
         }))
     }
 
@@ -216,12 +239,17 @@ impl GridService for GridApi {
         &self,
         request: Request<pb::FieldInfluenceRequest>,
     ) -> Result<Response<pb::FieldInfluenceResponse>, Status> {
+        let metadata = request.metadata().clone();
         let r = request.into_inner();
         let q = PointQuery::parse(r.space, r.center.as_ref(), r.radius)?;
         let grid = self.query_grid(r.grid_id)?;
-        let sum = grid.trees().influence(q.space, q.centre, q.radius);
+        let config = grid.config();
+        let sum = offload(&self.heavy, &metadata, move || {
+            grid.trees().influence(q.space, q.centre, q.radius)
+        })
+        .await?;
         Ok(Response::new(pb::FieldInfluenceResponse {
-            influence: grid::reported_influence(sum.sum, sum.contributors, &grid.config()),
+            influence: grid::reported_influence(sum.sum, sum.contributors, &config),
             contributors: sum.contributors,
         }))
     }

@@ -2,6 +2,7 @@
 //! reflection descriptor set live here too; nothing below `api` sees a protobuf type.
 
 pub mod cdna;
+pub mod codec;
 pub mod convert;
 pub mod convert_cdna;
 pub mod durable_reads;
@@ -9,6 +10,7 @@ pub mod error;
 pub mod grid;
 pub mod health;
 pub mod import;
+pub mod offload;
 pub mod paging;
 pub mod recovering;
 pub mod system;

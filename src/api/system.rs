@@ -2,20 +2,35 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tonic::{Request, Response, Status};
 
 use super::error::to_status;
+use super::offload::offload;
 use super::pb::{self, system_server::System};
 use super::ShutdownSignal;
+use crate::heavy::HeavyWork;
 use crate::model::TokenFilter;
-use crate::store::durable::create_backup;
+use crate::store::durable::{create_backup, prune_backups};
 use crate::store::{Engine, StoreError};
 use crate::telemetry::{process_start, ConnectionStats, ProcessSampler};
 
 /// The engine, once recovery has built it: System answers before that too.
 pub type EngineSlot = Arc<OnceLock<Arc<Engine>>>;
+
+/// Message of a CreateBackup refused because another one runs (API.md §8), exactly.
+pub const BACKUP_RUNNING: &str = "a backup is running";
+
+/// Where and how backups are made.
+#[derive(Clone, Debug)]
+pub struct BackupPolicy {
+    /// The directory backups go into.
+    pub dir: PathBuf,
+    /// Complete backups kept (0: all).
+    pub keep: usize,
+}
 
 /// The System service implementation.
 #[derive(Clone)]
@@ -25,19 +40,41 @@ pub struct SystemApi {
     connections: Arc<ConnectionStats>,
     shutdown: ShutdownSignal,
     storage_backend: &'static str,
-    backup_dir: PathBuf,
+    backups: BackupPolicy,
+    /// Set while a backup runs: one at a time.
+    backing_up: Arc<AtomicBool>,
+    heavy: HeavyWork,
+}
+
+/// Marks a backup as running until dropped.
+struct BackupRunning(Arc<AtomicBool>);
+
+impl BackupRunning {
+    /// The mark, unless a backup already runs.
+    fn take(flag: &Arc<AtomicBool>) -> Option<BackupRunning> {
+        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| BackupRunning(Arc::clone(flag)))
+    }
+}
+
+impl Drop for BackupRunning {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl SystemApi {
     /// A service reporting on the engine in `engine` (once there) and the process; backups
-    /// go to `backup_dir`.
+    /// follow `backups` and run as `heavy` work.
     pub fn new(
         engine: EngineSlot,
         sampler: Arc<ProcessSampler>,
         connections: Arc<ConnectionStats>,
         shutdown: ShutdownSignal,
         storage_backend: &'static str,
-        backup_dir: PathBuf,
+        backups: BackupPolicy,
+        heavy: HeavyWork,
     ) -> Self {
         SystemApi {
             engine,
@@ -45,7 +82,9 @@ impl SystemApi {
             connections,
             shutdown,
             storage_backend,
-            backup_dir,
+            backups,
+            backing_up: Arc::default(),
+            heavy,
         }
     }
 
@@ -145,7 +184,7 @@ impl System for SystemApi {
 
     async fn create_backup(
         &self,
-        _request: Request<pb::CreateBackupRequest>,
+        request: Request<pb::CreateBackupRequest>,
     ) -> Result<Response<pb::CreateBackupResponse>, Status> {
         let Some(engine) = self.engine.get() else {
             return Err(Status::unavailable(super::recovering::RECOVERING));
@@ -155,11 +194,30 @@ impl System for SystemApi {
                 "backups need the embedded store; this server runs with --storage memory".into(),
             )));
         };
-        let dir = self.backup_dir.clone();
-        let backup = tokio::task::spawn_blocking(move || create_backup(journal.database(), &dir))
-            .await
-            .map_err(|e| Status::internal(format!("backup task failed: {e}")))?
-            .map_err(|e| Status::internal(format!("backup failed: {e}")))?;
+        let Some(running) = BackupRunning::take(&self.backing_up) else {
+            return Err(Status::aborted(BACKUP_RUNNING));
+        };
+        let policy = self.backups.clone();
+        let backup = offload(&self.heavy, request.metadata(), move || {
+            // Held until the copy and the pruning are done, also if the caller goes away.
+            let _running = running;
+            let backup = create_backup(journal.database(), &policy.dir)?;
+            match prune_backups(&policy.dir, policy.keep) {
+                Ok(deleted) if !deleted.is_empty() => tracing::info!(
+                    keep = policy.keep,
+                    "deleted {} old backup(s) beyond --backup-keep: {deleted:?}",
+                    deleted.len()
+                ),
+                Ok(_) => {}
+                // The new backup is complete: a pruning failure does not undo it.
+                Err(e) => tracing::warn!("backup made, but old ones not pruned: {e}"),
+            }
+            Ok(backup)
+        })
+        .await?
+        .map_err(|e: crate::store::durable::DurableError| {
+            Status::internal(format!("backup failed: {e}"))
+        })?;
         Ok(Response::new(pb::CreateBackupResponse {
             path: backup.path.display().to_string(),
             sequence: backup.sequence,

@@ -7,18 +7,19 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::codec::{batch_rule, MAX_BATCH};
 use super::convert::{existing_id, required, token_filter, token_not_found, token_patch};
 use super::error::{request_stream_status, to_status};
 use super::import::ImportReport;
+use super::offload::{commit_heavy, offload};
 use super::paging;
 use super::pb::{self, token_service_server::TokenService};
 use super::ShutdownSignal;
+use crate::heavy::HeavyWork;
 use crate::model::{TokenDraft, TokenInput, Violations};
 use crate::store::write_path::unix_now;
 use crate::store::{ChangeFeed, Command, Effect, Store, StoreError, Subscription};
 
-/// Most tokens one BatchCreateTokens may carry.
-pub const MAX_BATCH: usize = 1000;
 /// Tokens read per step of StreamTokens; the id set's lock is released between steps.
 const STREAM_CHUNK: usize = 256;
 /// Events a WatchTokens call buffers towards its client (beyond that the feed's lag counts).
@@ -30,16 +31,24 @@ pub struct TokenApi {
     store: Arc<Store>,
     feed: Arc<ChangeFeed>,
     shutdown: ShutdownSignal,
+    heavy: HeavyWork,
 }
 
 impl TokenApi {
-    /// A service over `store` whose watches follow `feed` (one of the store's hooks) and whose
-    /// streams end with UNAVAILABLE when `shutdown` fires.
-    pub fn new(store: Arc<Store>, feed: Arc<ChangeFeed>, shutdown: ShutdownSignal) -> Self {
+    /// A service over `store` whose watches follow `feed` (one of the store's hooks), whose
+    /// streams end with UNAVAILABLE when `shutdown` fires, and whose big calls run as `heavy`
+    /// work.
+    pub fn new(
+        store: Arc<Store>,
+        feed: Arc<ChangeFeed>,
+        shutdown: ShutdownSignal,
+        heavy: HeavyWork,
+    ) -> Self {
         TokenApi {
             store,
             feed,
             shutdown,
+            heavy,
         }
     }
 }
@@ -202,9 +211,13 @@ impl TokenService for TokenApi {
 
     async fn clear_tokens(
         &self,
-        _request: Request<pb::ClearTokensRequest>,
+        request: Request<pb::ClearTokensRequest>,
     ) -> Result<Response<pb::ClearTokensResponse>, Status> {
-        let committed = self.store.commit(Command::ClearTokens).await?;
+        // Dropping a million tokens and their trees is heavy work too.
+        let committed = commit_heavy(&self.heavy, request.metadata(), &self.store, || {
+            Ok(Command::ClearTokens)
+        })
+        .await?;
         let cleared = match committed.effects.first() {
             Some(Effect::Cleared { count }) => *count,
             _ => 0,
@@ -216,34 +229,28 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::BatchCreateTokensRequest>,
     ) -> Result<Response<pb::BatchCreateTokensResponse>, Status> {
+        let metadata = request.metadata().clone();
         let tokens = request.into_inner().tokens;
+        // The codec refuses such a request before decoding it; this guards other callers.
         if tokens.len() > MAX_BATCH {
+            return Err(Violations::one("tokens", batch_rule(tokens.len())).into());
+        }
+        let committed = commit_heavy(&self.heavy, &metadata, &self.store, move || {
             let mut violations = Violations::default();
-            violations.push(
-                "tokens",
-                format!(
-                    "{} tokens is more than the {MAX_BATCH} a batch may hold",
-                    tokens.len()
-                ),
-            );
-            return Err(violations.into());
-        }
-        let mut violations = Violations::default();
-        let mut drafts = Vec::with_capacity(tokens.len());
-        for (i, token) in tokens.iter().enumerate() {
-            match draft(token, &format!("tokens[{i}].")) {
-                Ok(d) => drafts.push(d),
-                Err(v) => violations.extend(v),
+            let mut drafts = Vec::with_capacity(tokens.len());
+            for (i, token) in tokens.iter().enumerate() {
+                match draft(token, &format!("tokens[{i}].")) {
+                    Ok(d) => drafts.push(d),
+                    Err(v) => violations.extend(v),
+                }
             }
-        }
-        let drafts = violations.into_result(drafts)?;
-        let committed = self
-            .store
-            .commit(Command::BatchCreate {
+            let drafts = violations.into_result(drafts)?;
+            Ok(Command::BatchCreate {
                 drafts,
                 at: unix_now(),
             })
-            .await?;
+        })
+        .await?;
         let tokens = committed
             .effects
             .iter()
@@ -259,26 +266,46 @@ impl TokenService for TokenApi {
         &self,
         request: Request<Streaming<pb::ImportTokensRequest>>,
     ) -> Result<Response<pb::ImportTokensResponse>, Status> {
+        let metadata = request.metadata().clone();
         let mut messages = request.into_inner();
         let mut report = ImportReport::default();
+        let mut shutdown = self.shutdown.clone();
         // Each message commits on its own: a break later on leaves the earlier ones in place.
-        while let Some(message) = messages.message().await.map_err(request_stream_status)? {
-            let (drafts, rejected) = report.validate(&message.tokens);
-            let effects = if drafts.is_empty() {
-                Vec::new()
-            } else {
-                let import = Command::ImportTokens {
-                    drafts,
-                    at: unix_now(),
-                };
-                self.store.commit(import).await?.effects
+        loop {
+            let next = tokio::select! {
+                next = messages.message() => next.map_err(request_stream_status)?,
+                () = shutdown.wait() => return Err(to_status(shutting_down())),
+            };
+            let Some(message) = next else { break };
+            // Validation and apply of up to 10,000 tokens run as heavy work; the report
+            // travels with them.
+            let store = Arc::clone(&self.store);
+            let (back, rejected, applied) = offload(&self.heavy, &metadata, move || {
+                let (drafts, rejected) = report.validate(&message.tokens);
+                let applied = (!drafts.is_empty()).then(|| {
+                    store.apply(Command::ImportTokens {
+                        drafts,
+                        at: unix_now(),
+                    })
+                });
+                (report, rejected, applied)
+            })
+            .await?;
+            report = back;
+            let effects = match applied {
+                None => Vec::new(),
+                Some(applied) => {
+                    let committed = applied?;
+                    self.store.wait_durable(committed.sequence).await?;
+                    committed.effects
+                }
             };
             report.record(rejected, &effects);
         }
         // Each message became its own index trees; merge them once the stream is done, in the
         // background so that the reply does not wait.
         let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || store.compact());
+        self.heavy.spawn(move || store.compact());
         Ok(Response::new(report.into()))
     }
 
@@ -307,16 +334,13 @@ impl TokenService for TokenApi {
         let store = Arc::clone(&self.store);
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            // One snapshot of the tables for the whole stream: a clear during the stream
-            // does not cut it short halfway.
-            let tables = store.tables();
-            let tables = Arc::clone(&*tables);
+            // Page by page by id, like ListTokens, reading the live tables each time: a stalled
+            // client pins no snapshot, so a clear or delete frees its tokens at once.
             let mut after = None;
             loop {
-                let page = tables.page(&filter, after, STREAM_CHUNK);
+                let page = store.tables().page(&filter, after, STREAM_CHUNK);
                 after = page.tokens.last().map(|t| t.id.get());
-                // The durability barrier covers the first answer only; every page read
-                // later waits for the writes it could have seen, like a unary read.
+                // Every page waits for the writes it could have seen, like a unary read.
                 store.wait_visible_durable().await;
                 for token in &page.tokens {
                     tokio::select! {

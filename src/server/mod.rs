@@ -2,6 +2,7 @@
 //! shuts down gracefully: NOT_SERVING → stop accepting → streams end UNAVAILABLE → bounded drain.
 
 pub mod connection;
+pub mod fd_limit;
 pub mod listener;
 pub mod reload;
 pub mod side_port;
@@ -28,12 +29,13 @@ use crate::api::pb::grid_service_server::GridServiceServer;
 use crate::api::pb::system_server::SystemServer;
 use crate::api::pb::token_service_server::TokenServiceServer;
 use crate::api::recovering::WhenRecovered;
-use crate::api::system::{EngineSlot, SystemApi};
+use crate::api::system::{BackupPolicy, EngineSlot, SystemApi};
 use crate::api::token::TokenApi;
 use crate::api::{ShutdownSignal, FILE_DESCRIPTOR_SET, STATUS_DETAILS_DESCRIPTOR_SET};
 use crate::auth::credentials::Mode;
 use crate::auth::{AccessControlLayer, Credentials};
 use crate::config::{AccessConfig, Config, StorageKind};
+use crate::heavy::HeavyWork;
 use crate::metrics::RpcMetricsLayer;
 use crate::overload::OverloadLayer;
 use crate::store::cdna::run_quarantine_timer;
@@ -229,6 +231,10 @@ pub async fn serve(
         .max_decoding_message_size(max);
 
     let engine_slot = EngineSlot::default();
+    let heavy = HeavyWork::new(config.heavy_slots());
+    if config.storage == StorageKind::Embedded {
+        remove_partial_backups(&config.backup_dir);
+    }
     // Aborted when `serve` returns, after the drain: /healthz answers through it.
     let _side_port = match config.http_listen.addr() {
         Some(addr) => {
@@ -252,7 +258,11 @@ pub async fn serve(
         Arc::clone(&connections),
         down.clone(),
         config.storage.name(),
-        config.backup_dir.clone(),
+        BackupPolicy {
+            dir: config.backup_dir.clone(),
+            keep: config.backup_keep as usize,
+        },
+        heavy.clone(),
     ))
     .max_decoding_message_size(max);
     let tokens = WhenRecovered::default();
@@ -260,6 +270,11 @@ pub async fn serve(
     let cdna = WhenRecovered::default();
 
     let router = tonic::transport::Server::builder()
+        // hyper's own HTTP/2 limits: streams per connection (advertised in SETTINGS, more are
+        // refused) and keepalive PINGs that close a connection whose peer has gone silent.
+        .max_concurrent_streams(config.max_streams_per_connection)
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
         .layer(
             tower::ServiceBuilder::new()
@@ -280,7 +295,12 @@ pub async fn serve(
 
     let local = listener.local_addr().ok();
     let live_tls: Option<LiveTls> = tls.as_ref().map(|(_, live)| Arc::clone(live));
-    let incoming = listener::incoming(listener, live_tls, connections);
+    let incoming = listener::incoming(
+        listener,
+        live_tls,
+        connections,
+        config.max_connections as usize,
+    );
     let mut reload_down = down.clone();
     Reloader::new(config.access.clone(), credentials, tls.clone())
         .start(async move { reload_down.wait().await });
@@ -300,6 +320,7 @@ pub async fn serve(
         tokens,
         grid,
         cdna,
+        heavy,
     };
     let engine = if options.data_dir.is_none() {
         // Nothing to read back: serve at once.
@@ -344,7 +365,8 @@ pub async fn serve(
         tokio::select! {
             result = &mut serving => {
                 close(engine.as_deref());
-                return result.map_err(ServeError::from);
+                result?;
+                return storage_failure(engine.as_deref());
             }
             () = &mut shutdown => {}
         }
@@ -363,6 +385,7 @@ pub async fn serve(
         Ok(result) => result?,
         Err(_) => warn!("shutdown timeout reached; closed the remaining connections"),
     }
+    storage_failure(engine.as_deref())?;
     info!("stopped");
     Ok(())
 }
@@ -404,6 +427,7 @@ struct Gates {
     tokens: WhenRecovered<TokenServiceServer<TokenApi>>,
     grid: WhenRecovered<GridServiceServer<GridApi>>,
     cdna: WhenRecovered<CdnaServiceServer<CdnaApi>>,
+    heavy: HeavyWork,
 }
 
 impl Gates {
@@ -415,6 +439,7 @@ impl Gates {
                 Arc::clone(&engine.store),
                 Arc::clone(&engine.feed),
                 down.clone(),
+                self.heavy.clone(),
             ))
             .max_decoding_message_size(max),
         );
@@ -423,6 +448,7 @@ impl Gates {
                 Arc::clone(&engine.store),
                 Arc::clone(&engine.index),
                 Arc::clone(&engine.grids),
+                self.heavy.clone(),
             ))
             .max_decoding_message_size(max),
         );
@@ -440,6 +466,31 @@ impl Gates {
             Arc::clone(&engine.cdna),
             async move { timer_down.wait().await },
         ));
+    }
+}
+
+/// An error when storage failed while serving, so that the process exits non-zero and a
+/// supervisor sees it (API.md §8): memory may have held writes the disk does not.
+fn storage_failure(engine: Option<&Engine>) -> Result<(), ServeError> {
+    match engine
+        .and_then(|e| e.store.journal())
+        .and_then(|j| j.failure())
+    {
+        Some(failure) => Err(ServeError::Storage(format!(
+            "storage failed while serving: {failure}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Deletes what backups cut short by a crash left behind, saying so.
+fn remove_partial_backups(backup_dir: &std::path::Path) {
+    match crate::store::durable::remove_partial_backups(backup_dir) {
+        Ok(deleted) if !deleted.is_empty() => {
+            info!("deleted unfinished backups: {deleted:?}")
+        }
+        Ok(_) => {}
+        Err(e) => warn!("cannot delete unfinished backups: {e}"),
     }
 }
 

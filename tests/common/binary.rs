@@ -57,8 +57,18 @@ impl Server {
     /// Starts `program` (a neurograph binary) on `127.0.0.1:0` with `args` and waits for its
     /// listening line.
     pub fn spawn(program: impl AsRef<OsStr>, args: &[&str]) -> Server {
+        Server::spawn_with(program, args, |_| {})
+    }
+
+    /// `spawn`, after `configure` adjusted the command (e.g. a `pre_exec` hook).
+    pub fn spawn_with(
+        program: impl AsRef<OsStr>,
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
         let spawned = Instant::now();
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             // Many servers run at once: any free side port (`--http-listen` in `args` wins).
             .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .args(args)
@@ -68,9 +78,9 @@ impl Server {
             .current_dir(env!("CARGO_TARGET_TMPDIR"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the neurograph binary");
+            .stderr(Stdio::piped());
+        configure(&mut command);
+        let mut child = command.spawn().expect("start the neurograph binary");
         let log = Arc::new(Mutex::new(String::new()));
         let (addr_sender, addr_receiver) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -112,6 +122,11 @@ impl Server {
             ),
         }
         server
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything the server logged so far.

@@ -75,12 +75,89 @@ pub fn create_backup(db: &Database, backup_dir: &Path) -> Result<Backup, Durable
         txn.commit()?;
         Ok(())
     };
-    copy().map_err(|e| backup_error("cannot write the backup", e))?;
+    if let Err(e) = copy() {
+        // A failed backup leaves no directory behind.
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(backup_error("cannot write the backup", e));
+    }
     // Renamed only when complete, so that a backup directory never holds half a copy.
-    std::fs::rename(&partial, &path)
-        .map_err(|e| backup_error(&format!("cannot rename to {}", path.display()), e))?;
+    if let Err(e) = std::fs::rename(&partial, &path) {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(backup_error(
+            &format!("cannot rename to {}", path.display()),
+            e,
+        ));
+    }
     sync_dir(backup_dir);
     Ok(Backup { path, sequence })
+}
+
+/// The millisecond stamp of a complete backup's directory name (`neurograph-MILLIS-seqN`).
+fn backup_stamp(name: &str) -> Option<u128> {
+    let rest = name.strip_prefix("neurograph-")?;
+    let (millis, sequence) = rest.split_once("-seq")?;
+    sequence.parse::<u64>().ok()?;
+    millis.parse().ok()
+}
+
+/// Deletes the oldest complete backups in `backup_dir` beyond the newest `keep` (0 keeps
+/// all); returns what it deleted. Only directories named as `create_backup` names them are
+/// touched.
+pub fn prune_backups(backup_dir: &Path, keep: usize) -> Result<Vec<PathBuf>, DurableError> {
+    if keep == 0 {
+        return Ok(Vec::new());
+    }
+    let entries = std::fs::read_dir(backup_dir)
+        .map_err(|e| backup_error(&format!("cannot list {}", backup_dir.display()), e))?;
+    let mut backups: Vec<(u128, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|entry| {
+            let stamp = backup_stamp(entry.file_name().to_str()?)?;
+            Some((stamp, entry.path()))
+        })
+        .collect();
+    backups.sort();
+    let excess = backups.len().saturating_sub(keep);
+    let mut deleted = Vec::with_capacity(excess);
+    for (_, path) in backups.into_iter().take(excess) {
+        std::fs::remove_dir_all(&path)
+            .map_err(|e| backup_error(&format!("cannot delete {}", path.display()), e))?;
+        deleted.push(path);
+    }
+    if !deleted.is_empty() {
+        sync_dir(backup_dir);
+    }
+    Ok(deleted)
+}
+
+/// Deletes the `.partial` directories a backup cut short (by a crash or kill) left in
+/// `backup_dir`; returns what it deleted. A missing directory holds none.
+pub fn remove_partial_backups(backup_dir: &Path) -> Result<Vec<PathBuf>, DurableError> {
+    let entries = match std::fs::read_dir(backup_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(backup_error(
+                &format!("cannot list {}", backup_dir.display()),
+                e,
+            ))
+        }
+    };
+    let mut deleted = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let is_partial = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(".neurograph-") && name.ends_with(".partial"));
+        if is_partial && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let path = entry.path();
+            std::fs::remove_dir_all(&path)
+                .map_err(|e| backup_error(&format!("cannot delete {}", path.display()), e))?;
+            deleted.push(path);
+        }
+    }
+    Ok(deleted)
 }
 
 /// Makes a rename in `dir` durable (best effort: not every file system syncs directories).
@@ -157,4 +234,45 @@ fn copy_and_verify(source: &Path, incoming: &Path) -> Result<(), DurableError> {
         .map_err(|e| DurableError::from_redb(incoming, e))?;
     read_back(&db, incoming)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn make(dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::create_dir_all(&path).expect("mkdir");
+        path
+    }
+
+    #[test]
+    fn prunes_the_oldest_complete_backups_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let oldest = make(dir.path(), "neurograph-1000-seq5");
+        let middle = make(dir.path(), "neurograph-2000-seq9");
+        let newest = make(dir.path(), "neurograph-30000-seq12");
+        let other = make(dir.path(), "my-notes");
+        let partial = make(dir.path(), ".neurograph-500-seq1.partial");
+        let deleted = prune_backups(dir.path(), 2).expect("pruned");
+        assert_eq!(deleted, vec![oldest.clone()]);
+        assert!(!oldest.exists() && middle.exists() && newest.exists());
+        assert!(other.exists() && partial.exists());
+        assert!(prune_backups(dir.path(), 0).expect("keeps all").is_empty());
+        assert!(middle.exists());
+    }
+
+    #[test]
+    fn removes_partial_backups_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let partial = make(dir.path(), ".neurograph-500-seq1.partial");
+        let complete = make(dir.path(), "neurograph-600-seq2");
+        let deleted = remove_partial_backups(dir.path()).expect("removed");
+        assert_eq!(deleted, vec![partial.clone()]);
+        assert!(!partial.exists() && complete.exists());
+        let missing = dir.path().join("absent");
+        assert!(remove_partial_backups(&missing)
+            .expect("nothing")
+            .is_empty());
+    }
 }

@@ -9,7 +9,7 @@ pub mod schema;
 
 use std::path::PathBuf;
 
-pub use backup::{create_backup, restore_backup, Backup};
+pub use backup::{create_backup, prune_backups, remove_partial_backups, restore_backup, Backup};
 pub use journal::{Journal, JournalStats, Record};
 pub use recovery::{Recovered, StoredGrid};
 pub use schema::DurableWrite;

@@ -1,0 +1,91 @@
+//! Heavy calls hand their work to `HeavyWork`, bounded by the call's own deadline (the
+//! `grpc-timeout` a client sends): a call that cannot get a slot in time ends
+//! DEADLINE_EXCEEDED instead of running after its client has given up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+use crate::heavy::{deadline_in, HeavyError, HeavyWork};
+use crate::store::{Command, Committed, Store};
+
+/// The call's `grpc-timeout`, if it sent a well-formed one.
+pub fn call_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// Runs `work` as heavy work within the deadline `metadata` carries.
+pub async fn offload<R: Send + 'static>(
+    heavy: &HeavyWork,
+    metadata: &MetadataMap,
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, Status> {
+    heavy
+        .run(deadline_in(call_timeout(metadata)), work)
+        .await
+        .map_err(|e| match e {
+            HeavyError::Deadline { .. } => Status::deadline_exceeded(e.to_string()),
+            HeavyError::Failed(_) => Status::internal(e.to_string()),
+        })
+}
+
+/// Builds a command and applies it as heavy work (validation and apply off the protocol
+/// threads), then waits until it is durable: `Store::commit` for big commands.
+pub async fn commit_heavy(
+    heavy: &HeavyWork,
+    metadata: &MetadataMap,
+    store: &Arc<Store>,
+    build: impl FnOnce() -> Result<Command, Status> + Send + 'static,
+) -> Result<Committed, Status> {
+    let writer = Arc::clone(store);
+    let committed = offload(heavy, metadata, move || -> Result<Committed, Status> {
+        Ok(writer.apply(build()?)?)
+    })
+    .await??;
+    store.wait_durable(committed.sequence).await?;
+    Ok(committed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout_of(value: &str) -> Option<Duration> {
+        let mut metadata = MetadataMap::new();
+        metadata.insert("grpc-timeout", value.parse().expect("ascii"));
+        call_timeout(&metadata)
+    }
+
+    #[test]
+    fn reads_every_grpc_timeout_unit() {
+        assert_eq!(timeout_of("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(timeout_of("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(timeout_of("10S"), Some(Duration::from_secs(10)));
+        assert_eq!(timeout_of("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(timeout_of("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(
+            timeout_of("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        assert_eq!(timeout_of("123456789S"), None);
+        assert_eq!(timeout_of("S"), None);
+        assert_eq!(timeout_of("1x"), None);
+        assert_eq!(call_timeout(&MetadataMap::new()), None);
+    }
+}
