@@ -6,6 +6,8 @@ pub mod alloc;
 pub mod binary;
 #[path = "../../tests/common/certs.rs"]
 pub mod certs;
+#[path = "../../tests/common/raw_h2.rs"]
+pub mod raw_h2;
 pub mod wire;
 
 use neurograph::model::{Space, Token, TokenDraft, TokenId, TokenInput};

@@ -49,6 +49,10 @@ const GRPC_OUT_OF_RANGE: &str = "11";
 /// gRPC status code RESOURCE_EXHAUSTED, the answer the status-code guide asks for.
 const GRPC_RESOURCE_EXHAUSTED: &str = "8";
 
+/// Streams the server may reset on one connection (e.g. refused beyond the stream limit)
+/// before it closes that connection with GOAWAY ENHANCE_YOUR_CALM.
+const MAX_LOCAL_RESETS: usize = 1024;
+
 /// The neurograph services this build implements, as health and reflection name them.
 pub const SERVED_SERVICES: &[&str] = &[
     "neurograph.v1.TokenService",
@@ -273,6 +277,10 @@ pub async fn serve(
         // hyper's own HTTP/2 limits: streams per connection (advertised in SETTINGS, more are
         // refused) and keepalive PINGs that close a connection whose peer has gone silent.
         .max_concurrent_streams(config.max_streams_per_connection)
+        // tonic turns hyper's bound on streams the server had to reset off; a client that
+        // keeps opening streams beyond the limit is sent GOAWAY after this many (hyper's own
+        // default).
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_RESETS))
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
