@@ -243,6 +243,31 @@ pub fn listening_addr(line: &str) -> Option<String> {
         .then_some(addr)
 }
 
+/// Makes the process `command` starts unable to write files past `bytes` (RLIMIT_FSIZE), with
+/// SIGXFSZ ignored so that such a write fails with EFBIG instead of killing it: a disk that
+/// fills up, which permissions cannot fake when the tests run as root.
+pub fn limit_file_size(command: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: the hook runs in the forked child before exec and only makes two system calls
+    // (setrlimit, signal) on values copied in; it allocates nothing and takes no lock. Both
+    // the limit and the ignored disposition survive exec. `tests/backups.rs` and
+    // `tests/shutdown_failures.rs` exercise it.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0
+                || libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A new connection to `addr` (`host:port`).
 pub async fn channel(addr: &str) -> Channel {
     Endpoint::from_shared(format!("http://{addr}"))
