@@ -77,21 +77,31 @@ struct Following {
 }
 
 impl Following {
-    /// Policies that put most batches into trees of their own: every batch of 2 or more
-    /// entries is bulk-loaded (from 3 tokens on several threads), merged as the binary
-    /// counter does (ratio 1) or more eagerly (ratio 3).
+    /// Policies with tiny thresholds, so that every few writes cross a tail, a batch, a
+    /// build, a tombstone and a rebuild: one whose upkeep the writer runs when its bounds
+    /// force it (a binary counter, ratio 1), and one whose upkeep runs on its own background
+    /// thread, racing the queries (ratio 3).
     fn small_batches() -> Vec<Arc<Following>> {
-        [1, 3]
-            .map(|merge_ratio| {
+        [tiny_policy(1, false), tiny_policy(3, true)]
+            .map(|policy| {
                 Arc::new(Following {
-                    trees: SpaceTrees::with_policy(BatchPolicy {
-                        bulk_min: 2,
-                        parallel_min: 3,
-                        merge_ratio,
-                    }),
+                    trees: SpaceTrees::with_policy(policy),
                 })
             })
             .to_vec()
+    }
+}
+
+/// Thresholds of a few entries.
+fn tiny_policy(merge_ratio: usize, background: bool) -> BatchPolicy {
+    BatchPolicy {
+        bulk_min: 2,
+        tail_max: 2,
+        merge_ratio,
+        max_trees: 3,
+        max_unbuilt: 6,
+        max_dead: 2,
+        background,
     }
 }
 
@@ -389,6 +399,17 @@ fn apply_and_check(
             k,
             limit,
         );
+        // Settled (every due build and rebuild done), the answers stay the same.
+        following.trees.settle();
+        check_queries(
+            &following.trees,
+            &live,
+            centre,
+            offset,
+            radius_steps,
+            k,
+            limit,
+        );
     }
 }
 
@@ -412,18 +433,22 @@ fn batches_build_several_trees_and_merge_them() {
     };
     input.points[Space::L1Physical.index()] = Some([0.01, 0.02, -0.03]);
     let binary = &world.following[0].trees;
-    // Batches of 4 entries: after b batches the ratio-1 trees hold the binary digits of b.
+    // Batches of 4 entries wait unbuilt until upkeep; settled, the ratio-1 trees hold the
+    // binary digits of the number of batches.
     for batch in 1..=7usize {
         world.apply(&Op::Batch(vec![input.clone(); 4]));
+        assert_eq!(binary.len(Space::L1Physical), 4 * batch);
+        binary.settle();
         assert_eq!(
             binary.tree_count(Space::L1Physical),
             batch.count_ones() as usize
         );
     }
-    // A lone create goes into the smallest tree.
+    // A lone create goes into the tail, not into a tree.
     world.apply(&Op::Create(input.clone()));
     assert_eq!(binary.tree_count(Space::L1Physical), 3);
     assert_eq!(binary.len(Space::L1Physical), 29);
+    // Deletes: from the tail directly, from trees as tombstones.
     for _ in 0..5 {
         world.apply(&Op::Delete(0));
     }
@@ -438,11 +463,12 @@ fn batches_build_several_trees_and_merge_them() {
     assert_eq!(binary.len(Space::L1Physical), 24);
     check_queries(binary, &live, [1, 2, -3], 0.0, 2, 9, 30);
     check_queries(binary, &live, [0, 0, 0], 0.25, 5, 30, 5);
-    // Deletes empty the tree, which is then dropped.
+    // Deletes leave the tree all dead; the rebuild they make due drops it.
     for _ in 0..24 {
         world.apply(&Op::Delete(7));
     }
     assert_eq!(binary.len(Space::L1Physical), 0);
+    binary.settle();
     assert_eq!(binary.tree_count(Space::L1Physical), 0);
     assert!(binary.is_empty());
 }

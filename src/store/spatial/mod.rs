@@ -13,26 +13,29 @@
 //! ~100 batches of 10k, each visible when it commits. Inserting them one by one into 8 growing
 //! trees costs ~5.6 µs per entry (cache and TLB misses at 1M), ~45–60 s in all; rebuilding a
 //! space by `bulk_load(existing ∪ batch)` costs ~0.35 µs per entry but would rebuild 50M
-//! entries per space. So a batch of at least `BatchPolicy::bulk_min` entries becomes a
-//! bulk-loaded tree of its own that absorbs every smaller tree no larger than the entries
-//! gathered (the logarithmic method, as a binary counter: after b equal batches the trees
-//! hold the binary digits of b), so each entry is rebuilt ~log2(batches) times: ~3.8M entries
-//! per space for 100 × 10k. Big batches spread the 8 spaces over the cores. Measured on this
-//! 2-core VM under load from other builds (`cargo bench --bench spatial -- import`, and CPU
-//! time against `bulk_built` in the same process): ~3× the CPU of one bulk build of the 1M,
-//! i.e. ~8.5 s on a quiet machine (bulk build 2.8 s) against ~45–60 s before; merging
-//! more eagerly (absorb up to twice the gathered entries) cost +35 % and still left 3 trees.
+//! entries per space. So a batch is bulk-loaded into a tree of its own that absorbs every
+//! smaller tree no larger than the entries gathered (the logarithmic method, as a binary
+//! counter: after b equal batches the trees hold the binary digits of b), so each entry is
+//! rebuilt ~log2(batches) times. Queries search every tree (a token lies in exactly one), which
+//! after an import in 10k batches makes kNN and range ~1.5–2.5× slower than on one tree, until
+//! the compaction that follows an import stream.
 //!
-//! The price is paid by queries while a space has several trees: each tree is searched (a
-//! token lies in exactly one tree of a space, so results are unions), which after an import in
-//! 10k batches (trees of 640k, 320k and 40k) makes kNN and range ~1.5–2.5× slower than on one
-//! bulk-built tree. Single creates go into the smallest tree (never slower than into one big
-//! tree); removes look in the smallest tree first. A tree is built under an upgradable read,
-//! so queries of its space go on until it replaces the trees it absorbed.
+//! Why writes are buffered (`forest`): a query used to search a space under its lock, so a
+//! RangeQuery over a million tokens (~0.2–0.4 s) held up every write to that space, and a
+//! build or compaction (~0.35 s per space at 1M) held up every write while it ran: under four
+//! such queries and two imports CreateToken's median was 267 ms (`cargo bench --bench
+//! heavy_load`). Now a write touches only a small buffer (the tail, a new batch, or a
+//! tombstone) under the space's lock, a query copies a view of a few `Arc`s and searches it
+//! with no lock held, and builds run in the background (a thread of lower priority per
+//! index, while any is due) and swap their result in under a short lock: the same load leaves
+//! CreateToken's median at 2.7 ms.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+pub mod forest;
 
-use parking_lot::{Mutex, RwLock, RwLockUpgradableReadGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 use rstar::primitives::GeomWithData;
 use rstar::{RStarInsertionStrategy, RTree, RTreeParams, SelectionFunction, AABB};
 
@@ -43,6 +46,8 @@ use super::write_path::WriteHook;
 use crate::model::grid::{self, Hit, TopHits, MAX_FIELD_RADIUS};
 use crate::model::token::SPACE_COUNT;
 use crate::model::{QPoint, Space, Token, TokenData};
+pub use forest::BatchPolicy;
+use forest::{Forest, Upkeep, View};
 
 /// Node sizes of the trees; chosen with `cargo bench --bench spatial` (memory and speed).
 pub struct IndexParams;
@@ -155,30 +160,6 @@ impl SelectionFunction<Entry> for WithinBall {
     }
 }
 
-/// How `SpaceTrees` indexes a batch of new tokens. The defaults are measured (see the module
-/// docs); tests lower them so that small batches exercise several trees per space.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BatchPolicy {
-    /// Entries from which a batch into a space is bulk-loaded as a tree of its own (merged
-    /// with the smaller trees) rather than inserted one by one into the smallest tree.
-    pub bulk_min: usize,
-    /// Tokens from which a batch works on the spaces on several threads.
-    pub parallel_min: usize,
-    /// A batch's new tree absorbs each smaller tree (smallest first) whose size is at most
-    /// this many times the entries gathered so far.
-    pub merge_ratio: usize,
-}
-
-impl Default for BatchPolicy {
-    fn default() -> Self {
-        BatchPolicy {
-            bulk_min: 256,
-            parallel_min: 2_048,
-            merge_ratio: 1,
-        }
-    }
-}
-
 /// The entries of `tokens` defined in `space`.
 fn entries(tokens: &[Token], space: Space) -> Vec<Entry> {
     tokens
@@ -220,84 +201,6 @@ fn build_in_parallel(tokens: &[Token]) -> [SpaceTree; SPACE_COUNT] {
     built.map(Mutex::into_inner)
 }
 
-/// One space's index: a few trees, largest first, that together hold each of the space's
-/// entries exactly once. Every tree is non-empty.
-#[derive(Default)]
-struct Forest {
-    trees: Vec<SpaceTree>,
-}
-
-impl Forest {
-    /// A forest of one tree (none when `tree` is empty).
-    fn of(tree: SpaceTree) -> Forest {
-        Forest {
-            trees: if tree.size() == 0 {
-                Vec::new()
-            } else {
-                vec![tree]
-            },
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.trees.iter().map(RTree::size).sum()
-    }
-
-    /// Inserts one entry into the smallest tree (the cheapest to insert into).
-    fn insert(&mut self, e: Entry) {
-        match self.trees.last_mut() {
-            Some(tree) => tree.insert(e),
-            None => self.trees.push(SpaceTree::bulk_load_with_params(vec![e])),
-        }
-    }
-
-    /// Removes one entry from whichever tree holds it, smallest first (a miss in a small tree
-    /// costs little); a tree left empty is dropped.
-    fn remove(&mut self, e: &Entry) {
-        for i in (0..self.trees.len()).rev() {
-            if self.trees[i].remove(e).is_some() {
-                if self.trees[i].size() == 0 {
-                    self.trees.remove(i);
-                }
-                return;
-            }
-        }
-    }
-
-    /// Indexes a batch of entries (none of them indexed yet). A small batch into a non-empty
-    /// forest is inserted one by one; otherwise the batch becomes a bulk-loaded tree that
-    /// absorbs the smaller trees the policy names (the logarithmic method). The tree is built
-    /// under an upgradable read, so queries of this space go on meanwhile and see the new tree
-    /// at once when it replaces the trees it absorbed.
-    fn insert_batch(slot: &RwLock<Forest>, mut batch: Vec<Entry>, policy: &BatchPolicy) {
-        if batch.is_empty() {
-            return;
-        }
-        let forest = slot.upgradable_read();
-        if batch.len() < policy.bulk_min && !forest.trees.is_empty() {
-            let mut forest = RwLockUpgradableReadGuard::upgrade(forest);
-            for e in batch {
-                forest.insert(e);
-            }
-            return;
-        }
-        let mut keep = forest.trees.len();
-        let mut total = batch.len();
-        while keep > 0 && forest.trees[keep - 1].size() <= policy.merge_ratio * total {
-            keep -= 1;
-            total += forest.trees[keep].size();
-        }
-        batch.reserve_exact(total - batch.len());
-        for tree in &forest.trees[keep..] {
-            batch.extend(tree.iter().copied());
-        }
-        let built = SpaceTree::bulk_load_with_params(batch);
-        let mut forest = RwLockUpgradableReadGuard::upgrade(forest);
-        forest.trees.truncate(keep);
-        forest.trees.push(built);
-    }
-}
-
 /// The point of `token` in `space`, the centre of its neighbour query: FAILED_PRECONDITION
 /// when the token is undefined there, since it has no position to measure from.
 pub fn query_origin(token: &Token, space: Space) -> Result<QPoint, StoreError> {
@@ -329,11 +232,20 @@ pub struct InfluenceSum {
     pub contributors: u64,
 }
 
-/// Each space's trees behind their own lock: a query reads one space consistently while
-/// writes to other spaces go on.
+/// Each space's entries behind their own lock, held only to copy a view or to apply a write:
+/// a query searches its view with no lock held, so writes never wait for one (module docs).
 pub struct SpaceTrees {
+    inner: Arc<Inner>,
+}
+
+/// What `SpaceTrees` shares with its background upkeep.
+struct Inner {
     spaces: [RwLock<Forest>; SPACE_COUNT],
+    /// Held by whoever runs upkeep on a space: one at a time per space.
+    upkeep: [Mutex<()>; SPACE_COUNT],
     policy: BatchPolicy,
+    /// Set while a background upkeep thread runs (at most one per `SpaceTrees`).
+    background: AtomicBool,
 }
 
 impl Default for SpaceTrees {
@@ -342,46 +254,137 @@ impl Default for SpaceTrees {
     }
 }
 
+impl Inner {
+    fn slot(&self, space: Space) -> &RwLock<Forest> {
+        &self.spaces[space.index()]
+    }
+
+    /// Runs `upkeep` on `space` unless another upkeep of it runs (`wait`: after it).
+    fn upkeep(&self, space: Space, upkeep: Upkeep, wait: bool) {
+        let lock = &self.upkeep[space.index()];
+        let _running = if wait {
+            lock.lock()
+        } else {
+            match lock.try_lock() {
+                Some(guard) => guard,
+                None => return,
+            }
+        };
+        forest::run_upkeep(self.slot(space), upkeep, &self.policy);
+    }
+
+    /// Upkeep of every space that is due, until none is.
+    fn upkeep_all_due(&self) {
+        loop {
+            let due: Vec<(Space, Upkeep)> = Space::ALL
+                .into_iter()
+                .filter_map(|space| {
+                    let (upkeep, _) = self.slot(space).read().upkeep_due(&self.policy)?;
+                    Some((space, upkeep))
+                })
+                .collect();
+            if due.is_empty() {
+                return;
+            }
+            for (space, upkeep) in due {
+                self.upkeep(space, upkeep, true);
+            }
+        }
+    }
+}
+
+/// Starts a background upkeep thread for `inner` unless one runs. It works at a lower CPU
+/// priority than the threads that answer calls, and ends once nothing is due.
+fn start_background_upkeep(inner: &Arc<Inner>) {
+    if inner.background.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let worker = Arc::clone(inner);
+    let spawned = std::thread::Builder::new()
+        .name("index-upkeep".into())
+        .spawn(move || {
+            lower_thread_priority();
+            loop {
+                worker.upkeep_all_due();
+                worker.background.store(false, Ordering::Release);
+                // A write may have found the flag still set just before it was cleared.
+                let due = Space::ALL
+                    .iter()
+                    .any(|s| worker.slot(*s).read().upkeep_due(&worker.policy).is_some());
+                if !due || worker.background.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+            }
+        });
+    if spawned.is_err() {
+        // No thread: the writer's own bounds still keep the space in shape.
+        inner.background.store(false, Ordering::Release);
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice +10): upkeep yields to calls.
+fn lower_thread_priority() {
+    // SAFETY: setpriority with PRIO_PROCESS and 0 changes only the calling thread on Linux.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
 impl SpaceTrees {
-    /// Empty trees that index batches by `policy` (tests lower its thresholds).
+    /// Empty trees that buffer and build by `policy` (tests lower its thresholds).
     pub fn with_policy(policy: BatchPolicy) -> SpaceTrees {
         assert!(policy.merge_ratio >= 1, "merge_ratio keeps trees ordered");
+        assert!(policy.tail_max >= 1, "the tail holds at least one entry");
         SpaceTrees {
-            spaces: std::array::from_fn(|_| RwLock::new(Forest::default())),
-            policy,
+            inner: Arc::new(Inner {
+                spaces: std::array::from_fn(|_| RwLock::new(Forest::default())),
+                upkeep: std::array::from_fn(|_| Mutex::new(())),
+                policy,
+                background: AtomicBool::new(false),
+            }),
         }
     }
 
     /// Trees bulk-loaded from `tokens`, the spaces built in parallel on the available cores.
     pub fn bulk_built(tokens: &[Token]) -> SpaceTrees {
-        let built = build_in_parallel(tokens);
-        SpaceTrees {
-            spaces: built.map(|tree| RwLock::new(Forest::of(tree))),
-            policy: BatchPolicy::default(),
-        }
+        let trees = SpaceTrees::default();
+        trees.replace_all(tokens);
+        trees
     }
 
-    /// Replaces every space's trees with one tree bulk-loaded from `tokens`.
+    /// Replaces every space's entries with one tree bulk-loaded from `tokens`.
     pub fn replace_all(&self, tokens: &[Token]) {
-        for (slot, built) in self.spaces.iter().zip(build_in_parallel(tokens)) {
-            *slot.write() = Forest::of(built);
+        for (space, built) in Space::ALL.into_iter().zip(build_in_parallel(tokens)) {
+            let mut forest = self.inner.slot(space).write();
+            let generation = forest.next_generation();
+            *forest = Forest::of(built, generation);
         }
     }
 
-    /// Indexes new tokens. Per space, a batch of at least `bulk_min` entries is bulk-loaded
-    /// into a tree of its own that absorbs the smaller trees (so trees grow geometrically and
-    /// each entry is rebuilt only a few times); a smaller one is inserted entry by entry into
-    /// the smallest tree. A batch of `parallel_min` tokens or more spreads the spaces over the
-    /// cores.
-    pub fn insert(&self, tokens: &[Token]) {
-        let work = |space: Space| {
-            let batch = entries(tokens, space);
-            Forest::insert_batch(&self.spaces[space.index()], batch, &self.policy);
+    /// Applies `write` to `space`, then the upkeep it made due: by the writer when a bound
+    /// forces it, else in the background.
+    fn write(&self, space: Space, write: impl FnOnce(&mut Forest, &BatchPolicy)) {
+        let policy = &self.inner.policy;
+        let due = {
+            let mut forest = self.inner.slot(space).write();
+            write(&mut forest, policy);
+            forest.upkeep_due(policy)
         };
-        if tokens.len() >= self.policy.parallel_min {
-            on_threads(work);
-        } else {
-            Space::ALL.into_iter().for_each(work);
+        match due {
+            Some((upkeep, true)) => self.inner.upkeep(space, upkeep, true),
+            Some(_) if policy.background => start_background_upkeep(&self.inner),
+            _ => {}
+        }
+    }
+
+    /// Indexes new tokens: per space, a batch of at least `bulk_min` entries is kept whole
+    /// for upkeep to build into a tree; fewer go into the tail one by one.
+    pub fn insert(&self, tokens: &[Token]) {
+        for space in Space::ALL {
+            let batch = entries(tokens, space);
+            if !batch.is_empty() {
+                self.write(space, |forest, policy| forest.insert_batch(batch, policy));
+            }
         }
     }
 
@@ -389,7 +392,7 @@ impl SpaceTrees {
     pub fn remove(&self, token: &Token) {
         for space in Space::ALL {
             if let Some(e) = entry(token.id.get(), &token.data, space) {
-                self.spaces[space.index()].write().remove(&e);
+                self.write(space, |forest, _| forest.remove(&e));
             }
         }
     }
@@ -403,26 +406,37 @@ impl SpaceTrees {
             if old == new {
                 continue;
             }
-            let mut forest = self.spaces[space.index()].write();
-            if let Some(e) = old {
-                forest.remove(&e);
-            }
-            if let Some(e) = new {
-                forest.insert(e);
-            }
+            self.write(space, |forest, policy| {
+                if let Some(e) = old {
+                    forest.remove(&e);
+                }
+                if let Some(e) = new {
+                    forest.insert(e, policy);
+                }
+            });
         }
     }
 
     /// Empties every space; each switches from all to nothing at once.
     pub fn clear(&self) {
-        for slot in &self.spaces {
-            *slot.write() = Forest::default();
+        for slot in &self.inner.spaces {
+            let empty = {
+                let mut forest = slot.write();
+                let generation = forest.next_generation();
+                // Swapped out under the lock, dropped after it: freeing a million entries
+                // holds up no query.
+                std::mem::replace(
+                    &mut *forest,
+                    Forest::of(SpaceTree::new_with_params(), generation),
+                )
+            };
+            drop(empty);
         }
     }
 
     /// Number of tokens indexed in `space`.
     pub fn len(&self, space: Space) -> usize {
-        self.spaces[space.index()].read().len()
+        self.inner.slot(space).read().len()
     }
 
     /// True when no space indexes anything.
@@ -430,35 +444,33 @@ impl SpaceTrees {
         Space::ALL.iter().all(|s| self.len(*s) == 0)
     }
 
-    /// Number of trees that index `space` (a diagnostic for tests and benches).
+    /// Number of built trees that index `space` (a diagnostic for tests and benches).
     pub fn tree_count(&self, space: Space) -> usize {
-        self.spaces[space.index()].read().trees.len()
+        self.inner.slot(space).read().tree_count()
     }
 
-    /// Merges each space's trees into one bulk-loaded tree (spaces on the available cores):
-    /// after a streamed import, queries then visit one tree again. Queries go on meanwhile;
-    /// writes to a space wait for its rebuild (~0.35 s per space at 1M tokens).
+    /// Rebuilds each space into one tree without dead entries (spaces on the available
+    /// cores): after a streamed import, queries then visit one tree again. Queries and writes
+    /// go on meanwhile; the rebuild swaps in when done.
     pub fn compact(&self) {
-        on_threads(|space| {
-            let slot = &self.spaces[space.index()];
-            let forest = slot.upgradable_read();
-            if forest.trees.len() <= 1 {
-                return;
-            }
-            let all: Vec<Entry> = forest
-                .trees
-                .iter()
-                .flat_map(|tree| tree.iter().copied())
-                .collect();
-            let built = SpaceTree::bulk_load_with_params(all);
-            *RwLockUpgradableReadGuard::upgrade(forest) = Forest::of(built);
-        });
+        on_threads(|space| self.inner.upkeep(space, Upkeep::Rebuild, true));
     }
 
-    /// Calls `visit` with every token within `radius` of `centre` (inclusive) and its exact
-    /// distance, all read under one lock of the space's tree.
+    /// Runs every upkeep that is due now, on this thread (tests and benches use it to reach
+    /// a settled state; servers leave it to the background).
+    pub fn settle(&self) {
+        self.inner.upkeep_all_due();
+    }
+
+    /// The space as it is now, for a query.
+    fn view(&self, space: Space) -> View {
+        self.inner.slot(space).read().view()
+    }
+
+    /// Calls `visit` with every live entry within `radius` of `centre` (inclusive) in `view`
+    /// and its exact distance.
     fn for_each_within(
-        forest: &Forest,
+        view: &View,
         space: Space,
         centre: [f64; 3],
         radius: f64,
@@ -466,14 +478,22 @@ impl SpaceTrees {
     ) {
         let scale = space.scale();
         let ball = WithinBall::new(space, centre, radius);
-        for tree in &forest.trees {
+        let mut check = |e: &Entry| {
+            // The f32 coordinates hold the quantised integers exactly.
+            let d = grid::distance_quantised(e.geom().map(f64::from), scale, centre);
+            if d <= radius {
+                visit(e, d);
+            }
+        };
+        for tree in &view.trees {
             for e in tree.locate_with_selection_function(ball.clone()) {
-                // The f32 coordinates hold the quantised integers exactly.
-                let d = grid::distance_quantised(e.geom().map(f64::from), scale, centre);
-                if d <= radius {
-                    visit(e, d);
+                if !view.is_dead(e) {
+                    check(e);
                 }
             }
+        }
+        for e in view.loose_entries() {
+            check(e);
         }
     }
 
@@ -487,39 +507,50 @@ impl SpaceTrees {
         max_distance: Option<f64>,
         exclude: Option<u32>,
     ) -> Vec<Hit> {
-        let forest = self.spaces[space.index()].read();
-        let scale = space.scale();
-        // rstar's (approximate) nearest order finds k tokens, from the largest tree and then
-        // the next ones while fewer than k are found (a token lies in one tree only, so they
-        // are k distinct tokens); the farthest of them bounds the exact k-th distance, so the
-        // exact answer, ties included, lies within that radius in the union of the trees.
-        let query = centre.map(|c| (c * scale) as f32);
-        let mut bound: Option<f64> = None;
-        let mut found = 0;
-        'trees: for tree in &forest.trees {
-            if found == k {
-                break;
-            }
-            for e in tree.nearest_neighbor_iter(query) {
-                if Some(e.data.id) == exclude {
-                    continue;
-                }
-                let d = grid::distance_quantised(e.geom().map(f64::from), scale, centre);
-                bound = Some(bound.map_or(d, |b: f64| b.max(d)));
-                found += 1;
-                if found == k {
-                    break 'trees;
-                }
-            }
+        if k == 0 {
+            return Vec::new();
         }
-        let Some(mut bound) = bound else {
+        let view = self.view(space);
+        let scale = space.scale();
+        let exact = |e: &Entry| grid::distance_quantised(e.geom().map(f64::from), scale, centre);
+        // Candidates: every live loose entry, and from each tree the first k live ones in
+        // rstar's (approximate, f32) nearest order. The k-th best exact distance among them
+        // bounds the exact k-th distance (they are k distinct tokens), so the exact answer,
+        // ties included, lies within that radius.
+        let query = centre.map(|c| (c * scale) as f32);
+        let mut candidates = TopHits::new(k);
+        let mut offer = |e: &Entry| {
+            if Some(e.data.id) != exclude {
+                candidates.offer(Hit {
+                    id: e.data.id,
+                    distance: exact(e),
+                });
+            }
+        };
+        view.loose_entries().for_each(&mut offer);
+        for tree in &view.trees {
+            tree.nearest_neighbor_iter(query)
+                .filter(|e| !view.is_dead(e) && Some(e.data.id) != exclude)
+                .take(k)
+                .for_each(&mut offer);
+        }
+        let candidates = candidates.into_sorted();
+        let found_all = candidates.len() < k;
+        let Some(mut bound) = candidates.last().map(|hit| hit.distance) else {
             return Vec::new();
         };
+        if found_all {
+            // Fewer than k live tokens exist: every one is a candidate already.
+            return candidates
+                .into_iter()
+                .filter(|hit| max_distance.is_none_or(|max| hit.distance <= max))
+                .collect();
+        }
         if let Some(max) = max_distance {
             bound = bound.min(max);
         }
         let mut top = TopHits::new(k);
-        Self::for_each_within(&forest, space, centre, bound, |e, d| {
+        Self::for_each_within(&view, space, centre, bound, |e, d| {
             if Some(e.data.id) != exclude {
                 top.offer(Hit {
                     id: e.data.id,
@@ -533,10 +564,10 @@ impl SpaceTrees {
     /// Every token within `radius` of `centre`: the first `limit` in (distance, id) order and
     /// the total count.
     pub fn within(&self, space: Space, centre: [f64; 3], radius: f64, limit: usize) -> RangeHits {
-        let forest = self.spaces[space.index()].read();
+        let view = self.view(space);
         let mut top = TopHits::new(limit);
         let mut total = 0;
-        Self::for_each_within(&forest, space, centre, radius, |e, d| {
+        Self::for_each_within(&view, space, centre, radius, |e, d| {
             total += 1;
             top.offer(Hit {
                 id: e.data.id,
@@ -551,23 +582,23 @@ impl SpaceTrees {
 
     /// Number of tokens within `radius` of `centre`.
     pub fn count_within(&self, space: Space, centre: [f64; 3], radius: f64) -> u64 {
-        let forest = self.spaces[space.index()].read();
+        let view = self.view(space);
         let mut count = 0;
-        Self::for_each_within(&forest, space, centre, radius, |_, _| count += 1);
+        Self::for_each_within(&view, space, centre, radius, |_, _| count += 1);
         count
     }
 
     /// The summed field influence at `centre` of tokens within `radius` and their own field
     /// radius.
     pub fn influence(&self, space: Space, centre: [f64; 3], radius: f64) -> InfluenceSum {
-        let forest = self.spaces[space.index()].read();
+        let view = self.view(space);
         let mut result = InfluenceSum {
             sum: 0.0,
             contributors: 0,
         };
         // No token reaches farther than the largest storable field radius.
         let reach = radius.min(MAX_FIELD_RADIUS);
-        Self::for_each_within(&forest, space, centre, reach, |e, d| {
+        Self::for_each_within(&view, space, centre, reach, |e, d| {
             let share =
                 grid::influence_share(d, radius, e.data.field_radius(), e.data.field_strength());
             if let Some(share) = share {

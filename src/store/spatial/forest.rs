@@ -1,0 +1,498 @@
+//! One space's index state and its upkeep. Writes never wait for queries and queries never
+//! wait for writes or rebuilds: a query copies a `View` (a few `Arc`s and the small tail)
+//! under the space's lock and searches it with no lock held.
+//!
+//! - `trees`: bulk-loaded R-trees, immutable once built (shared with running queries).
+//! - `batches`: batches of new entries not yet built into a tree, scanned entry by entry.
+//! - `tail`: the newest single inserts (at most `tail_max`), scanned entry by entry; when full
+//!   it becomes a batch.
+//! - `dead`: entries of `trees` and `batches` that were removed (tombstones). A token has at
+//!   most one entry per space, so each dead key stands for exactly one stored copy; inserting
+//!   an entry that is dead revives that copy instead of storing a second one.
+//!
+//! Upkeep (`compact`) builds the batches into a tree that absorbs the small trees (the
+//! logarithmic method), or rebuilds every tree, dropping the dead entries. It builds from a
+//! `View` with no lock held and swaps the result in under a short write lock, reconciling
+//! what writes did meanwhile: an entry it dropped as dead but that was revived since goes back
+//! into the tail; one removed since is marked dead in the new tree.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::{Entry, SpaceTree};
+
+/// An entry's exact bits, the identity of a tombstone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EntryKey {
+    id: u32,
+    point: [u32; 3],
+    radius_q: u8,
+    strength_q: u8,
+}
+
+impl EntryKey {
+    /// The key of `e`.
+    pub fn of(e: &Entry) -> EntryKey {
+        EntryKey {
+            id: e.data.id,
+            point: e.geom().map(f32::to_bits),
+            radius_q: e.data.field_radius_q,
+            strength_q: e.data.field_strength_q,
+        }
+    }
+}
+
+/// How a space buffers writes and when it rebuilds. The defaults are measured (README,
+/// "Spatial index"); tests lower them so that every few writes cross a buffer, a build and a
+/// tombstone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchPolicy {
+    /// Entries from which a batch of new tokens is kept as a batch of its own (to be built
+    /// into a tree) rather than inserted one by one into the tail.
+    pub bulk_min: usize,
+    /// Single inserts the tail holds before it becomes a batch.
+    pub tail_max: usize,
+    /// A build absorbs each smaller tree (smallest first) whose size is at most this many
+    /// times the entries gathered so far.
+    pub merge_ratio: usize,
+    /// Trees beyond which upkeep rebuilds the space into one.
+    pub max_trees: usize,
+    /// Unbuilt entries (batches) beyond which the writer builds them itself instead of
+    /// leaving it to background upkeep: bounds what queries scan entry by entry.
+    pub max_unbuilt: usize,
+    /// Tombstones beyond which upkeep rebuilds the space (also when they exceed 1/16 of its
+    /// entries); beyond four times this the writer rebuilds it itself.
+    pub max_dead: usize,
+    /// Whether upkeep runs on a background thread of its own once due (else only when the
+    /// writer's bounds force it, or `compact` is called).
+    pub background: bool,
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        BatchPolicy {
+            bulk_min: 256,
+            tail_max: 256,
+            merge_ratio: 1,
+            max_trees: 8,
+            max_unbuilt: 262_144,
+            max_dead: 65_536,
+            background: true,
+        }
+    }
+}
+
+/// One space's entries.
+#[derive(Default)]
+pub struct Forest {
+    trees: Vec<Arc<SpaceTree>>,
+    batches: Vec<Arc<Vec<Entry>>>,
+    tail: Vec<Entry>,
+    dead: Arc<HashSet<EntryKey>>,
+    /// Bumped by every replacement of the whole space (clear, recovery), so that a rebuild
+    /// begun before it is not swapped in after it.
+    generation: u64,
+}
+
+/// What a query searches: the space as it was when the view was taken.
+pub struct View {
+    /// Built trees.
+    pub trees: Vec<Arc<SpaceTree>>,
+    /// Unbuilt batches and the tail (copied), scanned entry by entry.
+    pub loose: Vec<Arc<Vec<Entry>>>,
+    dead: Arc<HashSet<EntryKey>>,
+}
+
+impl View {
+    /// Whether `e`, found in a tree or a batch, was removed.
+    #[inline]
+    pub fn is_dead(&self, e: &Entry) -> bool {
+        !self.dead.is_empty() && self.dead.contains(&EntryKey::of(e))
+    }
+
+    /// Every live loose entry.
+    pub fn loose_entries(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.loose
+            .iter()
+            .flat_map(|batch| batch.iter())
+            .filter(|e| !self.is_dead(e))
+    }
+}
+
+/// What upkeep should do to a space, if anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upkeep {
+    /// Build the batches into a tree that absorbs the small trees.
+    Build,
+    /// Rebuild every tree and batch into one tree, dropping the dead entries.
+    Rebuild,
+}
+
+impl Forest {
+    /// A space holding `tree` alone.
+    pub fn of(tree: SpaceTree, generation: u64) -> Forest {
+        Forest {
+            trees: if tree.size() == 0 {
+                Vec::new()
+            } else {
+                vec![Arc::new(tree)]
+            },
+            generation,
+            ..Forest::default()
+        }
+    }
+
+    /// Live entries.
+    pub fn len(&self) -> usize {
+        let stored: usize =
+            self.trees.iter().map(|t| t.size()).sum::<usize>() + self.unbuilt() + self.tail.len();
+        stored - self.dead.len()
+    }
+
+    /// True when no entry is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entries in batches not yet built.
+    pub fn unbuilt(&self) -> usize {
+        self.batches.iter().map(|b| b.len()).sum()
+    }
+
+    /// Built trees.
+    pub fn tree_count(&self) -> usize {
+        self.trees.len()
+    }
+
+    /// The generation a replacement of this space gets.
+    pub fn next_generation(&self) -> u64 {
+        self.generation + 1
+    }
+
+    /// The space as it is now, for a query.
+    pub fn view(&self) -> View {
+        let mut loose = self.batches.clone();
+        if !self.tail.is_empty() {
+            loose.push(Arc::new(self.tail.clone()));
+        }
+        View {
+            trees: self.trees.clone(),
+            loose,
+            dead: Arc::clone(&self.dead),
+        }
+    }
+
+    /// Adds one entry: revives its dead copy if there is one, else into the tail (which
+    /// becomes a batch once full).
+    pub fn insert(&mut self, e: Entry, policy: &BatchPolicy) {
+        let key = EntryKey::of(&e);
+        if self.dead.contains(&key) {
+            Arc::make_mut(&mut self.dead).remove(&key);
+            return;
+        }
+        self.tail.push(e);
+        if self.tail.len() >= policy.tail_max {
+            let full = std::mem::take(&mut self.tail);
+            self.batches.push(Arc::new(full));
+        }
+    }
+
+    /// Adds a batch of new entries (none of them stored yet): kept whole for upkeep to build
+    /// when it is big enough, else inserted one by one.
+    pub fn insert_batch(&mut self, batch: Vec<Entry>, policy: &BatchPolicy) {
+        if batch.len() < policy.bulk_min {
+            for e in batch {
+                self.insert(e, policy);
+            }
+        } else {
+            // A batch entry may be the dead copy of a token created again: revive instead.
+            let (revived, fresh): (Vec<Entry>, Vec<Entry>) = batch
+                .into_iter()
+                .partition(|e| self.dead.contains(&EntryKey::of(e)));
+            for e in revived {
+                Arc::make_mut(&mut self.dead).remove(&EntryKey::of(&e));
+            }
+            if !fresh.is_empty() {
+                self.batches.push(Arc::new(fresh));
+            }
+        }
+    }
+
+    /// Removes one stored entry: from the tail directly, else as a tombstone.
+    pub fn remove(&mut self, e: &Entry) {
+        if let Some(at) = self.tail.iter().position(|t| t == e) {
+            self.tail.swap_remove(at);
+        } else {
+            Arc::make_mut(&mut self.dead).insert(EntryKey::of(e));
+        }
+    }
+
+    /// The upkeep due, if any: `forced` when the writer must not leave it to the background.
+    pub fn upkeep_due(&self, policy: &BatchPolicy) -> Option<(Upkeep, bool)> {
+        let dead = self.dead.len();
+        if dead > 4 * policy.max_dead {
+            return Some((Upkeep::Rebuild, true));
+        }
+        let unbuilt = self.unbuilt();
+        if unbuilt > policy.max_unbuilt {
+            return Some((Upkeep::Build, true));
+        }
+        let stored = self.len() + dead;
+        if dead > policy.max_dead || dead * 16 > stored || self.trees.len() > policy.max_trees {
+            return Some((Upkeep::Rebuild, false));
+        }
+        if !self.batches.is_empty() {
+            return Some((Upkeep::Build, false));
+        }
+        None
+    }
+}
+
+/// What a build takes from a space: read under the lock, built without it.
+pub struct Plan {
+    generation: u64,
+    /// The trees it absorbs (identified by pointer).
+    trees: Vec<Arc<SpaceTree>>,
+    /// The batches it builds (identified by pointer).
+    batches: Vec<Arc<Vec<Entry>>>,
+    dead: Arc<HashSet<EntryKey>>,
+}
+
+/// A built tree and what it dropped as dead, ready to be swapped in.
+pub struct Built {
+    plan: Plan,
+    tree: SpaceTree,
+    dropped: Vec<Entry>,
+}
+
+impl Forest {
+    /// What `upkeep` would build now, if there is anything worth building.
+    pub fn plan(&self, upkeep: Upkeep, policy: &BatchPolicy) -> Option<Plan> {
+        let batches = self.batches.clone();
+        let trees = match upkeep {
+            Upkeep::Rebuild => self.trees.clone(),
+            Upkeep::Build => {
+                // Absorb the smallest trees while each is no bigger than what is gathered.
+                let mut gathered: usize = batches.iter().map(|b| b.len()).sum();
+                let mut keep = self.trees.len();
+                while keep > 0
+                    && self.trees[keep - 1].size() <= policy.merge_ratio.max(1) * gathered
+                {
+                    keep -= 1;
+                    gathered += self.trees[keep].size();
+                }
+                self.trees[keep..].to_vec()
+            }
+        };
+        // A lone tree is rebuilt only to drop dead entries.
+        let lone_clean = trees.len() == 1 && batches.is_empty() && self.dead.is_empty();
+        if trees.len() + batches.len() == 0 || lone_clean {
+            return None;
+        }
+        Some(Plan {
+            generation: self.generation,
+            trees,
+            batches,
+            dead: Arc::clone(&self.dead),
+        })
+    }
+
+    /// Swaps `built` in for what it was built from, unless the space was replaced meanwhile.
+    /// A dropped entry still dead loses its tombstone with its copy; one revived meanwhile
+    /// goes back into the tail (its copy is gone from the new tree).
+    pub fn swap(&mut self, built: Built) {
+        let Built {
+            plan,
+            tree,
+            dropped,
+        } = built;
+        if self.generation != plan.generation {
+            return;
+        }
+        self.trees
+            .retain(|t| !plan.trees.iter().any(|p| Arc::ptr_eq(p, t)));
+        self.batches
+            .retain(|b| !plan.batches.iter().any(|p| Arc::ptr_eq(p, b)));
+        if tree.size() > 0 {
+            let at = self
+                .trees
+                .iter()
+                .position(|t| t.size() < tree.size())
+                .unwrap_or(self.trees.len());
+            self.trees.insert(at, Arc::new(tree));
+        }
+        for e in dropped {
+            let key = EntryKey::of(&e);
+            if self.dead.contains(&key) {
+                Arc::make_mut(&mut self.dead).remove(&key);
+            } else {
+                self.tail.push(e);
+            }
+        }
+    }
+}
+
+impl Plan {
+    /// Bulk-loads the planned trees and batches into one tree, without their dead entries.
+    pub fn build(self) -> Built {
+        let capacity = self.trees.iter().map(|t| t.size()).sum::<usize>()
+            + self.batches.iter().map(|b| b.len()).sum::<usize>();
+        let mut entries = Vec::with_capacity(capacity);
+        let mut dropped = Vec::new();
+        let sources = self
+            .trees
+            .iter()
+            .flat_map(|t| t.iter())
+            .chain(self.batches.iter().flat_map(|b| b.iter()));
+        for e in sources {
+            if !self.dead.is_empty() && self.dead.contains(&EntryKey::of(e)) {
+                dropped.push(*e);
+            } else {
+                entries.push(*e);
+            }
+        }
+        Built {
+            tree: SpaceTree::bulk_load_with_params(entries),
+            plan: self,
+            dropped,
+        }
+    }
+}
+
+/// Runs `upkeep` on the space in `slot`: plans under a read lock, builds with no lock held,
+/// swaps under a short write lock. Only one upkeep may run on a space at a time (the caller
+/// serialises them); writes and queries go on meanwhile.
+pub fn run_upkeep(slot: &RwLock<Forest>, upkeep: Upkeep, policy: &BatchPolicy) {
+    let Some(plan) = slot.read().plan(upkeep, policy) else {
+        return;
+    };
+    let built = plan.build();
+    slot.write().swap(built);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::spatial::Payload;
+    use rstar::primitives::GeomWithData;
+
+    fn e(id: u32, x: f32) -> Entry {
+        GeomWithData::new(
+            [x, 0.0, 0.0],
+            Payload {
+                id,
+                field_radius_q: 0,
+                field_strength_q: 0,
+            },
+        )
+    }
+
+    fn live_ids(forest: &Forest) -> Vec<u32> {
+        let view = forest.view();
+        let mut ids: Vec<u32> = view
+            .trees
+            .iter()
+            .flat_map(|t| t.iter())
+            .filter(|x| !view.is_dead(x))
+            .chain(view.loose_entries())
+            .map(|x| x.data.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn tiny() -> BatchPolicy {
+        BatchPolicy {
+            bulk_min: 3,
+            tail_max: 2,
+            merge_ratio: 1,
+            max_trees: 3,
+            max_unbuilt: 100,
+            max_dead: 100,
+            background: false,
+        }
+    }
+
+    #[test]
+    fn removes_are_tombstones_until_a_rebuild_and_inserts_revive_them() {
+        let policy = tiny();
+        let slot = RwLock::new(Forest::default());
+        slot.write()
+            .insert_batch(vec![e(1, 1.0), e(2, 2.0), e(3, 3.0)], &policy);
+        run_upkeep(&slot, Upkeep::Build, &policy);
+        assert_eq!(slot.read().tree_count(), 1);
+        slot.write().remove(&e(2, 2.0));
+        assert_eq!(live_ids(&slot.read()), [1, 3]);
+        assert_eq!(slot.read().len(), 2);
+        // Created again at the same place: the dead copy lives again, no second copy.
+        slot.write().insert(e(2, 2.0), &policy);
+        assert_eq!(live_ids(&slot.read()), [1, 2, 3]);
+        slot.write().remove(&e(3, 3.0));
+        run_upkeep(&slot, Upkeep::Rebuild, &policy);
+        let forest = slot.read();
+        assert_eq!((forest.len(), forest.dead.len()), (2, 0));
+        assert_eq!(live_ids(&forest), [1, 2]);
+    }
+
+    #[test]
+    fn a_build_reconciles_writes_made_while_it_ran() {
+        let policy = tiny();
+        let slot = RwLock::new(Forest::default());
+        slot.write()
+            .insert_batch(vec![e(1, 1.0), e(2, 2.0), e(3, 3.0)], &policy);
+        run_upkeep(&slot, Upkeep::Build, &policy);
+        slot.write().remove(&e(1, 1.0));
+        let plan = slot
+            .read()
+            .plan(Upkeep::Rebuild, &policy)
+            .expect("a dead entry");
+        let built = plan.build();
+        // While it was built: 1 revived (its copy was dropped), 3 removed (its copy kept).
+        {
+            let mut forest = slot.write();
+            forest.insert(e(1, 1.0), &policy);
+            forest.remove(&e(3, 3.0));
+            forest.swap(built);
+        }
+        let forest = slot.read();
+        assert_eq!(live_ids(&forest), [1, 2]);
+        assert_eq!(forest.len(), 2);
+        assert_eq!(forest.tail, [e(1, 1.0)]);
+        assert!(forest.dead.contains(&EntryKey::of(&e(3, 3.0))));
+    }
+
+    #[test]
+    fn a_build_from_before_a_clear_is_not_swapped_in() {
+        let policy = tiny();
+        let slot = RwLock::new(Forest::default());
+        slot.write()
+            .insert_batch(vec![e(1, 1.0), e(2, 2.0), e(3, 3.0)], &policy);
+        let built = slot
+            .read()
+            .plan(Upkeep::Build, &policy)
+            .expect("a batch")
+            .build();
+        {
+            let mut forest = slot.write();
+            let generation = forest.next_generation();
+            *forest = Forest::of(SpaceTree::new_with_params(), generation);
+            forest.swap(built);
+        }
+        assert_eq!(slot.read().len(), 0);
+    }
+
+    #[test]
+    fn the_tail_becomes_a_batch_when_full() {
+        let policy = tiny();
+        let mut forest = Forest::default();
+        forest.insert(e(1, 1.0), &policy);
+        assert_eq!((forest.tail.len(), forest.batches.len()), (1, 0));
+        forest.insert(e(2, 2.0), &policy);
+        assert_eq!((forest.tail.len(), forest.batches.len()), (0, 1));
+        forest.remove(&e(2, 2.0));
+        assert_eq!(forest.len(), 1);
+        assert_eq!(forest.upkeep_due(&policy), Some((Upkeep::Rebuild, false)));
+    }
+}
