@@ -77,7 +77,7 @@ impl Default for BatchPolicy {
             tail_max: 256,
             merge_ratio: 1,
             max_trees: 8,
-            max_unbuilt: 262_144,
+            max_unbuilt: 65_536,
             max_dead: 65_536,
             background: true,
         }
