@@ -58,6 +58,7 @@ impl HeavyWork {
         work: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, HeavyError> {
         let acquire = Arc::clone(&self.slots).acquire_owned();
+        let waiting = Gauge::add("neurograph_heavy_work_waiting");
         let slot = match deadline {
             Some(at) => tokio::time::timeout_at(at.into(), acquire)
                 .await
@@ -65,8 +66,11 @@ impl HeavyWork {
             None => acquire.await,
         }
         .expect("the semaphore is never closed");
+        drop(waiting);
+        let running = Gauge::add("neurograph_heavy_work_running");
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
+            let _running = running;
             work()
         })
         .await
@@ -79,6 +83,23 @@ impl HeavyWork {
         tokio::spawn(async move {
             let _ = heavy.run(None, work).await;
         });
+    }
+}
+
+/// One unit of a gauge, given back when dropped (also when a waiting call is cancelled).
+struct Gauge(&'static str);
+
+impl Gauge {
+    /// Adds one to the gauge `name`.
+    fn add(name: &'static str) -> Gauge {
+        metrics::gauge!(name).increment(1.0);
+        Gauge(name)
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        metrics::gauge!(self.0).decrement(1.0);
     }
 }
 

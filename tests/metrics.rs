@@ -295,3 +295,43 @@ fn http_listen_off_opens_no_side_port() {
         server.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_work_gauges_count_up_and_back_down() {
+    let mut server = Server::start(&[]);
+    binary::wait_serving(&server.addr).await;
+    let http = server.http_addr();
+    let channel = binary::channel(&server.addr).await;
+    let mut tokens = TokenServiceClient::new(channel.clone());
+    tokens
+        .create_token(pb::CreateTokenRequest {
+            token: Some(full_token()),
+        })
+        .await
+        .expect("create");
+    let mut grids = neurograph::api::pb::grid_service_client::GridServiceClient::new(channel);
+    let found = grids
+        .range_query(pb::RangeQueryRequest {
+            space: pb::Space::L1Physical as i32,
+            center: Some(pb::Point3 {
+                x: 0.0,
+                y: 0.0,
+                z: 0.0,
+            }),
+            radius: 1000.0,
+            ..pb::RangeQueryRequest::default()
+        })
+        .await
+        .expect("range query")
+        .into_inner();
+    assert_eq!(found.total_in_range, 1);
+    tokens
+        .clear_tokens(pb::ClearTokensRequest {})
+        .await
+        .expect("clear");
+    // Both ran as heavy work and ended: each gauge went up and back down to 0.
+    let samples = scrape(&http);
+    assert_eq!(value(&samples, "neurograph_heavy_work_running", &[]), 0.0);
+    assert_eq!(value(&samples, "neurograph_heavy_work_waiting", &[]), 0.0);
+    assert!(server.stop().success());
+}
