@@ -458,20 +458,6 @@ fn cpu_now(server_pid: u32) -> (Duration, Duration) {
     (server, me)
 }
 
-/// Field `name` (e.g. `VmRSS`) of `/proc/<pid>/status`, in KiB.
-fn status_kib(pid: u32, name: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|line| {
-        line.strip_prefix(name)?
-            .strip_prefix(':')?
-            .trim()
-            .strip_suffix("kB")?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 /// What a phase runs besides the light clients.
 struct HeavyLoad {
     queries: usize,
@@ -664,8 +650,8 @@ fn main() {
         Some(&load),
     );
     let server_cpu_total = wire::cpu_time(server_pid).expect("the server's /proc/<pid>/stat");
-    let rss = status_kib(server_pid, "VmRSS").expect("VmRSS in /proc/<pid>/status");
-    let peak = status_kib(server_pid, "VmHWM").expect("VmHWM in /proc/<pid>/status");
+    let rss = binary::status_kib(server_pid, "VmRSS").expect("VmRSS in /proc/<pid>/status");
+    let peak = binary::status_kib(server_pid, "VmHWM").expect("VmHWM in /proc/<pid>/status");
     server.stop();
 
     let mut settings = String::new();

@@ -171,23 +171,9 @@ struct Run {
     memory: Memory,
 }
 
-/// Field `name` (e.g. `VmRSS`) of `/proc/<pid>/status`, in KiB.
-fn status_kib(pid: u32, name: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|line| {
-        line.strip_prefix(name)?
-            .strip_prefix(':')?
-            .trim()
-            .strip_suffix("kB")?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 /// `VmRSS` of `pid` in KiB; the server must be alive.
 fn rss(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS").expect("VmRSS in the server's /proc/<pid>/status")
+    binary::status_kib(pid, "VmRSS").expect("VmRSS in the server's /proc/<pid>/status")
 }
 
 /// A thread reading a process's `VmRSS` every `SAMPLE_EVERY`, keeping the highest.
@@ -207,7 +193,7 @@ impl RssSampler {
             let (peak, stop) = (Arc::clone(&peak), Arc::clone(&stop));
             thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    if let Some(kib) = status_kib(pid, "VmRSS") {
+                    if let Some(kib) = binary::status_kib(pid, "VmRSS") {
                         peak.fetch_max(kib, Ordering::Relaxed);
                     }
                     thread::sleep(SAMPLE_EVERY);
@@ -393,7 +379,8 @@ fn run(flood_kind: Flood, args: &[String], attempts: u64, settle: Duration) -> R
     thread::sleep(settle);
     let settled = sampler.read();
     let peak = sampler.finish();
-    let high_water = status_kib(pid, "VmHWM").expect("VmHWM in the server's /proc/<pid>/status");
+    let high_water =
+        binary::status_kib(pid, "VmHWM").expect("VmHWM in the server's /proc/<pid>/status");
     drop(runtime);
     server.stop();
     Run {

@@ -167,12 +167,7 @@ async fn a_4_mib_message_of_empty_tokens_is_refused_before_decoding() {
 
 /// Peak resident set of `pid` in KiB (VmHWM).
 fn peak_rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM line")
+    binary::status_kib(pid, "VmHWM").expect("VmHWM line")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

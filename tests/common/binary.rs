@@ -299,3 +299,17 @@ pub async fn wait_serving_on(channel: Channel) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Field `name` (e.g. `VmRSS`) of `/proc/<pid>/status`, in KiB.
+pub fn status_kib(pid: u32, name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(':')?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
