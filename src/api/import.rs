@@ -41,6 +41,11 @@ impl ImportReport {
         (drafts, rejected)
     }
 
+    /// Tokens created so far.
+    pub fn created(&self) -> u64 {
+        self.created
+    }
+
     /// Records the outcome of one message: its field-invalid tokens and the effects of its
     /// committed command (none when nothing was valid). Errors are listed in stream order.
     pub fn record(&mut self, rejected: FieldRejections, effects: &[Effect]) {

@@ -3,7 +3,7 @@
 //! DEADLINE_EXCEEDED instead of running after its client has given up.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tonic::metadata::MetadataMap;
 use tonic::Status;
@@ -30,19 +30,30 @@ pub fn call_timeout(metadata: &MetadataMap) -> Option<Duration> {
     })
 }
 
+/// The call's deadline, from its `grpc-timeout`, counted from now.
+pub fn call_deadline(metadata: &MetadataMap) -> Option<Instant> {
+    deadline_in(call_timeout(metadata))
+}
+
 /// Runs `work` as heavy work within the deadline `metadata` carries.
 pub async fn offload<R: Send + 'static>(
     heavy: &HeavyWork,
     metadata: &MetadataMap,
     work: impl FnOnce() -> R + Send + 'static,
 ) -> Result<R, Status> {
-    heavy
-        .run(deadline_in(call_timeout(metadata)), work)
-        .await
-        .map_err(|e| match e {
-            HeavyError::Deadline { .. } => Status::deadline_exceeded(e.to_string()),
-            HeavyError::Failed(_) => Status::internal(e.to_string()),
-        })
+    offload_until(heavy, call_deadline(metadata), work).await
+}
+
+/// Runs `work` as heavy work, waiting for a slot at most until `deadline`.
+pub async fn offload_until<R: Send + 'static>(
+    heavy: &HeavyWork,
+    deadline: Option<Instant>,
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, Status> {
+    heavy.run(deadline, work).await.map_err(|e| match e {
+        HeavyError::Deadline { .. } => Status::deadline_exceeded(e.to_string()),
+        HeavyError::Failed(_) => Status::internal(e.to_string()),
+    })
 }
 
 /// Builds a command and applies it as heavy work (validation and apply off the protocol

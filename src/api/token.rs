@@ -1,5 +1,6 @@
 //! `neurograph.v1.TokenService`: translates requests into store reads and write commands.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -11,7 +12,7 @@ use super::codec::{batch_rule, MAX_BATCH};
 use super::convert::{existing_id, required, token_filter, token_not_found, token_patch};
 use super::error::{request_stream_status, to_status};
 use super::import::ImportReport;
-use super::offload::{commit_heavy, offload};
+use super::offload::{call_deadline, commit_heavy, offload_until};
 use super::paging;
 use super::pb::{self, token_service_server::TokenService};
 use super::ShutdownSignal;
@@ -32,6 +33,8 @@ pub struct TokenApi {
     feed: Arc<ChangeFeed>,
     shutdown: ShutdownSignal,
     heavy: HeavyWork,
+    /// Set while a compaction after an import waits for its turn.
+    compaction_pending: Arc<AtomicBool>,
 }
 
 impl TokenApi {
@@ -49,6 +52,7 @@ impl TokenApi {
             feed,
             shutdown,
             heavy,
+            compaction_pending: Arc::default(),
         }
     }
 }
@@ -266,7 +270,8 @@ impl TokenService for TokenApi {
         &self,
         request: Request<Streaming<pb::ImportTokensRequest>>,
     ) -> Result<Response<pb::ImportTokensResponse>, Status> {
-        let metadata = request.metadata().clone();
+        // One deadline for the whole call, not one per message.
+        let deadline = call_deadline(request.metadata());
         let mut messages = request.into_inner();
         let mut report = ImportReport::default();
         let mut shutdown = self.shutdown.clone();
@@ -280,7 +285,7 @@ impl TokenService for TokenApi {
             // Validation and apply of up to 10,000 tokens run as heavy work; the report
             // travels with them.
             let store = Arc::clone(&self.store);
-            let (back, rejected, applied) = offload(&self.heavy, &metadata, move || {
+            let (back, rejected, applied) = offload_until(&self.heavy, deadline, move || {
                 let (drafts, rejected) = report.validate(&message.tokens);
                 let applied = (!drafts.is_empty()).then(|| {
                     store.apply(Command::ImportTokens {
@@ -302,10 +307,17 @@ impl TokenService for TokenApi {
             };
             report.record(rejected, &effects);
         }
-        // Each message became its own index trees; merge them once the stream is done, in the
-        // background so that the reply does not wait.
-        let store = Arc::clone(&self.store);
-        self.heavy.spawn(move || store.compact());
+        // The messages left batches and trees in the index; once the stream is done, rebuild
+        // it into one tree per space in the background (the reply does not wait). At most one
+        // such rebuild is pending: a stream of nothing, or many streams, start no more.
+        if report.created() > 0 && !self.compaction_pending.swap(true, Ordering::AcqRel) {
+            let store = Arc::clone(&self.store);
+            let pending = Arc::clone(&self.compaction_pending);
+            self.heavy.spawn(move || {
+                pending.store(false, Ordering::Release);
+                store.compact();
+            });
+        }
         Ok(Response::new(report.into()))
     }
 

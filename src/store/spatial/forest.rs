@@ -148,7 +148,9 @@ impl Forest {
     pub fn len(&self) -> usize {
         let stored: usize =
             self.trees.iter().map(|t| t.size()).sum::<usize>() + self.unbuilt() + self.tail.len();
-        stored - self.dead.len()
+        // Each dead key stands for one stored copy; saturating all the same, so that a
+        // broken invariant shows as a wrong count, never as a panic or a wrapped one.
+        stored.saturating_sub(self.dead.len())
     }
 
     /// True when no entry is live.
@@ -301,20 +303,34 @@ impl Forest {
 
     /// Swaps `built` in for what it was built from, unless the space was replaced meanwhile.
     /// A dropped entry still dead loses its tombstone with its copy; one revived meanwhile
-    /// goes back into the tail (its copy is gone from the new tree).
-    pub fn swap(&mut self, built: Built) {
+    /// goes back into the tail (its copy is gone from the new tree). Returns what it took
+    /// out, for the caller to free after the lock.
+    #[must_use = "drop what was retired after releasing the lock"]
+    pub fn swap(&mut self, built: Built, policy: &BatchPolicy) -> Retired {
         let Built {
             plan,
             tree,
             dropped,
         } = built;
-        if self.generation != plan.generation {
-            return;
+        let Plan {
+            generation,
+            trees,
+            batches,
+            dead,
+        } = plan;
+        // The plan's reference would make the tombstone set below be copied whole.
+        drop(dead);
+        if self.generation != generation {
+            return Retired {
+                _trees: trees,
+                _batches: batches,
+                _stale: Some(tree),
+            };
         }
         self.trees
-            .retain(|t| !plan.trees.iter().any(|p| Arc::ptr_eq(p, t)));
+            .retain(|t| !trees.iter().any(|p| Arc::ptr_eq(p, t)));
         self.batches
-            .retain(|b| !plan.batches.iter().any(|p| Arc::ptr_eq(p, b)));
+            .retain(|b| !batches.iter().any(|p| Arc::ptr_eq(p, b)));
         if tree.size() > 0 {
             let at = self
                 .trees
@@ -331,7 +347,23 @@ impl Forest {
                 self.tail.push(e);
             }
         }
+        if self.tail.len() >= policy.tail_max {
+            let full = std::mem::take(&mut self.tail);
+            self.batches.push(Arc::new(full));
+        }
+        Retired {
+            _trees: trees,
+            _batches: batches,
+            _stale: None,
+        }
     }
+}
+
+/// What a swap took out of a space (or a build that came too late): freed after the lock.
+pub struct Retired {
+    _trees: Vec<Arc<SpaceTree>>,
+    _batches: Vec<Arc<Vec<Entry>>>,
+    _stale: Option<SpaceTree>,
 }
 
 impl Plan {
@@ -369,7 +401,9 @@ pub fn run_upkeep(slot: &RwLock<Forest>, upkeep: Upkeep, policy: &BatchPolicy) {
         return;
     };
     let built = plan.build();
-    slot.write().swap(built);
+    let retired = slot.write().swap(built, policy);
+    // Freeing a million-entry tree takes a while: not under the lock.
+    drop(retired);
 }
 
 #[cfg(test)]
@@ -454,7 +488,7 @@ mod tests {
             let mut forest = slot.write();
             forest.insert(e(1, 1.0), &policy);
             forest.remove(&e(3, 3.0));
-            forest.swap(built);
+            drop(forest.swap(built, &policy));
         }
         let forest = slot.read();
         assert_eq!(live_ids(&forest), [1, 2]);
@@ -478,7 +512,7 @@ mod tests {
             let mut forest = slot.write();
             let generation = forest.next_generation();
             *forest = Forest::of(SpaceTree::new_with_params(), generation);
-            forest.swap(built);
+            drop(forest.swap(built, &policy));
         }
         assert_eq!(slot.read().len(), 0);
     }

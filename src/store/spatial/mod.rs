@@ -239,6 +239,10 @@ pub struct SpaceTrees {
 }
 
 /// What `SpaceTrees` shares with its background upkeep.
+///
+/// Lock order: the store's writer mutex (writes come from `WriteHook::applied`), then a
+/// space's upkeep mutex, then its `RwLock`. A writer never waits for an upkeep mutex (it
+/// only tries it), so a write never waits for a build, however slow the background thread.
 struct Inner {
     spaces: [RwLock<Forest>; SPACE_COUNT],
     /// Held by whoever runs upkeep on a space: one at a time per space.
@@ -259,7 +263,8 @@ impl Inner {
         &self.spaces[space.index()]
     }
 
-    /// Runs `upkeep` on `space` unless another upkeep of it runs (`wait`: after it).
+    /// Runs `upkeep` on `space`; unless `wait`, not at all when another upkeep of it runs
+    /// (which will find what is due when it is done).
     fn upkeep(&self, space: Space, upkeep: Upkeep, wait: bool) {
         let lock = &self.upkeep[space.index()];
         let _running = if wait {
@@ -304,6 +309,8 @@ fn start_background_upkeep(inner: &Arc<Inner>) {
         .name("index-upkeep".into())
         .spawn(move || {
             lower_thread_priority();
+            // Cleared if a build panics, so that a later write starts a new thread.
+            let _running = ClearIfPanicking(&worker.background);
             loop {
                 worker.upkeep_all_due();
                 worker.background.store(false, Ordering::Release);
@@ -319,6 +326,17 @@ fn start_background_upkeep(inner: &Arc<Inner>) {
     if spawned.is_err() {
         // No thread: the writer's own bounds still keep the space in shape.
         inner.background.store(false, Ordering::Release);
+    }
+}
+
+/// Clears a flag when dropped during a panic.
+struct ClearIfPanicking<'a>(&'a AtomicBool);
+
+impl Drop for ClearIfPanicking<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -370,10 +388,14 @@ impl SpaceTrees {
             write(&mut forest, policy);
             forest.upkeep_due(policy)
         };
-        match due {
-            Some((upkeep, true)) => self.inner.upkeep(space, upkeep, true),
-            Some(_) if policy.background => start_background_upkeep(&self.inner),
-            _ => {}
+        if let Some((upkeep, forced)) = due {
+            if forced {
+                // Past a hard bound: build now, unless an upkeep of this space already runs.
+                self.inner.upkeep(space, upkeep, false);
+            }
+            if policy.background {
+                start_background_upkeep(&self.inner);
+            }
         }
     }
 
