@@ -227,6 +227,11 @@ pub struct Config {
     )]
     pub max_connections: u32,
 
+    /// Longest a new connection may take to send the HTTP/2 client preface (TLS handshake
+    /// included); a slower one is closed.
+    #[arg(long, env = "NEUROGRAPH_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub handshake_timeout: Duration,
+
     /// How often an HTTP/2 keepalive PING goes to each connection, e.g. `60s`.
     #[arg(long, env = "NEUROGRAPH_KEEPALIVE_INTERVAL", default_value = "60s", value_parser = parse_positive_duration)]
     pub keepalive_interval: Duration,

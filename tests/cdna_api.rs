@@ -760,6 +760,41 @@ mod profiles {
 mod validate_scales {
     use super::*;
 
+    #[tokio::test]
+    async fn a_million_nans_make_the_count_violation_and_at_most_eight_more() {
+        let server = TestServer::start().await;
+        let mut client = server.cdna().await;
+        let status = validate(&mut client, vec![f32::NAN; 1_000_000])
+            .await
+            .expect_err("wrong count");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let fields = violation_fields(&status);
+        assert_eq!(fields.len(), 9, "{fields:?}");
+        assert_eq!(fields[0], "scales");
+        assert!(status
+            .message()
+            .contains("1000000 values sent; exactly 8 are required"));
+    }
+
+    #[tokio::test]
+    async fn an_update_mask_of_too_many_paths_is_one_violation() {
+        let server = TestServer::start().await;
+        let mut client = server.cdna().await;
+        let status = client
+            .update_config(pb::UpdateConfigRequest {
+                config: Some(weights(0.1, 0.9)),
+                update_mask: Some(FieldMask {
+                    paths: vec![String::new(); 100_000],
+                }),
+                expected_revision: None,
+                validate: None,
+            })
+            .await
+            .expect_err("too many paths");
+        assert_eq!(violation_fields(&status), ["update_mask.paths"]);
+        assert_eq!(get_config(&mut client).await.revision, 1);
+    }
+
     async fn validate(
         client: &mut Client,
         scales: Vec<f32>,

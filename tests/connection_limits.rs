@@ -187,6 +187,56 @@ async fn connections_beyond_max_connections_are_closed_unserved_until_one_closes
     assert_closed_unserved(&addr).await;
 }
 
+/// Waits until the server closes `socket` (EOF or a reset); fails if it sends anything.
+async fn assert_closed_silently(socket: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(SETTLE, socket.read(&mut byte))
+        .await
+        .expect("the server closes a silent socket in time");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the server sent {read:?} to a socket that never sent its preface"
+    );
+}
+
+#[tokio::test]
+async fn a_socket_that_never_sends_the_preface_loses_its_slot_after_the_handshake_timeout() {
+    let server = TestServer::start_with(|config| {
+        config.max_connections = 1;
+        config.handshake_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let addr = server.addr.to_string();
+    // Silent: holds the only slot, so a real client is closed unserved meanwhile ...
+    let mut silent = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    assert_closed_unserved(&addr).await;
+    // ... until the timeout closes it.
+    assert_closed_silently(&mut silent).await;
+    drop(silent);
+    let served = wait_served(&addr).await;
+    drop(served);
+    // Half a preface is no better than none.
+    let mut partial = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    assert_half_a_preface_is_closed(&addr, &mut partial).await;
+}
+
+/// Sends half a preface on `partial` and waits until the server closes it; then a real
+/// client is served again.
+async fn assert_half_a_preface_is_closed(addr: &str, partial: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    partial
+        .write_all(b"PRI * HTTP/2.0\r\n")
+        .await
+        .expect("send half a preface");
+    assert_closed_silently(partial).await;
+    let _served = wait_served(addr).await;
+}
+
 #[tokio::test]
 async fn a_peer_that_leaves_pings_unanswered_is_closed_and_one_that_answers_stays() {
     let server = TestServer::start_with(|config| {

@@ -522,3 +522,41 @@ async fn the_message_limit_applies_to_health_and_reflection_too() {
         .await;
     assert!(small.is_ok(), "{small:?}");
 }
+
+#[tokio::test]
+async fn an_update_mask_of_millions_of_paths_is_one_violation() {
+    let server = TestServer::start().await;
+    let mut client = server.tokens().await;
+    let created = create(&mut client, full_token()).await;
+    // 65 paths, and the hostile form: two million empty paths (4 MiB on the wire), which
+    // once made two million violations and a 289 MB error message.
+    for paths in [
+        vec!["weight".to_string(); 65],
+        vec![String::new(); 2_000_000],
+    ] {
+        let count = paths.len();
+        let status = client
+            .update_token(pb::UpdateTokenRequest {
+                token: Some(pb::Token {
+                    id: created.id,
+                    weight: 0.1,
+                    ..pb::Token::default()
+                }),
+                update_mask: Some(FieldMask { paths }),
+            })
+            .await
+            .expect_err("too many paths");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(violation_fields(&status), ["update_mask.paths"]);
+        assert_eq!(
+            status.message(),
+            format!("update_mask.paths: {count} paths is more than the 64 a mask may hold")
+        );
+    }
+    let after = client
+        .get_token(pb::GetTokenRequest { id: created.id })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(after, created, "nothing changed");
+}

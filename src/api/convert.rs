@@ -166,6 +166,7 @@ pub fn token_patch(
     token: &pb::Token,
     mask: Option<&prost_types::FieldMask>,
 ) -> Result<TokenPatch, Violations> {
+    check_mask_size(mask)?;
     let mut violations = Violations::default();
     let input = TokenInput::from(token);
     let paths = match mask.map(|m| m.paths.as_slice()).unwrap_or_default() {
@@ -194,6 +195,24 @@ pub fn token_patch(
         Some(patch) if violations.is_empty() => Ok(patch),
         _ => Err(violations),
     }
+}
+
+/// Most paths an update mask may hold: far more than there are fields, and few enough that
+/// a violation per bad path stays small (a 4 MiB mask of empty paths would otherwise make
+/// two million violations).
+pub const MAX_MASK_PATHS: usize = 64;
+
+/// A single violation when `mask` holds more than `MAX_MASK_PATHS` paths, checked before
+/// any path is.
+pub fn check_mask_size(mask: Option<&prost_types::FieldMask>) -> Result<(), Violations> {
+    let count = mask.map_or(0, |m| m.paths.len());
+    if count > MAX_MASK_PATHS {
+        return Err(Violations::one(
+            "update_mask.paths",
+            format!("{count} paths is more than the {MAX_MASK_PATHS} a mask may hold"),
+        ));
+    }
+    Ok(())
 }
 
 /// The space a query names; SPACE_UNSPECIFIED and unknown values are violations at `field`.

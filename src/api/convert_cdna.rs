@@ -116,6 +116,7 @@ pub fn config_changes(
     mask: Option<&FieldMask>,
     validate: bool,
 ) -> Result<ConfigChanges, Violations> {
+    super::convert::check_mask_size(mask)?;
     let mut violations = Violations::default();
     let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
     if paths.is_empty() {

@@ -4,7 +4,6 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -13,7 +12,7 @@ use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 
 use crate::auth::PeerInfo;
-use crate::telemetry::{ConnectionGuard, ConnectionStats};
+use crate::telemetry::ConnectionGuard;
 
 /// The byte stream under a connection.
 enum Transport {
@@ -22,27 +21,47 @@ enum Transport {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+/// Bytes of the HTTP/2 client preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
+pub const PREFACE_LEN: usize = 24;
+
 /// One accepted client connection.
 pub struct Connection {
     transport: Transport,
     peer: PeerInfo,
+    /// The first bytes the client sent, read before the connection was handed over (to know
+    /// it speaks at all) and given back to the first reads.
+    preface: [u8; PREFACE_LEN],
+    /// How many bytes of `preface` were given back.
+    replayed: usize,
     _guard: ConnectionGuard,
 }
 
 impl Connection {
-    /// A plaintext connection, counted from now on.
-    pub fn plain(stream: TcpStream, connections: &Arc<ConnectionStats>) -> Connection {
-        let guard = connections.opened();
-        Connection::from_parts(Transport::Plain(stream), guard)
+    /// A plaintext connection whose first `preface` bytes were read already; `guard` has
+    /// counted it since its TCP accept.
+    pub fn plain(
+        stream: TcpStream,
+        preface: [u8; PREFACE_LEN],
+        guard: ConnectionGuard,
+    ) -> Connection {
+        Connection::from_parts(Transport::Plain(stream), preface, guard)
     }
 
-    /// A connection whose TLS handshake has finished; `guard` has counted it since its TCP
-    /// accept.
-    pub fn tls(stream: TlsStream<TcpStream>, guard: ConnectionGuard) -> Connection {
-        Connection::from_parts(Transport::Tls(Box::new(stream)), guard)
+    /// A connection whose TLS handshake has finished and whose first `preface` bytes were
+    /// read already; `guard` has counted it since its TCP accept.
+    pub fn tls(
+        stream: TlsStream<TcpStream>,
+        preface: [u8; PREFACE_LEN],
+        guard: ConnectionGuard,
+    ) -> Connection {
+        Connection::from_parts(Transport::Tls(Box::new(stream)), preface, guard)
     }
 
-    fn from_parts(transport: Transport, guard: ConnectionGuard) -> Connection {
+    fn from_parts(
+        transport: Transport,
+        preface: [u8; PREFACE_LEN],
+        guard: ConnectionGuard,
+    ) -> Connection {
         let (tcp, client_certificate) = match &transport {
             Transport::Plain(tcp) => (tcp, None),
             Transport::Tls(tls) => {
@@ -61,6 +80,8 @@ impl Connection {
         Connection {
             transport,
             peer,
+            preface,
+            replayed: 0,
             _guard: guard,
         }
     }
@@ -80,6 +101,13 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.replayed < PREFACE_LEN {
+            let from = self.replayed;
+            let n = (PREFACE_LEN - from).min(buf.remaining());
+            buf.put_slice(&self.preface[from..from + n]);
+            self.replayed += n;
+            return Poll::Ready(Ok(()));
+        }
         match &mut self.transport {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s).poll_read(cx, buf),

@@ -1,6 +1,6 @@
-//! The accept loop: TCP connections become `Connection`s, directly for plaintext, after a
-//! TLS handshake (bounded in time, run off the accept loop so that a slow client holds up no
-//! other) when TLS is on. It never spins: a failed accept (out of file descriptors, most
+//! The accept loop: TCP connections become `Connection`s once the client has sent the HTTP/2
+//! preface (after a TLS handshake when TLS is on), within a time bound and off the accept
+//! loop, so that a slow or silent client holds up no other and holds its slot no longer. It never spins: a failed accept (out of file descriptors, most
 //! often) pauses it, longer each time in a row; and at `--max-connections` open connections
 //! the next ones are closed at once.
 
@@ -9,23 +9,23 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::Sender;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 
-use super::connection::Connection;
+use super::connection::{Connection, PREFACE_LEN};
 use super::tls::LiveTls;
-use crate::telemetry::ConnectionStats;
+use crate::telemetry::{ConnectionGuard, ConnectionStats};
 
-/// Longest a client may take over its TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepted connections waiting for tonic to take them.
 const QUEUED: usize = 64;
-/// Handshakes in progress at most; the accept loop waits for a slot beyond that, so a flood
-/// of connections that never finish their handshake holds at most this many sockets and tasks.
-const HANDSHAKES_AT_ONCE: usize = 1024;
+/// Handshakes (TLS and the client preface) in progress at most; the accept loop waits for a
+/// slot beyond that, so a flood of connections that never finish their handshake holds at most
+/// this many sockets and tasks.
+const HANDSHAKES_AT_ONCE: usize = 4096;
 /// First pause after a failed accept; each further failure in a row doubles it.
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 /// Longest pause after failed accepts.
@@ -36,20 +36,30 @@ const REPEAT_WARNING: Duration = Duration::from_secs(10);
 /// Connections accepted on a listener.
 pub type Incoming = Pin<Box<dyn Stream<Item = io::Result<Connection>> + Send>>;
 
+/// How many connections, and how slow a start, the accept loop allows.
+#[derive(Clone, Copy, Debug)]
+pub struct AcceptLimits {
+    /// Open connections at most (`--max-connections`).
+    pub max_connections: usize,
+    /// Longest from TCP accept to the end of the client preface (`--handshake-timeout`): a
+    /// socket that sends nothing holds a connection slot no longer.
+    pub handshake_timeout: Duration,
+}
+
 /// The connections `listener` accepts, over TLS with the config `tls` holds at each
-/// handshake, or plaintext without it, at most `max_connections` open at once. Dropping the
-/// stream stops the loop and closes the listener.
+/// handshake, or plaintext without it, within `limits`. Dropping the stream stops the loop
+/// and closes the listener.
 pub fn incoming(
     listener: TcpListener,
     tls: Option<LiveTls>,
     connections: Arc<ConnectionStats>,
-    max_connections: usize,
+    limits: AcceptLimits,
 ) -> Incoming {
     let (sender, receiver) = tokio::sync::mpsc::channel(QUEUED);
     let acceptor = Acceptor {
         tls,
         connections,
-        max_connections,
+        limits,
         handshakes: Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_AT_ONCE)),
         sender,
     };
@@ -61,7 +71,7 @@ pub fn incoming(
 struct Acceptor {
     tls: Option<LiveTls>,
     connections: Arc<ConnectionStats>,
-    max_connections: usize,
+    limits: AcceptLimits,
     handshakes: Arc<tokio::sync::Semaphore>,
     sender: Sender<io::Result<Connection>>,
 }
@@ -93,39 +103,61 @@ impl Acceptor {
         }
     }
 
-    /// Hands one accepted socket to tonic (after its handshake, with TLS), or closes it when
-    /// the server already holds `max_connections`.
+    /// Hands one accepted socket to tonic once it has sent the HTTP/2 client preface (after
+    /// its TLS handshake, with TLS), or closes it when the server already holds
+    /// `max_connections` or the client takes longer than the handshake timeout.
     async fn admit(&self, stream: TcpStream, peer: std::net::SocketAddr) {
-        if self.connections.active() >= self.max_connections as u64 {
+        let max = self.limits.max_connections;
+        if self.connections.active() >= max as u64 {
             metrics::counter!("neurograph_connections_refused_total", "reason" => "max_connections")
                 .increment(1);
-            tracing::debug!(%peer, max = self.max_connections, "connection closed: --max-connections reached");
+            tracing::debug!(%peer, max, "connection closed: --max-connections reached");
             return;
         }
         // Small replies matter more than throughput here; tonic's own listener does it too.
         let _ = stream.set_nodelay(true);
-        let Some(tls) = &self.tls else {
-            let connection = Connection::plain(stream, &self.connections);
-            let _ = self.sender.send(Ok(connection)).await;
-            return;
-        };
         let guard = self.connections.opened();
         let slot = tokio::select! {
             () = self.sender.closed() => return,
             slot = Arc::clone(&self.handshakes).acquire_owned() => slot.expect("the semaphore is never closed"),
         };
-        let acceptor = TlsAcceptor::from(tls.load_full());
+        let acceptor = self
+            .tls
+            .as_ref()
+            .map(|tls| TlsAcceptor::from(tls.load_full()));
         let sender = self.sender.clone();
+        let timeout = self.limits.handshake_timeout;
         tokio::spawn(async move {
             let _slot = slot;
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    let _ = sender.send(Ok(Connection::tls(stream, guard))).await;
+            match tokio::time::timeout(timeout, handshake(stream, acceptor, guard)).await {
+                Ok(Ok(connection)) => {
+                    let _ = sender.send(Ok(connection)).await;
                 }
-                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                Ok(Err(e)) => tracing::debug!(%peer, "handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer, "handshake timed out: closed"),
             }
         });
+    }
+}
+
+/// The TLS handshake (with `acceptor`) and the client preface of one connection.
+async fn handshake(
+    stream: TcpStream,
+    acceptor: Option<TlsAcceptor>,
+    guard: ConnectionGuard,
+) -> io::Result<Connection> {
+    let mut preface = [0u8; PREFACE_LEN];
+    match acceptor {
+        None => {
+            let mut stream = stream;
+            stream.read_exact(&mut preface).await?;
+            Ok(Connection::plain(stream, preface, guard))
+        }
+        Some(acceptor) => {
+            let mut stream = acceptor.accept(stream).await?;
+            stream.read_exact(&mut preface).await?;
+            Ok(Connection::tls(stream, preface, guard))
+        }
     }
 }
 

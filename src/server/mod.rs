@@ -307,7 +307,10 @@ pub async fn serve(
         listener,
         live_tls,
         connections,
-        config.max_connections as usize,
+        listener::AcceptLimits {
+            max_connections: config.max_connections as usize,
+            handshake_timeout: config.handshake_timeout,
+        },
     );
     let mut reload_down = down.clone();
     Reloader::new(config.access.clone(), credentials, tls.clone())
