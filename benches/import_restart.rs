@@ -11,6 +11,9 @@
 //! 3. Restarts it on the same data dir, timed from spawn to grpc health SERVING (target ≤ 5 s
 //!    at 1M), with the server's own `recovered the store` fields (read_ms, total_ms), then
 //!    checks that CountTokens equals the count.
+//! 4. Whole-process RSS (`/proc/PID/status` VmRSS) per token once it has settled, after the
+//!    import (and the compaction that follows it) and after the restart (issue 16 targets at
+//!    1M: ≤ 750 and ≤ 650 bytes/token).
 //!
 //! `cargo bench --bench import_restart`
 
@@ -159,9 +162,10 @@ fn main() {
         }
     });
     println!(
-        "imported in {:.2} s; stopping ...",
+        "imported in {:.2} s; waiting for the compaction to settle ...",
         import_time.as_secs_f64()
     );
+    let rss_after_import = settled_rss(server.pid());
     // IMPORT_STOP=kill crashes the server instead, to time recovery after kill -9.
     if std::env::var("IMPORT_STOP").as_deref() == Ok("kill") {
         println!("stopping with SIGKILL (IMPORT_STOP=kill)");
@@ -183,6 +187,7 @@ fn main() {
         let counted = wire::count_tokens(&server.addr).await;
         (restart, counted)
     });
+    let rss_after_restart = settled_rss(server.pid());
     let recovered = server
         .log_line("recovered the store")
         .unwrap_or_else(|| panic!("no `recovered the store` line\n{}", server.log()));
@@ -233,5 +238,35 @@ fn main() {
         field("total_ms"),
         field("tokens"),
     );
+    let per = |kib: u64| (kib * 1024) as f64 / count as f64;
+    println!(
+        "whole-process RSS after the import and its compaction: {} MiB = {:.0} bytes/token (target ≤ 750 at 1M: {}); after the restart: {} MiB = {:.0} bytes/token (target ≤ 650 at 1M: {})",
+        rss_after_import / 1024,
+        per(rss_after_import),
+        verdict(per(rss_after_import) <= 750.0),
+        rss_after_restart / 1024,
+        per(rss_after_restart),
+        verdict(per(rss_after_restart) <= 650.0),
+    );
     println!("```");
+}
+
+/// The server's VmRSS in KiB once it has settled: unchanged within 1 % over 3 s (background
+/// compaction done), or after 120 s.
+fn settled_rss(pid: u32) -> u64 {
+    let rss = || binary::status_kib(pid, "VmRSS").expect("VmRSS of the server");
+    let started = Instant::now();
+    let mut last = rss();
+    let mut stable_since = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = rss();
+        if now.abs_diff(last) * 100 > last {
+            stable_since = Instant::now();
+            last = now;
+        } else if stable_since.elapsed() >= Duration::from_secs(3) {
+            return now;
+        }
+    }
+    last
 }

@@ -59,6 +59,7 @@ fn preloaded(rng: &mut XorShift, tokens: usize) -> Engine {
         batch_delay: Duration::from_millis(2),
         max_grid_memberships: 10_000_000,
         watch_lag_limit: 10_000,
+        store_cache_bytes: 64 << 20,
     });
     let started = Instant::now();
     for chunk in 0..tokens / CHUNK {

@@ -123,6 +123,11 @@ pub struct Config {
     #[arg(long, env = "NEUROGRAPH_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Page cache of the embedded store in MiB: the store is read whole at start and then
+    /// only written, so a small cache suffices.
+    #[arg(long, env = "NEUROGRAPH_STORE_CACHE_MB", default_value_t = 64)]
+    pub store_cache_mb: u64,
+
     /// When a write is acknowledged: after its fsync (`immediate`), after a group fsync at
     /// most `--batch-delay-ms` later (`batched`), or before any fsync (`none`, tests only).
     #[arg(

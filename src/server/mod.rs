@@ -523,5 +523,8 @@ fn engine_options(config: &Config) -> EngineOptions {
         batch_delay: config.batch_delay(),
         max_grid_memberships: config.max_grid_memberships,
         watch_lag_limit: usize::try_from(config.watch_lag_limit).unwrap_or(usize::MAX),
+        store_cache_bytes: usize::try_from(config.store_cache_mb)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(1024 * 1024),
     }
 }

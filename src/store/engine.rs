@@ -31,6 +31,8 @@ pub struct EngineOptions {
     pub max_grid_memberships: u64,
     /// Events a WatchTokens subscriber may fall behind.
     pub watch_lag_limit: usize,
+    /// Bytes of the embedded store's page cache (redb's default would be 1 GiB).
+    pub store_cache_bytes: usize,
 }
 
 /// The store and its components.
@@ -83,7 +85,7 @@ impl Engine {
             return Ok(Engine::in_memory(options));
         };
         let started = Instant::now();
-        let (db, recovered) = recovery::open(dir)?;
+        let (db, recovered) = recovery::open_cached(dir, options.store_cache_bytes)?;
         let read = started.elapsed();
         let db = Arc::new(db);
         let clock = Arc::new(SystemClock);
@@ -107,6 +109,8 @@ impl Engine {
             index.trees().replace_all(&recovered.tokens);
         });
         drop(recovered.tokens);
+        // The read-back and the bulk builds freed far more than the state keeps.
+        super::trim::give_back_freed_memory();
         let grids = Arc::new(Grids::recovered(
             options.max_grid_memberships,
             recovered.highest_grid,

@@ -11,6 +11,7 @@ pub mod grids;
 pub mod import;
 pub mod spatial;
 pub mod tokens;
+pub mod trim;
 pub mod write_path;
 
 pub use command::{Command, Committed, Effect};

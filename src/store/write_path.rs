@@ -253,6 +253,8 @@ impl Store {
         for hook in &self.hooks {
             hook.compact();
         }
+        // A compaction frees the trees it replaced: hand that memory back to the system.
+        super::trim::give_back_freed_memory();
     }
 
     /// Applies one command: all of it or, on error, nothing.

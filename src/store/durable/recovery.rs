@@ -53,6 +53,14 @@ pub fn store_path(dir: &Path) -> PathBuf {
 
 /// Opens (or creates) the store in `dir` and reads it back.
 pub fn open(dir: &Path) -> Result<(Database, Recovered), DurableError> {
+    open_cached(dir, DEFAULT_CACHE_BYTES)
+}
+
+/// The page cache of a store opened by `open`: what `--store-cache-mb` defaults to.
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// `open`, with a page cache of `cache_bytes`.
+pub fn open_cached(dir: &Path, cache_bytes: usize) -> Result<(Database, Recovered), DurableError> {
     let unreadable = |detail: String| DurableError::Unreadable {
         path: dir.to_path_buf(),
         detail,
@@ -71,10 +79,14 @@ pub fn open(dir: &Path) -> Result<(Database, Recovered), DurableError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(unreadable(format!("{}: {e}", path.display()))),
     };
+    let mut builder = Database::builder();
+    // Memory holds the state; the store is read whole once at start and then only written,
+    // so a big page cache (redb's default is 1 GiB) would only keep pages nobody reads.
+    builder.set_cache_size(cache_bytes);
     let db = if existing {
-        Database::builder().open(&path)
+        builder.open(&path)
     } else {
-        Database::builder().create(&path)
+        builder.create(&path)
     }
     .map_err(|e| DurableError::from_redb(&path, e))?;
     // A store without any table was created by a first start that died before its first
