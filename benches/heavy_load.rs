@@ -280,10 +280,12 @@ struct Phase {
     client_cpu: Duration,
 }
 
-/// The prober: health `Check` (service "") every `PROBE_EVERY` on its own connection.
-async fn prober(addr: String, window: Window) -> Calls {
-    let mut health = HealthClient::new(binary::channel(&addr).await);
-    let mut ticks = tokio::time::interval(PROBE_EVERY);
+/// One paced call: a future owning what it needs (tonic clients clone cheaply).
+type PacedCall = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Status>> + Send>>;
+
+/// Calls `call` at most once per `every` until `window` ends; the calls it made.
+async fn paced(every: Duration, window: Window, mut call: impl FnMut() -> PacedCall) -> Calls {
+    let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut calls = Calls::default();
     loop {
@@ -292,55 +294,56 @@ async fn prober(addr: String, window: Window) -> Calls {
         if started >= window.end {
             return calls;
         }
-        let outcome = health
-            .check(HealthCheckRequest::default())
-            .await
-            .and_then(|r| match r.into_inner().status {
-                s if s == ServingStatus::Serving as i32 => Ok(()),
-                s => Err(Status::unavailable(format!(
-                    "health status {s}, not SERVING"
-                ))),
-            });
+        let outcome = call().await;
         calls.record(started, window.measure_from, &outcome);
     }
+}
+
+/// The prober: health `Check` (service "") every `PROBE_EVERY` on its own connection.
+async fn prober(addr: String, window: Window) -> Calls {
+    let health = HealthClient::new(binary::channel(&addr).await);
+    paced(PROBE_EVERY, window, || {
+        let mut health = health.clone();
+        Box::pin(async move {
+            let status = health
+                .check(HealthCheckRequest::default())
+                .await?
+                .into_inner()
+                .status;
+            if status == ServingStatus::Serving as i32 {
+                Ok(())
+            } else {
+                Err(Status::unavailable(format!(
+                    "health status {status}, not SERVING"
+                )))
+            }
+        })
+    })
+    .await
 }
 
 /// The writer: `CreateToken` of a new token, at most one call per `CALL_EVERY`.
 async fn writer(addr: String, window: Window) -> Calls {
-    let mut tokens = TokenServiceClient::new(binary::channel(&addr).await);
+    let tokens = TokenServiceClient::new(binary::channel(&addr).await);
     let token = wire::token(&mut XorShift(0x2545_F491_4F6C_DD1D), 7);
-    let mut ticks = tokio::time::interval(CALL_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut calls = Calls::default();
-    loop {
-        ticks.tick().await;
-        let started = Instant::now();
-        if started >= window.end {
-            return calls;
-        }
+    paced(CALL_EVERY, window, || {
+        let mut tokens = tokens.clone();
         let request = pb::CreateTokenRequest { token: Some(token) };
-        let outcome = tokens.create_token(request).await;
-        calls.record(started, window.measure_from, &outcome);
-    }
+        Box::pin(async move { tokens.create_token(request).await.map(drop) })
+    })
+    .await
 }
 
 /// The reader: `GetToken` on random preloaded ids, at most one call per `CALL_EVERY`.
 async fn reader(addr: String, preloaded: usize, window: Window) -> Calls {
-    let mut tokens = TokenServiceClient::new(binary::channel(&addr).await);
+    let tokens = TokenServiceClient::new(binary::channel(&addr).await);
     let mut rng = XorShift(0x5851_F42D_4C95_7F2D);
-    let mut ticks = tokio::time::interval(CALL_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut calls = Calls::default();
-    loop {
-        ticks.tick().await;
-        let started = Instant::now();
-        if started >= window.end {
-            return calls;
-        }
+    paced(CALL_EVERY, window, || {
+        let mut tokens = tokens.clone();
         let id = support::preloaded_id(rng.below(preloaded)).get();
-        let outcome = tokens.get_token(pb::GetTokenRequest { id }).await;
-        calls.record(started, window.measure_from, &outcome);
-    }
+        Box::pin(async move { tokens.get_token(pb::GetTokenRequest { id }).await.map(drop) })
+    })
+    .await
 }
 
 /// A heavy client looping `RangeQuery`; its calls and the fewest hits one counted.
