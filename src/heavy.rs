@@ -39,11 +39,6 @@ impl HeavyWork {
         }
     }
 
-    /// How many run at once.
-    pub fn size(&self) -> usize {
-        self.size
-    }
-
     /// How many run now.
     pub fn running(&self) -> usize {
         self.size - self.slots.available_permits()

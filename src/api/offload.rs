@@ -64,13 +64,32 @@ pub async fn commit_heavy(
     store: &Arc<Store>,
     build: impl FnOnce() -> Result<Command, Status> + Send + 'static,
 ) -> Result<Committed, Status> {
+    let (committed, ()) = apply_heavy(heavy, call_deadline(metadata), store, move || {
+        Ok((Some(build()?), ()))
+    })
+    .await?;
+    Ok(committed.expect("a command was built"))
+}
+
+/// Runs `prepare` as heavy work and applies the command it returns, if any, there too; then
+/// waits until that is durable. `prepare` also hands back `T` (what the caller keeps besides).
+pub async fn apply_heavy<T: Send + 'static>(
+    heavy: &HeavyWork,
+    deadline: Option<Instant>,
+    store: &Arc<Store>,
+    prepare: impl FnOnce() -> Result<(Option<Command>, T), Status> + Send + 'static,
+) -> Result<(Option<Committed>, T), Status> {
     let writer = Arc::clone(store);
-    let committed = offload(heavy, metadata, move || -> Result<Committed, Status> {
-        Ok(writer.apply(build()?)?)
+    let (committed, kept) = offload_until(heavy, deadline, move || {
+        let (command, kept) = prepare()?;
+        let committed = command.map(|c| writer.apply(c)).transpose()?;
+        Ok::<_, Status>((committed, kept))
     })
     .await??;
-    store.wait_durable(committed.sequence).await?;
-    Ok(committed)
+    if let Some(committed) = &committed {
+        store.wait_durable(committed.sequence).await?;
+    }
+    Ok((committed, kept))
 }
 
 #[cfg(test)]

@@ -8,11 +8,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::codec::{batch_rule, MAX_BATCH};
 use super::convert::{existing_id, required, token_filter, token_not_found, token_patch};
 use super::error::{request_stream_status, to_status};
 use super::import::ImportReport;
-use super::offload::{call_deadline, commit_heavy, offload_until};
+use super::offload::{apply_heavy, call_deadline, commit_heavy};
 use super::paging;
 use super::pb::{self, token_service_server::TokenService};
 use super::ShutdownSignal;
@@ -233,12 +232,10 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::BatchCreateTokensRequest>,
     ) -> Result<Response<pb::BatchCreateTokensResponse>, Status> {
+        // More than `codec::MAX_BATCH` tokens never get here: the codec refuses them before
+        // decoding.
         let metadata = request.metadata().clone();
         let tokens = request.into_inner().tokens;
-        // The codec refuses such a request before decoding it; this guards other callers.
-        if tokens.len() > MAX_BATCH {
-            return Err(Violations::one("tokens", batch_rule(tokens.len())).into());
-        }
         let committed = commit_heavy(&self.heavy, &metadata, &self.store, move || {
             let mut violations = Violations::default();
             let mut drafts = Vec::with_capacity(tokens.len());
@@ -284,27 +281,18 @@ impl TokenService for TokenApi {
             let Some(message) = next else { break };
             // Validation and apply of up to 10,000 tokens run as heavy work; the report
             // travels with them.
-            let store = Arc::clone(&self.store);
-            let (back, rejected, applied) = offload_until(&self.heavy, deadline, move || {
-                let (drafts, rejected) = report.validate(&message.tokens);
-                let applied = (!drafts.is_empty()).then(|| {
-                    store.apply(Command::ImportTokens {
+            let (committed, (back, rejected)) =
+                apply_heavy(&self.heavy, deadline, &self.store, move || {
+                    let (drafts, rejected) = report.validate(&message.tokens);
+                    let command = (!drafts.is_empty()).then(|| Command::ImportTokens {
                         drafts,
                         at: unix_now(),
-                    })
-                });
-                (report, rejected, applied)
-            })
-            .await?;
+                    });
+                    Ok((command, (report, rejected)))
+                })
+                .await?;
             report = back;
-            let effects = match applied {
-                None => Vec::new(),
-                Some(applied) => {
-                    let committed = applied?;
-                    self.store.wait_durable(committed.sequence).await?;
-                    committed.effects
-                }
-            };
+            let effects = committed.map(|c| c.effects).unwrap_or_default();
             report.record(rejected, &effects);
         }
         // The messages left batches and trees in the index; once the stream is done, rebuild

@@ -1,5 +1,5 @@
 //! One space's index state and its upkeep. Writes never wait for queries and queries never
-//! wait for writes or rebuilds: a query copies a `View` (a few `Arc`s and the small tail)
+//! wait for writes or rebuilds: a query copies a `View` (a few `Arc`s)
 //! under the space's lock and searches it with no lock held.
 //!
 //! - `trees`: bulk-loaded R-trees, immutable once built (shared with running queries).
@@ -89,7 +89,8 @@ impl Default for BatchPolicy {
 pub struct Forest {
     trees: Vec<Arc<SpaceTree>>,
     batches: Vec<Arc<Vec<Entry>>>,
-    tail: Vec<Entry>,
+    /// Shared with running queries: a write copies it only while one holds it.
+    tail: Arc<Vec<Entry>>,
     dead: Arc<HashSet<EntryKey>>,
     /// Bumped by every replacement of the whole space (clear, recovery), so that a rebuild
     /// begun before it is not swapped in after it.
@@ -100,7 +101,7 @@ pub struct Forest {
 pub struct View {
     /// Built trees.
     pub trees: Vec<Arc<SpaceTree>>,
-    /// Unbuilt batches and the tail (copied), scanned entry by entry.
+    /// Unbuilt batches and the tail, scanned entry by entry.
     pub loose: Vec<Arc<Vec<Entry>>>,
     dead: Arc<HashSet<EntryKey>>,
 }
@@ -177,7 +178,7 @@ impl Forest {
     pub fn view(&self) -> View {
         let mut loose = self.batches.clone();
         if !self.tail.is_empty() {
-            loose.push(Arc::new(self.tail.clone()));
+            loose.push(Arc::clone(&self.tail));
         }
         View {
             trees: self.trees.clone(),
@@ -194,10 +195,15 @@ impl Forest {
             Arc::make_mut(&mut self.dead).remove(&key);
             return;
         }
-        self.tail.push(e);
+        Arc::make_mut(&mut self.tail).push(e);
+        self.roll_over_full_tail(policy);
+    }
+
+    /// Makes a full tail a batch of its own (for upkeep to build) and starts an empty one.
+    fn roll_over_full_tail(&mut self, policy: &BatchPolicy) {
         if self.tail.len() >= policy.tail_max {
             let full = std::mem::take(&mut self.tail);
-            self.batches.push(Arc::new(full));
+            self.batches.push(full);
         }
     }
 
@@ -225,7 +231,7 @@ impl Forest {
     /// Removes one stored entry: from the tail directly, else as a tombstone.
     pub fn remove(&mut self, e: &Entry) {
         if let Some(at) = self.tail.iter().position(|t| t == e) {
-            self.tail.swap_remove(at);
+            Arc::make_mut(&mut self.tail).swap_remove(at);
         } else {
             Arc::make_mut(&mut self.dead).insert(EntryKey::of(e));
         }
@@ -344,13 +350,10 @@ impl Forest {
             if self.dead.contains(&key) {
                 Arc::make_mut(&mut self.dead).remove(&key);
             } else {
-                self.tail.push(e);
+                Arc::make_mut(&mut self.tail).push(e);
             }
         }
-        if self.tail.len() >= policy.tail_max {
-            let full = std::mem::take(&mut self.tail);
-            self.batches.push(Arc::new(full));
-        }
+        self.roll_over_full_tail(policy);
         Retired {
             _trees: trees,
             _batches: batches,
@@ -493,7 +496,7 @@ mod tests {
         let forest = slot.read();
         assert_eq!(live_ids(&forest), [1, 2]);
         assert_eq!(forest.len(), 2);
-        assert_eq!(forest.tail, [e(1, 1.0)]);
+        assert_eq!(*forest.tail, [e(1, 1.0)]);
         assert!(forest.dead.contains(&EntryKey::of(&e(3, 3.0))));
     }
 
