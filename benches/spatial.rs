@@ -24,7 +24,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use neurograph::model::{
     IdRequest, QPoint, Space, Token, TokenDraft, TokenInput, TokenPatch, UpdatePath,
 };
-use neurograph::store::{Command, Effect, Grids, SpaceTrees, SpatialIndex, Store, WriteHook};
+use neurograph::store::{Command, Components, Grids, Outcome, SpaceTrees, SpatialIndex, Store};
 
 mod support;
 
@@ -67,8 +67,11 @@ fn neighbour_query(rng: &mut XorShift, all: &[Token]) -> (Space, [f64; 3], u32) 
 /// big batch into the empty store (the bulk-load path).
 fn loaded_store(tokens: &[Token]) -> (Store, Arc<SpatialIndex>) {
     let index = Arc::new(SpatialIndex::default());
-    let hooks: Vec<Arc<dyn WriteHook>> = vec![index.clone(), Arc::new(Grids::new(10_000_000))];
-    let store = Store::new(hooks);
+    let store = Store::new(Components {
+        grids: Arc::new(Grids::new(10_000_000)),
+        followers: vec![index.clone()],
+        ..Components::default()
+    });
     let started = Instant::now();
     let drafts = tokens
         .iter()
@@ -159,11 +162,11 @@ fn spatial_benches(c: &mut Criterion) {
                 let committed = store
                     .apply(Command::CreateToken { draft, at: AT })
                     .expect("id space is far from used up");
-                created.push(committed.effects[0].clone());
+                created.push(committed.outcome);
             }
             let elapsed = started.elapsed();
-            for effect in created {
-                if let Effect::Created(token) = effect {
+            for outcome in created {
+                if let Outcome::Created(token) = outcome {
                     store
                         .apply(Command::DeleteToken { id: token.id })
                         .expect("just created");
@@ -200,8 +203,8 @@ fn spatial_benches(c: &mut Criterion) {
                         at: AT,
                     })
                     .expect("create");
-                match &committed.effects[0] {
-                    Effect::Created(token) => token.id,
+                match &committed.outcome {
+                    Outcome::Created(token) => token.id,
                     other => panic!("create gave {other:?}"),
                 }
             },

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use neurograph::model::{Space, TokenFilter, TokenId, TokenInput, TokenPatch, UpdatePath};
-use neurograph::store::{Command, Effect, Store};
+use neurograph::store::{Command, Outcome, Store};
 
 mod support;
 
@@ -29,8 +29,11 @@ fn preloaded(rng: &mut XorShift, tokens: usize) -> Store {
         let committed = store
             .apply(Command::BatchCreate { drafts, at: AT })
             .expect("preload fits the id space");
-        for (offset, effect) in committed.effects.iter().enumerate() {
-            assert_eq!(created_id(effect), preloaded_id(chunk * CHUNK + offset));
+        let Outcome::Batch(tokens) = committed.outcome else {
+            panic!("a batch answers its tokens");
+        };
+        for (offset, token) in tokens.iter().enumerate() {
+            assert_eq!(token.id, preloaded_id(chunk * CHUNK + offset));
         }
     }
     eprintln!(
@@ -41,10 +44,10 @@ fn preloaded(rng: &mut XorShift, tokens: usize) -> Store {
     store
 }
 
-fn created_id(effect: &Effect) -> TokenId {
-    match effect {
-        Effect::Created(token) => token.id,
-        other => panic!("a create commits Created, got {other:?}"),
+fn created_id(outcome: &Outcome) -> TokenId {
+    match outcome {
+        Outcome::Created(token) => token.id,
+        other => panic!("a create answers Created, got {other:?}"),
     }
 }
 
@@ -82,7 +85,7 @@ fn store_benches(c: &mut Criterion) {
                         at: AT,
                     })
                     .expect("id space is far from used up");
-                created.push(created_id(&committed.effects[0]));
+                created.push(created_id(&committed.outcome));
             }
             let elapsed = started.elapsed();
             for id in created {

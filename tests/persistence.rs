@@ -486,7 +486,7 @@ fn write_store(dir: &Path, count: u32) {
             })
         })
         .chain([DurableWrite::RaiseCounter {
-            pair: 0,
+            pair: neurograph::model::IdPair::default(),
             local_id: count,
         }])
         .collect();

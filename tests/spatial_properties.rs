@@ -13,7 +13,7 @@ use neurograph::model::{Space, Token, TokenId, TokenInput, TokenPatch, UpdatePat
 use neurograph::store::grids::GridCommand;
 use neurograph::store::spatial::BatchPolicy;
 use neurograph::store::{
-    Command, Committed, Effect, Grids, SpaceTrees, SpatialIndex, Store, WriteHook,
+    Command, Committed, Components, Effect, Follower, Grids, SpaceTrees, SpatialIndex, Store,
 };
 use proptest::prelude::*;
 
@@ -105,8 +105,8 @@ fn tiny_policy(merge_ratio: usize, background: bool) -> BatchPolicy {
     }
 }
 
-impl WriteHook for Following {
-    fn applied(&self, committed: &Committed) {
+impl Follower for Following {
+    fn follow(&self, committed: &Committed) {
         let mut created = Vec::new();
         for effect in &committed.effects {
             match effect {
@@ -137,9 +137,13 @@ impl World {
         let index = Arc::new(SpatialIndex::default());
         let grids = Arc::new(Grids::new(1_000_000));
         let following = Following::small_batches();
-        let mut hooks: Vec<Arc<dyn WriteHook>> = vec![index.clone(), grids.clone()];
-        hooks.extend(following.iter().map(|f| f.clone() as Arc<dyn WriteHook>));
-        let store = Store::new(hooks);
+        let mut followers: Vec<Arc<dyn Follower>> = vec![index.clone()];
+        followers.extend(following.iter().map(|f| f.clone() as Arc<dyn Follower>));
+        let store = Store::new(Components {
+            grids: grids.clone(),
+            followers,
+            ..Components::default()
+        });
         store
             .apply(Command::Grid(GridCommand::Create {
                 config: GridConfig::default(),

@@ -5,71 +5,46 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::consistency::{answer_read, answer_write};
 use super::convert_cdna::config_changes;
+use super::error::not_found;
 use super::paging;
 use super::pb::{self, cdna_service_server::CdnaService};
-use crate::model::cdna::{
-    quarantine_duration, validate_scales, CdnaConfig, Profile, ProfileId, QuarantineStatus,
-    PROFILES,
-};
+use crate::model::cdna::{quarantine_duration, validate_scales, Profile, ProfileId, PROFILES};
 use crate::model::Violations;
-use crate::store::cdna::{Cdna, CdnaCommand, CdnaEffect};
-use crate::store::{Command, Effect, Store, StoreError};
+use crate::store::cdna::{Cdna, CdnaCommand};
+use crate::store::{Engine, Store, Writes};
 
 /// The CDNAService implementation over the shared store and its CDNA component.
 #[derive(Clone)]
 pub struct CdnaApi {
     store: Arc<Store>,
+    writes: Writes,
     cdna: Arc<Cdna>,
 }
 
 impl CdnaApi {
-    /// A service changing `cdna` through `store`'s write path (`cdna` must be one of its hooks).
-    pub fn new(store: Arc<Store>, cdna: Arc<Cdna>) -> Self {
-        CdnaApi { store, cdna }
+    /// A service reading the engine's CDNA component and changing it through its writes.
+    pub fn new(engine: &Engine) -> Self {
+        CdnaApi {
+            store: Arc::clone(&engine.store),
+            writes: engine.writes.clone(),
+            cdna: Arc::clone(&engine.cdna),
+        }
     }
-
-    /// Commits `command` (durably) and returns its effects.
-    async fn commit(&self, command: CdnaCommand) -> Result<Vec<Effect>, StoreError> {
-        Ok(self.store.commit(Command::Cdna(command)).await?.effects)
-    }
-}
-
-/// The config a committed config change produced, with the profile before it.
-fn changed_config(effects: &[Effect]) -> (ProfileId, &CdnaConfig) {
-    effects
-        .iter()
-        .find_map(|effect| match effect {
-            Effect::Cdna(CdnaEffect::Config {
-                old_profile,
-                config,
-            }) => Some((*old_profile, config)),
-            _ => None,
-        })
-        .unwrap_or_else(|| unreachable!("a config change commits its config, got {effects:?}"))
-}
-
-/// The quarantine status a committed quarantine command produced.
-fn changed_quarantine(effects: &[Effect]) -> &QuarantineStatus {
-    effects
-        .iter()
-        .find_map(|effect| match effect {
-            Effect::Cdna(CdnaEffect::Quarantine(status)) => Some(status),
-            _ => None,
-        })
-        .unwrap_or_else(|| unreachable!("a quarantine command commits its status, got {effects:?}"))
 }
 
 /// The preset named by `profile_id`: INVALID_ARGUMENT when empty, NOT_FOUND when unknown.
-fn preset(profile_id: &str) -> Result<&'static Profile, StoreError> {
+fn preset(profile_id: &str) -> Result<&'static Profile, Status> {
     if profile_id.is_empty() {
-        return Err(StoreError::Invalid(Violations::one(
+        return Err(Violations::one(
             "profile_id",
             "is required: one of default, explorer, analyzer, creative, quarantine",
-        )));
+        )
+        .into());
     }
     ProfileId::preset(profile_id).ok_or_else(|| {
-        StoreError::NotFound(format!(
+        not_found(format!(
             "profile {profile_id:?} does not exist; the presets are default, explorer, analyzer, creative, quarantine"
         ))
     })
@@ -81,7 +56,7 @@ impl CdnaService for CdnaApi {
         &self,
         _request: Request<pb::GetConfigRequest>,
     ) -> Result<Response<pb::CdnaConfig>, Status> {
-        Ok(Response::new((&self.cdna.config()).into()))
+        answer_read(&self.store, (&self.cdna.config()).into()).await
     }
 
     async fn update_config(
@@ -94,23 +69,25 @@ impl CdnaService for CdnaApi {
             request.update_mask.as_ref(),
             request.validate.unwrap_or(true),
         )?;
-        let effects = self
-            .commit(CdnaCommand::UpdateConfig {
+        let changed = self
+            .writes
+            .change_config(CdnaCommand::UpdateConfig {
                 changes,
                 expected_revision: request.expected_revision,
                 at: self.cdna.now(),
             })
             .await?;
-        Ok(Response::new(changed_config(&effects).1.into()))
+        Ok(answer_write(changed, |(_, config)| (&config).into()))
     }
 
     async fn list_profiles(
         &self,
         _request: Request<pb::ListProfilesRequest>,
     ) -> Result<Response<pb::ListProfilesResponse>, Status> {
-        Ok(Response::new(pb::ListProfilesResponse {
+        let response = pb::ListProfilesResponse {
             profiles: PROFILES.iter().map(pb::Profile::from).collect(),
-        }))
+        };
+        answer_read(&self.store, response).await
     }
 
     async fn get_profile(
@@ -118,7 +95,7 @@ impl CdnaService for CdnaApi {
         request: Request<pb::GetProfileRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
         let profile = preset(&request.into_inner().profile_id)?;
-        Ok(Response::new(profile.into()))
+        answer_read(&self.store, profile.into()).await
     }
 
     async fn switch_profile(
@@ -129,19 +106,21 @@ impl CdnaService for CdnaApi {
         let profile = preset(&request.profile_id)?;
         // Presets always pass the limit rules (a unit test proves it); warnings may remain.
         let (_, report) = validate_scales(&profile.scales)?;
-        let effects = self
-            .commit(CdnaCommand::SwitchProfile {
+        let switched = self
+            .writes
+            .change_config(CdnaCommand::SwitchProfile {
                 profile: profile.id,
                 expected_revision: request.expected_revision,
                 at: self.cdna.now(),
             })
             .await?;
-        let (old_profile, config) = changed_config(&effects);
-        Ok(Response::new(pb::SwitchProfileResponse {
-            old_profile: old_profile.as_str().to_string(),
-            new_profile: config.profile.as_str().to_string(),
-            config: Some(config.into()),
-            warnings: report.warnings().map(|w| w.message.clone()).collect(),
+        Ok(answer_write(switched, |(old_profile, config)| {
+            pb::SwitchProfileResponse {
+                old_profile: old_profile.as_str().to_string(),
+                new_profile: config.profile.as_str().to_string(),
+                config: Some((&config).into()),
+                warnings: report.warnings().map(|w| w.message.clone()).collect(),
+            }
         }))
     }
 
@@ -151,11 +130,12 @@ impl CdnaService for CdnaApi {
     ) -> Result<Response<pb::ValidateScalesResponse>, Status> {
         let scales = request.into_inner().scales;
         let (_, report) = validate_scales(&scales).map_err(|v| v.prefixed("scales"))?;
-        Ok(Response::new(pb::ValidateScalesResponse {
+        let response = pb::ValidateScalesResponse {
             valid: report.valid(),
             errors: report.errors().map(|i| i.message.clone()).collect(),
             warnings: report.warnings().map(|i| i.message.clone()).collect(),
-        }))
+        };
+        answer_read(&self.store, response).await
     }
 
     async fn start_quarantine(
@@ -164,33 +144,35 @@ impl CdnaService for CdnaApi {
     ) -> Result<Response<pb::QuarantineStatus>, Status> {
         let duration_seconds = quarantine_duration(request.into_inner().duration_seconds)
             .map_err(|rule| Violations::one("duration_seconds", rule))?;
-        let effects = self
-            .commit(CdnaCommand::StartQuarantine {
+        let started = self
+            .writes
+            .change_quarantine(CdnaCommand::StartQuarantine {
                 duration_seconds,
                 at: self.cdna.now(),
             })
             .await?;
-        Ok(Response::new(changed_quarantine(&effects).into()))
+        Ok(answer_write(started, |status| (&status).into()))
     }
 
     async fn stop_quarantine(
         &self,
         request: Request<pb::StopQuarantineRequest>,
     ) -> Result<Response<pb::QuarantineStatus>, Status> {
-        let effects = self
-            .commit(CdnaCommand::StopQuarantine {
+        let stopped = self
+            .writes
+            .change_quarantine(CdnaCommand::StopQuarantine {
                 apply: request.into_inner().apply,
                 at: self.cdna.now(),
             })
             .await?;
-        Ok(Response::new(changed_quarantine(&effects).into()))
+        Ok(answer_write(stopped, |status| (&status).into()))
     }
 
     async fn get_quarantine_status(
         &self,
         _request: Request<pb::GetQuarantineStatusRequest>,
     ) -> Result<Response<pb::QuarantineStatus>, Status> {
-        Ok(Response::new((&self.cdna.quarantine_status()).into()))
+        answer_read(&self.store, (&self.cdna.quarantine_status()).into()).await
     }
 
     async fn get_history(
@@ -209,11 +191,12 @@ impl CdnaService for CdnaApi {
             (true, Some(last)) => paging::encode_history(last.sequence),
             _ => String::new(),
         };
-        Ok(Response::new(pb::GetHistoryResponse {
+        let response = pb::GetHistoryResponse {
             entries: page.entries.iter().map(pb::HistoryEntry::from).collect(),
             next_page_token,
             total_size: i64::try_from(page.total).unwrap_or(i64::MAX),
-        }))
+        };
+        answer_read(&self.store, response).await
     }
 
     async fn reset_config(
@@ -221,13 +204,14 @@ impl CdnaService for CdnaApi {
         request: Request<pb::ResetConfigRequest>,
     ) -> Result<Response<pb::CdnaConfig>, Status> {
         let request = request.into_inner();
-        let effects = self
-            .commit(CdnaCommand::Reset {
+        let reset = self
+            .writes
+            .change_config(CdnaCommand::Reset {
                 clear_history: request.clear_history,
                 expected_revision: request.expected_revision,
                 at: self.cdna.now(),
             })
             .await?;
-        Ok(Response::new(changed_config(&effects).1.into()))
+        Ok(answer_write(reset, |(_, config)| (&config).into()))
     }
 }

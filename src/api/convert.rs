@@ -9,7 +9,7 @@ use crate::model::{
     FlagName, Space, Token, TokenFilter, TokenFlags, TokenId, TokenInput, TokenPatch, UpdatePath,
     Violations,
 };
-use crate::store::{StoreError, TokenEvent, TokenEventKind};
+use crate::store::{TokenEvent, TokenEventKind};
 
 impl From<&pb::TokenFlags> for TokenFlags {
     fn from(flags: &pb::TokenFlags) -> Self {
@@ -155,8 +155,8 @@ pub fn existing_id(raw: u32, field: &str) -> Result<Option<TokenId>, Violations>
 }
 
 /// NOT_FOUND for the token with raw id `raw`, named by the request's `field`.
-pub fn token_not_found(field: &str, raw: u32) -> StoreError {
-    StoreError::NotFound(format!("{field}: token {raw} does not exist"))
+pub fn token_not_found(field: &str, raw: u32) -> tonic::Status {
+    super::error::not_found(format!("{field}: token {raw} does not exist"))
 }
 
 /// The patch an UpdateToken request asks for (API.md §2): an absent or empty mask means the

@@ -5,22 +5,84 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::auth::AuthError;
-use crate::model::Violations;
-use crate::store::StoreError;
+use crate::model::{FieldViolation, Violations};
+use crate::store::{StoreError, TokenAt};
 
-/// Converts a store error into the status a client sees.
+/// Converts a store error into the status a client sees: the code for its condition, and a
+/// message that starts with the request path it concerns.
 pub fn to_status(error: StoreError) -> Status {
     let message = error.to_string();
     match error {
         StoreError::Invalid(violations) => invalid(violations),
-        StoreError::BadRequest(_) => Status::invalid_argument(message),
-        StoreError::NotFound(_) => Status::not_found(message),
-        StoreError::AlreadyExists(_) => Status::already_exists(message),
-        StoreError::ResourceExhausted(_) => Status::resource_exhausted(message),
-        StoreError::FailedPrecondition(_) => Status::failed_precondition(message),
-        StoreError::Aborted(_) => Status::aborted(message),
-        StoreError::Unavailable(_) => Status::unavailable(message),
+        StoreError::ConfigRules(violations) => invalid(violations.prefixed("config.")),
+        StoreError::WeightOutsideLimits(outside) => invalid(Violations(
+            outside
+                .into_iter()
+                .map(|(at, rule)| FieldViolation::new(format!("{}weight", token_path(at)), rule))
+                .collect(),
+        )),
+        StoreError::TokenExists {
+            at,
+            earlier_in_request,
+            ..
+        } => {
+            let within = if earlier_in_request {
+                " earlier in this batch"
+            } else {
+                ""
+            };
+            Status::already_exists(format!("{}id: {message}{within}", token_path(at)))
+        }
+        StoreError::IdsUsedUp { at, .. } => {
+            Status::resource_exhausted(format!("{}id: {message}", token_path(at)))
+        }
+        StoreError::TokenNotFound(_) | StoreError::NotAPreset(_) => Status::not_found(message),
+        StoreError::MemberNotFound(_) | StoreError::NotAMember { .. } => {
+            Status::not_found(format!("token_id: {message}"))
+        }
+        StoreError::GridNotFound(_) => Status::not_found(format!("grid_id: {message}")),
+        StoreError::DefaultGridFixed(_) => {
+            Status::failed_precondition(format!("grid_id: {message}"))
+        }
+        StoreError::UndefinedInSpace { .. } => {
+            Status::failed_precondition(format!("token_id: {message}"))
+        }
+        StoreError::UserGridsFull(_)
+        | StoreError::GridIdsUsedUp
+        | StoreError::MembershipsCapped(_) => Status::resource_exhausted(message),
+        StoreError::QuarantineRunning { .. }
+        | StoreError::NoQuarantine
+        | StoreError::QuarantineNotDue => Status::failed_precondition(message),
+        StoreError::StaleRevision { .. } | StoreError::FeedLagged(_) => Status::aborted(message),
+        StoreError::FeedClosed | StoreError::Unavailable(_) => Status::unavailable(message),
     }
+}
+
+/// The status of a write to the token the request names in `field` (`id`, `token.id`): a
+/// token that no longer exists is named by that field.
+pub fn target_status(error: StoreError, field: &str) -> Status {
+    match error {
+        StoreError::TokenNotFound(_) => Status::not_found(format!("{field}: {error}")),
+        other => to_status(other),
+    }
+}
+
+/// The request path prefix of a token (`token.` or `tokens[i].`).
+fn token_path(at: TokenAt) -> String {
+    match at {
+        TokenAt::Single => "token.".to_string(),
+        TokenAt::Batch(index) => format!("tokens[{index}]."),
+    }
+}
+
+/// NOT_FOUND for something the request names that does not exist.
+pub fn not_found(message: impl Into<String>) -> Status {
+    Status::not_found(message)
+}
+
+/// FAILED_PRECONDITION: the server's state or setup does not allow the call.
+pub fn failed_precondition(message: impl Into<String>) -> Status {
+    Status::failed_precondition(message)
 }
 
 /// The answer to a call the access layer refused: UNAUTHENTICATED for a missing or wrong
@@ -72,7 +134,7 @@ impl From<StoreError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::FieldViolation;
+    use crate::model::{IdPair, TokenId};
 
     #[test]
     fn violations_become_bad_request_details() {
@@ -120,24 +182,107 @@ mod tests {
     }
 
     #[test]
-    fn each_variant_has_its_code() {
+    fn each_condition_has_its_code_and_request_path() {
+        let id = TokenId::new(5).expect("id");
+        let pair = IdPair::new(2, 3).expect("pair");
         let cases = [
-            (StoreError::NotFound("x".into()), Code::NotFound),
-            (StoreError::AlreadyExists("x".into()), Code::AlreadyExists),
             (
-                StoreError::ResourceExhausted("x".into()),
+                StoreError::TokenExists {
+                    at: TokenAt::Batch(2),
+                    id,
+                    earlier_in_request: true,
+                },
+                Code::AlreadyExists,
+                "tokens[2].id: token 5 already exists earlier in this batch",
+            ),
+            (
+                StoreError::TokenExists {
+                    at: TokenAt::Single,
+                    id,
+                    earlier_in_request: false,
+                },
+                Code::AlreadyExists,
+                "token.id: token 5 already exists",
+            ),
+            (
+                StoreError::IdsUsedUp {
+                    at: TokenAt::Single,
+                    pair,
+                },
                 Code::ResourceExhausted,
+                "token.id: local ids of domain 2 entity_type 3 are used up (16777215 is the highest)",
             ),
             (
-                StoreError::FailedPrecondition("x".into()),
-                Code::FailedPrecondition,
+                StoreError::GridNotFound(4),
+                Code::NotFound,
+                "grid_id: grid 4 does not exist",
             ),
-            (StoreError::Aborted("x".into()), Code::Aborted),
-            (StoreError::Unavailable("x".into()), Code::Unavailable),
-            (StoreError::BadRequest("x".into()), Code::InvalidArgument),
+            (
+                StoreError::DefaultGridFixed("be deleted"),
+                Code::FailedPrecondition,
+                "grid_id: grid 0 is the default grid; it holds every token and cannot be deleted",
+            ),
+            (
+                StoreError::MemberNotFound(id),
+                Code::NotFound,
+                "token_id: token 5 does not exist",
+            ),
+            (
+                StoreError::StaleRevision {
+                    expected: 1,
+                    current: 2,
+                },
+                Code::Aborted,
+                "expected_revision 1 is stale: the config is at revision 2; read it again and retry",
+            ),
+            (
+                StoreError::NoQuarantine,
+                Code::FailedPrecondition,
+                "no quarantine is active; start one with StartQuarantine",
+            ),
+            (
+                StoreError::FeedLagged(10),
+                Code::Aborted,
+                "subscriber lagged more than 10 events behind the commits (--watch-lag-limit); read faster or call WatchTokens again",
+            ),
+            (
+                StoreError::Unavailable("x".into()),
+                Code::Unavailable,
+                "x",
+            ),
         ];
-        for (error, code) in cases {
-            assert_eq!(to_status(error).code(), code);
+        for (error, code, message) in cases {
+            let status = to_status(error);
+            assert_eq!((status.code(), status.message()), (code, message));
         }
+    }
+
+    #[test]
+    fn weight_limits_name_every_token_and_config_rules_the_config() {
+        let status = to_status(StoreError::WeightOutsideLimits(vec![
+            (TokenAt::Batch(1), "too heavy".into()),
+            (TokenAt::Batch(3), "too light".into()),
+        ]));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let bad = status.get_details_bad_request().expect("details");
+        let fields: Vec<_> = bad
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["tokens[1].weight", "tokens[3].weight"]);
+        let config = to_status(StoreError::ConfigRules(Violations::one(
+            "scales[2]",
+            "too big",
+        )));
+        assert_eq!(config.message(), "config.scales[2]: too big");
+    }
+
+    #[test]
+    fn a_vanished_target_is_named_by_its_field() {
+        let id = TokenId::new(9).expect("id");
+        let status = target_status(StoreError::TokenNotFound(id), "token.id");
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "token.id: token 9 does not exist");
     }
 }

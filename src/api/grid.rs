@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::consistency::{answer_read, answer_write};
 use super::convert::{self, token_not_found};
 use super::offload::offload;
 use super::pb::{self, grid_service_server::GridService};
@@ -14,14 +15,17 @@ use crate::model::grid::{
     DEFAULT_GRID,
 };
 use crate::model::{Space, TokenId, Violations};
-use crate::store::grids::{grid_not_found, GridCommand, GridEffect};
+use crate::store::grids::GridCommand;
 use crate::store::spatial::query_origin;
-use crate::store::{Command, Effect, Grids, SpaceTrees, SpatialIndex, Store, StoreError, UserGrid};
+use crate::store::{
+    Engine, Grids, SpaceTrees, SpatialIndex, Store, StoreError, UserGrid, Writes, Written,
+};
 
 /// The GridService implementation.
 #[derive(Clone)]
 pub struct GridApi {
     store: Arc<Store>,
+    writes: Writes,
     index: Arc<SpatialIndex>,
     grids: Arc<Grids>,
     heavy: HeavyWork,
@@ -89,18 +93,14 @@ fn neighbors(hits: Vec<Hit>) -> Vec<pb::Neighbor> {
 }
 
 impl GridApi {
-    /// A service over the default grid's `index`, the user `grids`, writing through `store`;
-    /// its queries run as `heavy` work (any of them may visit every token).
-    pub fn new(
-        store: Arc<Store>,
-        index: Arc<SpatialIndex>,
-        grids: Arc<Grids>,
-        heavy: HeavyWork,
-    ) -> Self {
+    /// A service over the engine's default grid (its index) and user grids; its queries run
+    /// as `heavy` work (any of them may visit every token).
+    pub fn new(engine: &Engine, heavy: HeavyWork) -> Self {
         GridApi {
-            store,
-            index,
-            grids,
+            store: Arc::clone(&engine.store),
+            writes: engine.writes.clone(),
+            index: Arc::clone(&engine.index),
+            grids: Arc::clone(&engine.grids),
             heavy,
         }
     }
@@ -112,7 +112,7 @@ impl GridApi {
         self.grids
             .get(id)
             .map(QueryGrid::User)
-            .ok_or_else(|| grid_not_found(id))
+            .ok_or(StoreError::GridNotFound(id))
     }
 
     fn default_grid(&self) -> pb::Grid {
@@ -123,15 +123,6 @@ impl GridApi {
         }
     }
 
-    /// Commits `command` (durably) and returns its one effect.
-    async fn commit(&self, command: GridCommand) -> Result<GridEffect, Status> {
-        let committed = self.store.commit(Command::Grid(command)).await?;
-        match committed.effects.into_iter().next() {
-            Some(Effect::Grid(effect)) => Ok(effect),
-            other => Err(Status::internal(format!("grid command produced {other:?}"))),
-        }
-    }
-
     /// Applies a membership change of `grid` for the token with raw id `raw_token`: 0 is a
     /// violation, an id no token can have NOT_FOUND; the write path checks the rest.
     async fn change_membership(
@@ -139,11 +130,10 @@ impl GridApi {
         grid: GridId,
         raw_token: u32,
         command: fn(GridId, TokenId) -> GridCommand,
-    ) -> Result<(), Status> {
+    ) -> Result<Written<()>, Status> {
         let token = convert::existing_id(raw_token, "token_id")?
-            .ok_or_else(|| Status::from(token_not_found("token_id", raw_token)))?;
-        self.commit(command(grid, token)).await?;
-        Ok(())
+            .ok_or_else(|| token_not_found("token_id", raw_token))?;
+        Ok(self.writes.change_grid(command(grid, token)).await?)
     }
 }
 
@@ -185,9 +175,10 @@ impl GridService for GridApi {
                 .nearest(space, origin, k, max, Some(token.id.get()))
         })
         .await?;
-        Ok(Response::new(pb::FindNeighborsResponse {
+        let response = pb::FindNeighborsResponse {
             neighbors: neighbors(hits),
-        }))
+        };
+        answer_read(&self.store, response).await
     }
 
     async fn range_query(
@@ -208,10 +199,11 @@ impl GridService for GridApi {
             grid.trees().within(q.space, q.centre, q.radius, limit)
         })
         .await?;
-        Ok(Response::new(pb::RangeQueryResponse {
+        let response = pb::RangeQueryResponse {
             results: neighbors(found.hits),
             total_in_range: found.total,
-        }))
+        };
+        answer_read(&self.store, response).await
     }
 
     async fn calculate_density(
@@ -228,11 +220,12 @@ impl GridService for GridApi {
         })
         .await?;
         let density = grid::density(count, q.radius);
-        Ok(Response::new(pb::CalculateDensityResponse {
+        let response = pb::CalculateDensityResponse {
             density,
             tokens_in_range: count,
             dense: density >= threshold,
-        }))
+        };
+        answer_read(&self.store, response).await
     }
 
     async fn field_influence(
@@ -248,10 +241,11 @@ impl GridService for GridApi {
             grid.trees().influence(q.space, q.centre, q.radius)
         })
         .await?;
-        Ok(Response::new(pb::FieldInfluenceResponse {
+        let response = pb::FieldInfluenceResponse {
             influence: grid::reported_influence(sum.sum, sum.contributors, &config),
             contributors: sum.contributors,
-        }))
+        };
+        answer_read(&self.store, response).await
     }
 
     async fn create_grid(
@@ -259,14 +253,12 @@ impl GridService for GridApi {
         request: Request<pb::CreateGridRequest>,
     ) -> Result<Response<pb::Grid>, Status> {
         let config = convert::grid_config(request.get_ref().config.as_ref())?;
-        match self.commit(GridCommand::Create { config }).await? {
-            GridEffect::Created { grid, config } => Ok(Response::new(pb::Grid {
-                grid_id: grid,
-                config: Some(config.into()),
-                token_count: 0,
-            })),
-            other => unreachable!("CreateGrid commits Created, got {other:?}"),
-        }
+        let created = self.writes.create_grid(config).await?;
+        Ok(answer_write(created, |(grid, config)| pb::Grid {
+            grid_id: grid,
+            config: Some(config.into()),
+            token_count: 0,
+        }))
     }
 
     async fn get_grid(
@@ -274,10 +266,11 @@ impl GridService for GridApi {
         request: Request<pb::GetGridRequest>,
     ) -> Result<Response<pb::Grid>, Status> {
         let id = request.get_ref().grid_id;
-        Ok(Response::new(match self.query_grid(id)? {
+        let grid = match self.query_grid(id)? {
             QueryGrid::Default(_) => self.default_grid(),
             QueryGrid::User(grid) => user_grid(&grid),
-        }))
+        };
+        answer_read(&self.store, grid).await
     }
 
     async fn list_grids(
@@ -286,7 +279,7 @@ impl GridService for GridApi {
     ) -> Result<Response<pb::ListGridsResponse>, Status> {
         let mut grids = vec![self.default_grid()];
         grids.extend(self.grids.list().iter().map(|g| user_grid(g)));
-        Ok(Response::new(pb::ListGridsResponse { grids }))
+        answer_read(&self.store, pb::ListGridsResponse { grids }).await
     }
 
     async fn delete_grid(
@@ -294,8 +287,11 @@ impl GridService for GridApi {
         request: Request<pb::DeleteGridRequest>,
     ) -> Result<Response<pb::DeleteGridResponse>, Status> {
         let grid = request.get_ref().grid_id;
-        self.commit(GridCommand::Delete { grid }).await?;
-        Ok(Response::new(pb::DeleteGridResponse {}))
+        let deleted = self
+            .writes
+            .change_grid(GridCommand::Delete { grid })
+            .await?;
+        Ok(answer_write(deleted, |()| pb::DeleteGridResponse {}))
     }
 
     async fn add_token(
@@ -303,11 +299,12 @@ impl GridService for GridApi {
         request: Request<pb::AddTokenRequest>,
     ) -> Result<Response<pb::AddTokenResponse>, Status> {
         let r = request.into_inner();
-        self.change_membership(r.grid_id, r.token_id, |grid, token| {
-            GridCommand::AddMember { grid, token }
-        })
-        .await?;
-        Ok(Response::new(pb::AddTokenResponse {}))
+        let changed = self
+            .change_membership(r.grid_id, r.token_id, |grid, token| {
+                GridCommand::AddMember { grid, token }
+            })
+            .await?;
+        Ok(answer_write(changed, |()| pb::AddTokenResponse {}))
     }
 
     async fn remove_token(
@@ -315,10 +312,11 @@ impl GridService for GridApi {
         request: Request<pb::RemoveTokenRequest>,
     ) -> Result<Response<pb::RemoveTokenResponse>, Status> {
         let r = request.into_inner();
-        self.change_membership(r.grid_id, r.token_id, |grid, token| {
-            GridCommand::RemoveMember { grid, token }
-        })
-        .await?;
-        Ok(Response::new(pb::RemoveTokenResponse {}))
+        let changed = self
+            .change_membership(r.grid_id, r.token_id, |grid, token| {
+                GridCommand::RemoveMember { grid, token }
+            })
+            .await?;
+        Ok(answer_write(changed, |()| pb::RemoveTokenResponse {}))
     }
 }

@@ -5,7 +5,8 @@
 
 use super::pb;
 use crate::model::{FieldViolation, TokenInput, Violations};
-use crate::store::{Effect, ImportDraft};
+use crate::store::import::ImportPlan;
+use crate::store::ImportDraft;
 
 /// Most errors one ImportTokens response lists; `failed` counts every skipped token.
 pub const MAX_IMPORT_ERRORS: usize = 1000;
@@ -46,24 +47,20 @@ impl ImportReport {
         self.created
     }
 
-    /// Records the outcome of one message: its field-invalid tokens and the effects of its
-    /// committed command (none when nothing was valid). Errors are listed in stream order.
-    pub fn record(&mut self, rejected: FieldRejections, effects: &[Effect]) {
+    /// Records the outcome of one message: its field-invalid tokens and what its committed
+    /// command created and skipped (no command when nothing was valid). Errors are listed in
+    /// stream order.
+    pub fn record(&mut self, rejected: FieldRejections, plan: Option<&ImportPlan>) {
         self.failed += rejected.0.len() as u64;
         let mut errors: Vec<(u64, &FieldViolation)> = rejected
             .0
             .iter()
             .flat_map(|(index, violations)| violations.0.iter().map(move |v| (*index, v)))
             .collect();
-        for effect in effects {
-            match effect {
-                Effect::Created(_) => self.created += 1,
-                Effect::ImportSkipped { index, violation } => {
-                    self.failed += 1;
-                    errors.push((*index, violation));
-                }
-                _ => {}
-            }
+        if let Some(plan) = plan {
+            self.created += plan.created.len() as u64;
+            self.failed += plan.skipped.len() as u64;
+            errors.extend(plan.skipped.iter().map(|(index, v)| (*index, v)));
         }
         errors.sort_by_key(|(index, _)| *index);
         let room = MAX_IMPORT_ERRORS.saturating_sub(self.errors.len());
@@ -102,11 +99,12 @@ mod tests {
         }
     }
 
-    fn created(raw: u32) -> Effect {
-        Effect::Created(Token {
+    fn created(index: u64, raw: u32) -> (u64, Token) {
+        let token = Token {
             id: TokenId::new(raw).expect("valid"),
             data: TokenData::empty(1),
-        })
+        };
+        (index, token)
     }
 
     #[test]
@@ -132,11 +130,11 @@ mod tests {
             ..token(0.5)
         };
         let (_, rejected) = report.validate(&[token(0.5), token(0.5), nan_point]);
-        let skipped = Effect::ImportSkipped {
-            index: 0,
-            violation: FieldViolation::new("id", "token 1 already exists"),
+        let plan = ImportPlan {
+            created: vec![created(1, 2)],
+            skipped: vec![(0, FieldViolation::new("id", "token 1 already exists"))],
         };
-        report.record(rejected, &[skipped, created(2)]);
+        report.record(rejected, Some(&plan));
         let response = pb::ImportTokensResponse::from(report);
         assert_eq!((response.created, response.failed), (1, 2));
         let errors: Vec<_> = response
@@ -152,7 +150,7 @@ mod tests {
         let mut report = ImportReport::default();
         for _ in 0..3 {
             let (_, rejected) = report.validate(&vec![token(-1.0); 600]);
-            report.record(rejected, &[]);
+            report.record(rejected, None);
         }
         let response = pb::ImportTokensResponse::from(report);
         assert_eq!(response.failed, 1800);

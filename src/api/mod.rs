@@ -3,9 +3,9 @@
 
 pub mod cdna;
 pub mod codec;
+pub mod consistency;
 pub mod convert;
 pub mod convert_cdna;
-pub mod durable_reads;
 pub mod error;
 pub mod grid;
 pub mod health;

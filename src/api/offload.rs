@@ -2,14 +2,14 @@
 //! `grpc-timeout` a client sends): a call that cannot get a slot in time ends
 //! DEADLINE_EXCEEDED instead of running after its client has given up.
 
-use std::sync::Arc;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use crate::heavy::{deadline_in, HeavyError, HeavyWork};
-use crate::store::{Command, Committed, Store};
+use crate::store::{StoreError, Written};
 
 /// The call's `grpc-timeout`, if it sent a well-formed one.
 pub fn call_timeout(metadata: &MetadataMap) -> Option<Duration> {
@@ -56,40 +56,26 @@ pub async fn offload_until<R: Send + 'static>(
     })
 }
 
-/// Builds a command and applies it as heavy work (validation and apply off the protocol
-/// threads), then waits until it is durable: `Store::commit` for big commands.
-pub async fn commit_heavy(
-    heavy: &HeavyWork,
-    metadata: &MetadataMap,
-    store: &Arc<Store>,
-    build: impl FnOnce() -> Result<Command, Status> + Send + 'static,
-) -> Result<Committed, Status> {
-    let (committed, ()) = apply_heavy(heavy, call_deadline(metadata), store, move || {
-        Ok((Some(build()?), ()))
-    })
-    .await?;
-    Ok(committed.expect("a command was built"))
-}
-
-/// Runs `prepare` as heavy work and applies the command it returns, if any, there too; then
-/// waits until that is durable. `prepare` also hands back `T` (what the caller keeps besides).
-pub async fn apply_heavy<T: Send + 'static>(
+/// Runs `prepare` as heavy work: it validates a big request and appends its write, if any
+/// (a local log applies it right there, off the protocol threads). The slot is released before
+/// the write is awaited, so waiting for the fsync holds none. `prepare` also hands back `K`
+/// (what the caller keeps besides).
+pub async fn write_heavy<T, K, W>(
     heavy: &HeavyWork,
     deadline: Option<Instant>,
-    store: &Arc<Store>,
-    prepare: impl FnOnce() -> Result<(Option<Command>, T), Status> + Send + 'static,
-) -> Result<(Option<Committed>, T), Status> {
-    let writer = Arc::clone(store);
-    let (committed, kept) = offload_until(heavy, deadline, move || {
-        let (command, kept) = prepare()?;
-        let committed = command.map(|c| writer.apply(c)).transpose()?;
-        Ok::<_, Status>((committed, kept))
-    })
-    .await??;
-    if let Some(committed) = &committed {
-        store.wait_durable(committed.sequence).await?;
-    }
-    Ok((committed, kept))
+    prepare: impl FnOnce() -> Result<(Option<W>, K), Status> + Send + 'static,
+) -> Result<(Option<Written<T>>, K), Status>
+where
+    T: Send + 'static,
+    K: Send + 'static,
+    W: Future<Output = Result<Written<T>, StoreError>> + Send + 'static,
+{
+    let (pending, kept) = offload_until(heavy, deadline, prepare).await??;
+    let written = match pending {
+        Some(pending) => Some(pending.await?),
+        None => None,
+    };
+    Ok((written, kept))
 }
 
 #[cfg(test)]

@@ -7,14 +7,14 @@ use std::sync::{Arc, OnceLock};
 
 use tonic::{Request, Response, Status};
 
-use super::error::to_status;
+use super::error::failed_precondition;
 use super::offload::offload;
 use super::pb::{self, system_server::System};
 use super::ShutdownSignal;
 use crate::heavy::HeavyWork;
 use crate::model::TokenFilter;
 use crate::store::durable::{create_backup, prune_backups};
-use crate::store::{Engine, StoreError};
+use crate::store::Engine;
 use crate::telemetry::{process_start, ConnectionStats, ProcessSampler};
 
 /// The engine, once recovery has built it: System answers before that too.
@@ -190,9 +190,9 @@ impl System for SystemApi {
             return Err(Status::unavailable(super::recovering::RECOVERING));
         };
         let Some(journal) = engine.store.journal().cloned() else {
-            return Err(to_status(StoreError::FailedPrecondition(
-                "backups need the embedded store; this server runs with --storage memory".into(),
-            )));
+            return Err(failed_precondition(
+                "backups need the embedded store; this server runs with --storage memory",
+            ));
         };
         let Some(running) = BackupRunning::take(&self.backing_up) else {
             return Err(Status::aborted(BACKUP_RUNNING));

@@ -8,17 +8,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::consistency::{answer_read, answer_write};
 use super::convert::{existing_id, required, token_filter, token_not_found, token_patch};
-use super::error::{request_stream_status, to_status};
+use super::error::{request_stream_status, target_status, to_status};
 use super::import::ImportReport;
-use super::offload::{apply_heavy, call_deadline, commit_heavy};
+use super::offload::{call_deadline, write_heavy};
 use super::paging;
 use super::pb::{self, token_service_server::TokenService};
 use super::ShutdownSignal;
 use crate::heavy::HeavyWork;
 use crate::model::{TokenDraft, TokenInput, Violations};
 use crate::store::write_path::unix_now;
-use crate::store::{ChangeFeed, Command, Effect, Store, StoreError, Subscription};
+use crate::store::{ChangeFeed, Engine, SpatialIndex, Store, StoreError, Subscription, Writes};
 
 /// Tokens read per step of StreamTokens; the id set's lock is released between steps.
 const STREAM_CHUNK: usize = 256;
@@ -29,6 +30,8 @@ const WATCH_BUFFER: usize = 256;
 #[derive(Clone)]
 pub struct TokenApi {
     store: Arc<Store>,
+    writes: Writes,
+    index: Arc<SpatialIndex>,
     feed: Arc<ChangeFeed>,
     shutdown: ShutdownSignal,
     heavy: HeavyWork,
@@ -37,18 +40,14 @@ pub struct TokenApi {
 }
 
 impl TokenApi {
-    /// A service over `store` whose watches follow `feed` (one of the store's hooks), whose
-    /// streams end with UNAVAILABLE when `shutdown` fires, and whose big calls run as `heavy`
-    /// work.
-    pub fn new(
-        store: Arc<Store>,
-        feed: Arc<ChangeFeed>,
-        shutdown: ShutdownSignal,
-        heavy: HeavyWork,
-    ) -> Self {
+    /// A service over the engine's store, writes, index and feed, whose streams end with
+    /// UNAVAILABLE when `shutdown` fires, and whose big calls run as `heavy` work.
+    pub fn new(engine: &Engine, shutdown: ShutdownSignal, heavy: HeavyWork) -> Self {
         TokenApi {
-            store,
-            feed,
+            store: Arc::clone(&engine.store),
+            writes: engine.writes.clone(),
+            index: Arc::clone(&engine.index),
+            feed: Arc::clone(&engine.feed),
             shutdown,
             heavy,
             compaction_pending: Arc::default(),
@@ -103,16 +102,6 @@ fn draft(token: &pb::Token, prefix: &str) -> Result<TokenDraft, Violations> {
         .map_err(|v| v.prefixed(prefix))
 }
 
-/// The single created or updated token of a committed command.
-fn changed_token(effects: &[Effect]) -> pb::Token {
-    match effects.first() {
-        Some(Effect::Created(token)) | Some(Effect::Updated { after: token, .. }) => {
-            pb::Token::from(token)
-        }
-        other => unreachable!("a create or update commits one token, got {other:?}"),
-    }
-}
-
 #[tonic::async_trait]
 impl TokenService for TokenApi {
     async fn create_token(
@@ -122,14 +111,8 @@ impl TokenService for TokenApi {
         let request = request.into_inner();
         let token = required(request.token.as_ref(), "token")?;
         let draft = draft(token, "token.")?;
-        let committed = self
-            .store
-            .commit(Command::CreateToken {
-                draft,
-                at: unix_now(),
-            })
-            .await?;
-        Ok(Response::new(changed_token(&committed.effects)))
+        let created = self.writes.create_token(draft, unix_now()).await?;
+        Ok(answer_write(created, |token| pb::Token::from(&token)))
     }
 
     async fn get_token(
@@ -140,7 +123,7 @@ impl TokenService for TokenApi {
         let token = existing_id(raw, "id")?
             .and_then(|id| self.store.get(id))
             .ok_or_else(|| token_not_found("id", raw))?;
-        Ok(Response::new(pb::Token::from(&token)))
+        answer_read(&self.store, pb::Token::from(&token)).await
     }
 
     async fn update_token(
@@ -156,15 +139,12 @@ impl TokenService for TokenApi {
             return Err(violations.into());
         };
         let id = id.ok_or_else(|| token_not_found("token.id", token.id))?;
-        let committed = self
-            .store
-            .commit(Command::UpdateToken {
-                id,
-                patch,
-                at: unix_now(),
-            })
-            .await?;
-        Ok(Response::new(changed_token(&committed.effects)))
+        let updated = self
+            .writes
+            .update_token(id, patch, unix_now())
+            .await
+            .map_err(|e| target_status(e, "token.id"))?;
+        Ok(answer_write(updated, |token| pb::Token::from(&token)))
     }
 
     async fn delete_token(
@@ -173,8 +153,12 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::DeleteTokenResponse>, Status> {
         let raw = request.into_inner().id;
         let id = existing_id(raw, "id")?.ok_or_else(|| token_not_found("id", raw))?;
-        self.store.commit(Command::DeleteToken { id }).await?;
-        Ok(Response::new(pb::DeleteTokenResponse {}))
+        let deleted = self
+            .writes
+            .delete_token(id)
+            .await
+            .map_err(|e| target_status(e, "id"))?;
+        Ok(answer_write(deleted, |_| pb::DeleteTokenResponse {}))
     }
 
     async fn list_tokens(
@@ -195,11 +179,12 @@ impl TokenService for TokenApi {
             (true, Some(last)) => paging::encode(&filter, last.id.get()),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListTokensResponse {
+        let response = pb::ListTokensResponse {
             tokens: page.tokens.iter().map(pb::Token::from).collect(),
             next_page_token,
             total_size: i64::try_from(total_size).unwrap_or(i64::MAX),
-        }))
+        };
+        answer_read(&self.store, response).await
     }
 
     async fn count_tokens(
@@ -207,9 +192,8 @@ impl TokenService for TokenApi {
         request: Request<pb::CountTokensRequest>,
     ) -> Result<Response<pb::CountTokensResponse>, Status> {
         let filter = token_filter(request.into_inner().filter.as_ref())?;
-        Ok(Response::new(pb::CountTokensResponse {
-            count: self.store.count(&filter),
-        }))
+        let count = self.store.count(&filter);
+        answer_read(&self.store, pb::CountTokensResponse { count }).await
     }
 
     async fn clear_tokens(
@@ -217,15 +201,16 @@ impl TokenService for TokenApi {
         request: Request<pb::ClearTokensRequest>,
     ) -> Result<Response<pb::ClearTokensResponse>, Status> {
         // Dropping a million tokens and their trees is heavy work too.
-        let committed = commit_heavy(&self.heavy, request.metadata(), &self.store, || {
-            Ok(Command::ClearTokens)
+        let writes = self.writes.clone();
+        let cleared = write_heavy(&self.heavy, call_deadline(request.metadata()), move || {
+            Ok((Some(writes.clear_tokens()), ()))
         })
         .await?;
-        let cleared = match committed.effects.first() {
-            Some(Effect::Cleared { count }) => *count,
-            _ => 0,
-        };
-        Ok(Response::new(pb::ClearTokensResponse { cleared }))
+        let (cleared, ()) = cleared;
+        let cleared = cleared.expect("a clear was appended");
+        Ok(answer_write(cleared, |cleared| pb::ClearTokensResponse {
+            cleared,
+        }))
     }
 
     async fn batch_create_tokens(
@@ -236,7 +221,8 @@ impl TokenService for TokenApi {
         // decoding.
         let metadata = request.metadata().clone();
         let tokens = request.into_inner().tokens;
-        let committed = commit_heavy(&self.heavy, &metadata, &self.store, move || {
+        let writes = self.writes.clone();
+        let (created, ()) = write_heavy(&self.heavy, call_deadline(&metadata), move || {
             let mut violations = Violations::default();
             let mut drafts = Vec::with_capacity(tokens.len());
             for (i, token) in tokens.iter().enumerate() {
@@ -246,21 +232,15 @@ impl TokenService for TokenApi {
                 }
             }
             let drafts = violations.into_result(drafts)?;
-            Ok(Command::BatchCreate {
-                drafts,
-                at: unix_now(),
-            })
+            Ok((Some(writes.batch_create(drafts, unix_now())), ()))
         })
         .await?;
-        let tokens = committed
-            .effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Created(token) => Some(pb::Token::from(token)),
-                _ => None,
-            })
-            .collect();
-        Ok(Response::new(pb::BatchCreateTokensResponse { tokens }))
+        let created = created.expect("a batch was appended");
+        Ok(answer_write(created, |tokens| {
+            pb::BatchCreateTokensResponse {
+                tokens: tokens.iter().map(pb::Token::from).collect(),
+            }
+        }))
     }
 
     async fn import_tokens(
@@ -281,29 +261,25 @@ impl TokenService for TokenApi {
             let Some(message) = next else { break };
             // Validation and apply of up to 10,000 tokens run as heavy work; the report
             // travels with them.
-            let (committed, (back, rejected)) =
-                apply_heavy(&self.heavy, deadline, &self.store, move || {
-                    let (drafts, rejected) = report.validate(&message.tokens);
-                    let command = (!drafts.is_empty()).then(|| Command::ImportTokens {
-                        drafts,
-                        at: unix_now(),
-                    });
-                    Ok((command, (report, rejected)))
-                })
-                .await?;
+            let writes = self.writes.clone();
+            let (imported, (back, rejected)) = write_heavy(&self.heavy, deadline, move || {
+                let (drafts, rejected) = report.validate(&message.tokens);
+                let pending = (!drafts.is_empty()).then(|| writes.import(drafts, unix_now()));
+                Ok((pending, (report, rejected)))
+            })
+            .await?;
             report = back;
-            let effects = committed.map(|c| c.effects).unwrap_or_default();
-            report.record(rejected, &effects);
+            report.record(rejected, imported.as_ref().map(|i| &i.value));
         }
         // The messages left batches and trees in the index; once the stream is done, rebuild
         // it into one tree per space in the background (the reply does not wait). At most one
         // such rebuild is pending: a stream of nothing, or many streams, start no more.
         if report.created() > 0 && !self.compaction_pending.swap(true, Ordering::AcqRel) {
-            let store = Arc::clone(&self.store);
+            let index = Arc::clone(&self.index);
             let pending = Arc::clone(&self.compaction_pending);
             self.heavy.spawn(move || {
                 pending.store(false, Ordering::Release);
-                store.compact();
+                index.compact();
             });
         }
         Ok(Response::new(report.into()))
@@ -341,7 +317,10 @@ impl TokenService for TokenApi {
                 let page = store.tables().page(&filter, after, STREAM_CHUNK);
                 after = page.tokens.last().map(|t| t.id.get());
                 // Every page waits for the writes it could have seen, like a unary read.
-                store.wait_visible_durable().await;
+                if let Err(error) = store.read_barrier().await {
+                    let _ = sender.send(Err(to_status(error))).await;
+                    return;
+                }
                 for token in &page.tokens {
                     tokio::select! {
                         sent = sender.send(Ok(pb::Token::from(token))) => if sent.is_err() { return },

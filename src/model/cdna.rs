@@ -67,7 +67,7 @@ impl WallTime {
 pub const SCALE_LIMITS: Scales = [20.0, 20.0, 20.0, 20.0, 30.0, 20.0, 20.0, 50.0];
 
 /// A named switch of the CDNA config.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum CdnaFlag {
     /// `validation`
     Validation,
@@ -459,7 +459,7 @@ pub struct ConfigInput {
 }
 
 /// A validated change of some config fields; what it does not name stays as it is.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConfigChanges {
     /// New scales.
     pub scales: Option<Scales>,

@@ -8,7 +8,7 @@ pub mod violation;
 
 pub use filter::TokenFilter;
 pub use token::{
-    FlagName, IdRequest, QPoint, Space, Token, TokenData, TokenDraft, TokenFlags, TokenId,
+    FlagName, IdPair, IdRequest, QPoint, Space, Token, TokenData, TokenDraft, TokenFlags, TokenId,
     TokenInput, TokenPatch, UpdatePath,
 };
 pub use violation::{FieldViolation, Violations};

@@ -18,7 +18,9 @@ pub const MAX_LOCAL_ID: u32 = (1 << 24) - 1;
 pub const MAX_NIBBLE: u32 = 15;
 
 /// One of the eight named coordinate spaces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Space {
     /// L1 Physical (scale 100).
     L1Physical,
@@ -105,8 +107,26 @@ impl Space {
 /// assert_eq!((id.domain(), id.entity_type(), id.local_id()), (2, 5, 1));
 /// assert!(TokenId::new(0x2500_0000).is_none(), "local_id 0 names no token");
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+// Decoded through `new`, so that a log entry cannot smuggle in an id with local_id 0.
+#[serde(try_from = "u32", into = "u32")]
 pub struct TokenId(NonZeroU32);
+
+impl TryFrom<u32> for TokenId {
+    type Error = String;
+
+    fn try_from(raw: u32) -> Result<Self, Self::Error> {
+        TokenId::new(raw).ok_or_else(|| format!("{raw} is not a token id (local_id 0)"))
+    }
+}
+
+impl From<TokenId> for u32 {
+    fn from(id: TokenId) -> u32 {
+        id.get()
+    }
+}
 
 impl TokenId {
     /// The id with these parts; `None` when local_id is 0 or a part is out of range.
@@ -149,9 +169,71 @@ impl TokenId {
         self.get() & MAX_LOCAL_ID
     }
 
-    /// Index of the (domain, entity_type) allocation pair, 0..256.
-    pub fn pair(self) -> usize {
-        (self.get() >> 24) as usize
+    /// The (domain, entity_type) allocation pair the id belongs to.
+    pub fn pair(self) -> IdPair {
+        IdPair((self.get() >> 24) as u8)
+    }
+}
+
+/// A (domain, entity_type) pair: local ids are allocated per pair, so that ids of one kind of
+/// entity stay dense.
+///
+/// ```
+/// use neurograph::model::{IdPair, TokenId};
+///
+/// let pair = IdPair::new(2, 5).expect("nibbles");
+/// assert_eq!((pair.domain(), pair.entity_type()), (2, 5));
+/// assert_eq!(pair.token(7), TokenId::from_parts(2, 5, 7));
+/// assert!(IdPair::new(16, 0).is_none());
+/// ```
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct IdPair(u8);
+
+impl IdPair {
+    /// Number of pairs.
+    pub const COUNT: usize = 256;
+
+    /// The pair of `domain` and `entity_type`; `None` when either is not a nibble.
+    pub fn new(domain: u32, entity_type: u32) -> Option<IdPair> {
+        (domain <= MAX_NIBBLE && entity_type <= MAX_NIBBLE)
+            .then_some(IdPair((domain << 4 | entity_type) as u8))
+    }
+
+    /// The pair with index `index` (as `index` returns it).
+    pub fn from_index(index: u8) -> IdPair {
+        IdPair(index)
+    }
+
+    /// Its index, 0..256: `domain << 4 | entity_type`, the id's top byte.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    /// The domain.
+    pub fn domain(self) -> u32 {
+        u32::from(self.0 >> 4)
+    }
+
+    /// The entity type.
+    pub fn entity_type(self) -> u32 {
+        u32::from(self.0 & 0xF)
+    }
+
+    /// The id of local id `local_id` in this pair; `None` for 0 or above `MAX_LOCAL_ID`.
+    pub fn token(self, local_id: u32) -> Option<TokenId> {
+        TokenId::from_parts(self.domain(), self.entity_type(), local_id)
     }
 }
 
@@ -162,7 +244,7 @@ impl fmt::Display for TokenId {
 }
 
 /// A flag of a token, by its proto field name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FlagName {
     /// `active`
     Active,
@@ -415,19 +497,16 @@ pub struct TokenInput {
 }
 
 /// Where a new token's id comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum IdRequest {
-    /// Allocate the next local id of the (domain, entity_type) pair `pair`.
-    Allocate {
-        /// `domain << 4 | entity_type`.
-        pair: usize,
-    },
+    /// Allocate the next local id of this pair.
+    Allocate(IdPair),
     /// Use exactly this id.
     Explicit(TokenId),
 }
 
 /// A validated token to create: its id request and values (timestamp set when committed).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TokenDraft {
     /// Where the id comes from.
     pub id: IdRequest,
@@ -502,9 +581,9 @@ impl TokenInput {
             }
         }
         let id = if self.id == 0 {
-            IdRequest::Allocate {
-                pair: ((self.domain & 0xF) << 4 | (self.entity_type & 0xF)) as usize,
-            }
+            IdRequest::Allocate(
+                IdPair::new(self.domain & 0xF, self.entity_type & 0xF).expect("masked to nibbles"),
+            )
         } else {
             match TokenId::new(self.id) {
                 Some(id) => {
@@ -526,7 +605,7 @@ impl TokenInput {
                         "id",
                         format!("{} has local_id 0; an explicit id needs a local_id in [1, {MAX_LOCAL_ID}]", self.id),
                     );
-                    IdRequest::Allocate { pair: 0 }
+                    IdRequest::Allocate(IdPair::default())
                 }
             }
         };
@@ -535,7 +614,7 @@ impl TokenInput {
 }
 
 /// A field an update may replace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum UpdatePath {
     /// `weight`
     Weight,
@@ -617,7 +696,7 @@ impl UpdatePath {
 }
 
 /// A validated update: which paths to replace and their new values.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TokenPatch {
     /// The paths to replace.
     pub paths: Vec<UpdatePath>,

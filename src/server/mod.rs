@@ -21,7 +21,6 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::api::cdna::CdnaApi;
-use crate::api::durable_reads::DurableReadsLayer;
 use crate::api::grid::GridApi;
 use crate::api::health::HealthApi;
 use crate::api::pb::cdna_service_server::CdnaServiceServer;
@@ -290,8 +289,7 @@ pub async fn serve(
                 .option_layer(config.http_listen.addr().map(|_| RpcMetricsLayer::new()))
                 .layer(tower::util::MapResponseLayer::new(map_oversized(max)))
                 .layer(AccessControlLayer::new(Arc::clone(&credentials)))
-                .layer(OverloadLayer::new(config.limits()))
-                .layer(DurableReadsLayer::new(Arc::clone(&engine_slot))),
+                .layer(OverloadLayer::new(config.limits())),
         )
         .add_service(health)
         .add_service(reflection_v1)
@@ -446,34 +444,19 @@ impl Gates {
     fn install(&self, engine: &Arc<Engine>, down: &ShutdownSignal, max: usize) {
         let _ = self.engine.set(Arc::clone(engine));
         self.tokens.install(
-            TokenServiceServer::new(TokenApi::new(
-                Arc::clone(&engine.store),
-                Arc::clone(&engine.feed),
-                down.clone(),
-                self.heavy.clone(),
-            ))
-            .max_decoding_message_size(max),
+            TokenServiceServer::new(TokenApi::new(engine, down.clone(), self.heavy.clone()))
+                .max_decoding_message_size(max),
         );
         self.grid.install(
-            GridServiceServer::new(GridApi::new(
-                Arc::clone(&engine.store),
-                Arc::clone(&engine.index),
-                Arc::clone(&engine.grids),
-                self.heavy.clone(),
-            ))
-            .max_decoding_message_size(max),
+            GridServiceServer::new(GridApi::new(engine, self.heavy.clone()))
+                .max_decoding_message_size(max),
         );
-        self.cdna.install(
-            CdnaServiceServer::new(CdnaApi::new(
-                Arc::clone(&engine.store),
-                Arc::clone(&engine.cdna),
-            ))
-            .max_decoding_message_size(max),
-        );
+        self.cdna
+            .install(CdnaServiceServer::new(CdnaApi::new(engine)).max_decoding_message_size(max));
         let mut timer_down = down.clone();
         // Ends at the first shutdown signal, or when `serve` returns and drops the sender.
         tokio::spawn(run_quarantine_timer(
-            Arc::clone(&engine.store),
+            engine.writes.clone(),
             Arc::clone(&engine.cdna),
             async move { timer_down.wait().await },
         ));

@@ -15,17 +15,16 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-use super::command::{Command, Committed, Effect};
+use super::command::{Committed, Effect};
 use super::durable::schema::StoredCdna;
 use super::durable::DurableWrite;
-use super::error::StoreError;
-use super::tokens::TokenTables;
-use super::write_path::{Store, WriteHook};
+use super::error::{QuarantineBlocks, StoreError, TokenAt};
+use super::writes::Writes;
 use crate::model::cdna::{
     CdnaConfig, ConfigChanges, HistoryAction, HistoryEntry, ProfileId, Quarantine,
     QuarantineStatus, WallTime, HISTORY_LIMIT,
 };
-use crate::model::{FieldViolation, TokenDraft, Violations};
+use crate::model::{FieldViolation, TokenDraft};
 
 /// Where the CDNA component reads the time. Commands carry their time, so only the API (to
 /// stamp a command) and the quarantine timer ask.
@@ -75,7 +74,7 @@ impl Clock for TokioClock {
 
 /// A change of the CDNA state, applied through the write path. Each carries its time so that
 /// applying it is deterministic (also on replay from a log).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum CdnaCommand {
     /// Change some config fields.
     UpdateConfig {
@@ -126,6 +125,18 @@ pub enum CdnaCommand {
 }
 
 impl CdnaCommand {
+    /// The write RPC this command comes from (the quarantine timer's expiry has none).
+    pub fn method(&self) -> &'static str {
+        match self {
+            CdnaCommand::UpdateConfig { .. } => "UpdateConfig",
+            CdnaCommand::SwitchProfile { .. } => "SwitchProfile",
+            CdnaCommand::Reset { .. } => "ResetConfig",
+            CdnaCommand::StartQuarantine { .. } => "StartQuarantine",
+            CdnaCommand::StopQuarantine { .. } => "StopQuarantine",
+            CdnaCommand::ExpireQuarantine { .. } => "ExpireQuarantine",
+        }
+    }
+
     /// When the command was stamped.
     pub fn at(&self) -> WallTime {
         match self {
@@ -151,6 +162,29 @@ pub enum CdnaEffect {
     },
     /// The quarantine after a start, stop or expiry.
     Quarantine(QuarantineStatus),
+}
+
+/// What a CDNA command changed, for the call that sent it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CdnaChange {
+    /// The config after the command, with the profile before it, when the command changed it.
+    pub config: Option<(ProfileId, CdnaConfig)>,
+    /// The quarantine's status after the command, for the quarantine commands.
+    pub quarantine: Option<QuarantineStatus>,
+}
+
+impl CdnaChange {
+    /// The change as effects for the components that follow commits.
+    pub fn effects(&self) -> impl Iterator<Item = CdnaEffect> + '_ {
+        let config = self
+            .config
+            .iter()
+            .map(|(old_profile, config)| CdnaEffect::Config {
+                old_profile: *old_profile,
+                config: config.clone(),
+            });
+        config.chain(self.quarantine.iter().cloned().map(CdnaEffect::Quarantine))
+    }
 }
 
 /// The whole CDNA state: plain data, so that persistence can store and restore it as is.
@@ -217,20 +251,16 @@ impl CdnaState {
 
     fn check_revision(&self, expected: Option<u64>) -> Result<(), StoreError> {
         match expected {
-            Some(expected) if expected != self.config.revision => Err(StoreError::Aborted(format!(
-                "expected_revision {expected} is stale: the config is at revision {}; read it again and retry",
-                self.config.revision
-            ))),
+            Some(expected) if expected != self.config.revision => Err(StoreError::StaleRevision {
+                expected,
+                current: self.config.revision,
+            }),
             _ => Ok(()),
         }
     }
 
     fn active(&self) -> Result<&Quarantine, StoreError> {
-        self.quarantine.as_ref().ok_or_else(|| {
-            StoreError::FailedPrecondition(
-                "no quarantine is active; start one with StartQuarantine".into(),
-            )
-        })
+        self.quarantine.as_ref().ok_or(StoreError::NoQuarantine)
     }
 
     /// Every state-dependent rule of `command`.
@@ -244,7 +274,7 @@ impl CdnaState {
                 self.check_revision(*expected_revision)?;
                 self.config
                     .check_changes(changes)
-                    .map_err(|v| StoreError::Invalid(v.prefixed("config.")))
+                    .map_err(StoreError::ConfigRules)
             }
             CdnaCommand::SwitchProfile {
                 profile,
@@ -252,9 +282,7 @@ impl CdnaState {
                 ..
             } => {
                 if profile.profile().is_none() {
-                    return Err(StoreError::NotFound(format!(
-                        "profile {profile} is not a preset"
-                    )));
+                    return Err(StoreError::NotAPreset(*profile));
                 }
                 self.check_revision(*expected_revision)
             }
@@ -265,18 +293,18 @@ impl CdnaState {
             } => {
                 self.check_revision(*expected_revision)?;
                 if let Some(q) = &self.quarantine {
-                    return Err(StoreError::FailedPrecondition(format!(
-                        "a quarantine is active ({} s left); stop it before ResetConfig",
-                        q.status(true, *at).time_left_seconds
-                    )));
+                    return Err(StoreError::QuarantineRunning {
+                        blocks: QuarantineBlocks::Reset,
+                        seconds_left: q.status(true, *at).time_left_seconds,
+                    });
                 }
                 Ok(())
             }
             CdnaCommand::StartQuarantine { at, .. } => match &self.quarantine {
-                Some(q) => Err(StoreError::FailedPrecondition(format!(
-                    "a quarantine is already active ({} s left); stop it first",
-                    q.status(true, *at).time_left_seconds
-                ))),
+                Some(q) => Err(StoreError::QuarantineRunning {
+                    blocks: QuarantineBlocks::Start,
+                    seconds_left: q.status(true, *at).time_left_seconds,
+                }),
                 None => Ok(()),
             },
             CdnaCommand::StopQuarantine { .. } => self.active().map(|_| ()),
@@ -284,16 +312,14 @@ impl CdnaState {
                 if self.active()?.expired_at(*at) {
                     Ok(())
                 } else {
-                    Err(StoreError::FailedPrecondition(
-                        "the quarantine has not reached its deadline".into(),
-                    ))
+                    Err(StoreError::QuarantineNotDue)
                 }
             }
         }
     }
 
-    /// Applies a checked command; returns its effects.
-    fn execute(&mut self, command: &CdnaCommand) -> Vec<Effect> {
+    /// Applies a checked command; returns what it changed.
+    fn execute(&mut self, command: &CdnaCommand) -> CdnaChange {
         // Commands are stamped before they wait for the write lock, so two racing ones may
         // arrive out of time order: never let `updated_at` or the history run backwards.
         let latest = self
@@ -302,18 +328,16 @@ impl CdnaState {
             .map_or(self.config.updated_at, |e| e.at);
         let at = command.at().max(latest).max(self.config.updated_at);
         let old_profile = self.config.profile;
-        let config_effect = |state: &CdnaState| {
-            Effect::Cdna(CdnaEffect::Config {
-                old_profile,
-                config: state.config.clone(),
-            })
-        };
+        let config_change = |state: &CdnaState| Some((old_profile, state.config.clone()));
         match command {
             CdnaCommand::UpdateConfig { changes, .. } => {
                 self.config = self.config.changed(changes, at);
                 let details = self.provisional(format!("updated {}", changes.describe()));
                 self.record(HistoryAction::ConfigUpdate, at, details);
-                vec![config_effect(self)]
+                CdnaChange {
+                    config: config_change(self),
+                    quarantine: None,
+                }
             }
             CdnaCommand::SwitchProfile { profile, .. } => {
                 if let Some(preset) = profile.profile() {
@@ -321,7 +345,10 @@ impl CdnaState {
                 }
                 let details = self.provisional(format!("{old_profile} → {profile}"));
                 self.record(HistoryAction::ProfileSwitch, at, details);
-                vec![config_effect(self)]
+                CdnaChange {
+                    config: config_change(self),
+                    quarantine: None,
+                }
             }
             CdnaCommand::Reset { clear_history, .. } => {
                 self.config = self.config.reset(at);
@@ -334,7 +361,10 @@ impl CdnaState {
                     "reset to the fresh-store config"
                 };
                 self.record(HistoryAction::Reset, at, details.to_string());
-                vec![config_effect(self)]
+                CdnaChange {
+                    config: config_change(self),
+                    quarantine: None,
+                }
             }
             CdnaCommand::StartQuarantine {
                 duration_seconds, ..
@@ -350,18 +380,21 @@ impl CdnaState {
                         self.config.revision
                     ),
                 );
-                vec![Effect::Cdna(CdnaEffect::Quarantine(status))]
+                CdnaChange {
+                    config: None,
+                    quarantine: Some(status),
+                }
             }
             CdnaCommand::StopQuarantine { apply, .. } => {
                 let Some(quarantine) = self.quarantine.take() else {
-                    return Vec::new();
+                    return CdnaChange::default();
                 };
-                let mut effects = Vec::new();
+                let mut change = CdnaChange::default();
                 let action = if *apply {
                     HistoryAction::QuarantineStopApplied
                 } else {
                     self.config = self.config.restored(&quarantine.snapshot, at);
-                    effects.push(config_effect(self));
+                    change.config = config_change(self);
                     HistoryAction::QuarantineStopDiscarded
                 };
                 let details = if *apply {
@@ -374,21 +407,19 @@ impl CdnaState {
                     )
                 };
                 self.record(action, at, details);
-                effects.push(Effect::Cdna(CdnaEffect::Quarantine(
-                    quarantine.status(false, at),
-                )));
+                change.quarantine = Some(quarantine.status(false, at));
                 self.last_quarantine = Some(quarantine);
-                effects
+                change
             }
             CdnaCommand::ExpireQuarantine { .. } => {
                 let Some(quarantine) = self.quarantine.take() else {
-                    return Vec::new();
+                    return CdnaChange::default();
                 };
                 self.config = self.config.restored(&quarantine.snapshot, at);
-                let effects = vec![
-                    config_effect(self),
-                    Effect::Cdna(CdnaEffect::Quarantine(quarantine.status(false, at))),
-                ];
+                let change = CdnaChange {
+                    config: config_change(self),
+                    quarantine: Some(quarantine.status(false, at)),
+                };
                 self.record(
                     HistoryAction::QuarantineExpired,
                     at,
@@ -400,7 +431,7 @@ impl CdnaState {
                     ),
                 );
                 self.last_quarantine = Some(quarantine);
-                effects
+                change
             }
         }
     }
@@ -525,28 +556,70 @@ impl Cdna {
         self.deadline.subscribe()
     }
 
-    /// The weight-limit violations of a token write, with request-root paths.
-    fn check_weights(&self, command: &Command) -> Result<(), StoreError> {
-        let weights: Vec<(usize, f32)> = match command {
-            Command::CreateToken { draft, .. } => vec![(0, draft.data.weight())],
-            Command::BatchCreate { drafts, .. } => drafts
-                .iter()
-                .enumerate()
-                .map(|(i, d)| (i, d.data.weight()))
-                .collect(),
-            Command::UpdateToken { patch, .. } if patch.writes_weight => {
-                vec![(0, patch.values.weight())]
-            }
-            _ => return Ok(()),
-        };
+    /// Refuses token weights outside the live token-weight limits: every such token of a
+    /// write, with the rule it broke. Token writes call this before they change anything.
+    pub fn check_weights(
+        &self,
+        weights: impl IntoIterator<Item = (TokenAt, f32)>,
+    ) -> Result<(), StoreError> {
         let state = self.state.read();
-        let mut violations = Violations::default();
-        for (index, weight) in weights {
-            if let Some(rule) = weight_outside_limits(&state.config, weight) {
-                violations.push(format!("{}weight", command.token_path(index)), rule);
+        let outside: Vec<(TokenAt, String)> = weights
+            .into_iter()
+            .filter_map(|(at, weight)| {
+                weight_outside_limits(&state.config, weight).map(|rule| (at, rule))
+            })
+            .collect();
+        if outside.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::WeightOutsideLimits(outside))
+        }
+    }
+
+    /// Why an import must skip `draft` (its weight is outside the limits), if it must; the
+    /// path is within the token.
+    pub fn screen_weight(&self, draft: &TokenDraft) -> Option<FieldViolation> {
+        weight_outside_limits(&self.state.read().config, draft.data.weight())
+            .map(|rule| FieldViolation::new("weight", rule))
+    }
+
+    /// Checks and applies a CDNA command (under the write lock).
+    pub fn apply(&self, command: &CdnaCommand) -> Result<CdnaChange, StoreError> {
+        let mut state = self.state.write();
+        state.check(command)?;
+        let change = state.execute(command);
+        // Still under the write lock, so the timer sees deadlines in commit order.
+        self.deadline
+            .send_replace(state.quarantine.as_ref().map(|q| q.deadline));
+        Ok(change)
+    }
+
+    /// Counts the token writes of a commit as churn of a running quarantine.
+    pub fn count_churn(&self, committed: &Committed) {
+        let churn = token_writes(&committed.effects);
+        // Under the write lock nobody else changes the state between this read and write.
+        if churn > 0 && self.state.read().quarantine.is_some() {
+            if let Some(q) = &mut self.state.write().quarantine {
+                q.token_churn += churn;
             }
         }
-        violations.into_result(()).map_err(StoreError::Invalid)
+    }
+
+    /// Stores the state whenever a commit changed it: a CDNA command, or token writes
+    /// counted as churn of a running quarantine.
+    pub fn durable_writes(&self, committed: &Committed, writes: &mut Vec<DurableWrite>) {
+        let state = self.state.read();
+        let changed = committed
+            .effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::Cdna(_)))
+            || (state.quarantine.is_some() && token_writes(&committed.effects) > 0);
+        if !changed {
+            return;
+        }
+        let mut journaled = self.journaled_history.lock();
+        writes.push(state.durable_write(*journaled));
+        *journaled = state.next_history_sequence;
     }
 }
 
@@ -568,69 +641,16 @@ fn token_writes(effects: &[Effect]) -> u64 {
         .map(|effect| match effect {
             Effect::Created(_) | Effect::Updated { .. } | Effect::Deleted(_) => 1,
             Effect::Cleared { count } => *count,
-            Effect::ImportSkipped { .. } | Effect::Grid(_) | Effect::Cdna(_) => 0,
+            Effect::Grid(_) | Effect::Cdna(_) => 0,
         })
         .sum()
-}
-
-impl WriteHook for Cdna {
-    fn check(&self, command: &Command, _tables: &TokenTables) -> Result<(), StoreError> {
-        match command {
-            Command::Cdna(command) => self.state.read().check(command),
-            _ => self.check_weights(command),
-        }
-    }
-
-    fn execute(&self, command: &Command, _tables: &TokenTables) -> Option<Vec<Effect>> {
-        let Command::Cdna(command) = command else {
-            return None;
-        };
-        let mut state = self.state.write();
-        let effects = state.execute(command);
-        // Still under the write lock, so the timer sees deadlines in commit order.
-        self.deadline
-            .send_replace(state.quarantine.as_ref().map(|q| q.deadline));
-        Some(effects)
-    }
-
-    /// Stores the state whenever a command changed it: a CDNA command, or token writes
-    /// counted as churn of a running quarantine.
-    fn durable_writes(&self, committed: &Committed, writes: &mut Vec<DurableWrite>) {
-        let state = self.state.read();
-        let changed = committed
-            .effects
-            .iter()
-            .any(|effect| matches!(effect, Effect::Cdna(_)))
-            || (state.quarantine.is_some() && token_writes(&committed.effects) > 0);
-        if !changed {
-            return;
-        }
-        let mut journaled = self.journaled_history.lock();
-        writes.push(state.durable_write(*journaled));
-        *journaled = state.next_history_sequence;
-    }
-
-    fn screen_import(&self, draft: &TokenDraft) -> Option<FieldViolation> {
-        weight_outside_limits(&self.state.read().config, draft.data.weight())
-            .map(|rule| FieldViolation::new("weight", rule))
-    }
-
-    fn applied(&self, committed: &Committed) {
-        let churn = token_writes(&committed.effects);
-        // Under the write lock nobody else changes the state between this read and write.
-        if churn > 0 && self.state.read().quarantine.is_some() {
-            if let Some(q) = &mut self.state.write().quarantine {
-                q.token_churn += churn;
-            }
-        }
-    }
 }
 
 /// Expires quarantines: sleeps until the running one's wall-clock deadline and then applies
 /// `ExpireQuarantine` through the write path. Re-arms whenever a quarantine starts or stops;
 /// returns when `shutdown` resolves.
 pub async fn run_quarantine_timer(
-    store: Arc<Store>,
+    writes: Writes,
     cdna: Arc<Cdna>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -641,8 +661,8 @@ pub async fn run_quarantine_timer(
         if let Some(deadline) = deadline {
             let now = cdna.now();
             if deadline <= now {
-                let expire = Command::Cdna(CdnaCommand::ExpireQuarantine { at: now });
-                match store.apply(expire) {
+                let expire = CdnaCommand::ExpireQuarantine { at: now };
+                match writes.change_quarantine(expire).await {
                     Ok(_) => {
                         info!("quarantine expired; the snapshot was restored");
                         continue;
@@ -673,18 +693,45 @@ pub async fn run_quarantine_timer(
 mod tests {
     use super::*;
     use crate::model::cdna::CdnaFlag;
-    use crate::model::{TokenDraft, TokenInput, TokenPatch, UpdatePath};
+    use crate::model::{Token, TokenDraft, TokenInput, TokenPatch, UpdatePath};
+    use crate::store::command::{Command, Outcome};
+    use crate::store::grids::Grids;
+    use crate::store::log::LocalLog;
+    use crate::store::write_path::{Components, Store};
 
     const T0: WallTime = WallTime(1_700_000_000_000);
 
-    fn setup() -> (Arc<Store>, Arc<Cdna>) {
-        let cdna = Arc::new(Cdna::new(Arc::new(TokioClock::starting_at(T0))));
-        let store = Arc::new(Store::new(vec![cdna.clone()]));
-        (store, cdna)
+    fn store_over(cdna: &Arc<Cdna>) -> Arc<Store> {
+        Arc::new(Store::new(Components {
+            cdna: Arc::clone(cdna),
+            grids: Arc::new(Grids::new(u64::MAX)),
+            followers: Vec::new(),
+        }))
     }
 
-    fn apply(store: &Store, command: CdnaCommand) -> Result<Vec<Effect>, StoreError> {
-        store.apply(Command::Cdna(command)).map(|c| c.effects)
+    fn setup() -> (Arc<Store>, Arc<Cdna>) {
+        let cdna = Arc::new(Cdna::new(Arc::new(TokioClock::starting_at(T0))));
+        (store_over(&cdna), cdna)
+    }
+
+    /// Writes through the store's local log, as the server does.
+    fn writes(store: &Arc<Store>) -> Writes {
+        Writes::new(Arc::new(LocalLog::new(Arc::clone(store))))
+    }
+
+    fn apply(store: &Store, command: CdnaCommand) -> Result<CdnaChange, StoreError> {
+        match store.apply(Command::Cdna(command))?.outcome {
+            Outcome::Cdna(change) => Ok(change),
+            other => panic!("a CDNA command has a CDNA outcome, got {other:?}"),
+        }
+    }
+
+    /// The token a create made.
+    fn created(outcome: &Outcome) -> Token {
+        match outcome {
+            Outcome::Created(token) => *token,
+            other => panic!("created expected, got {other:?}"),
+        }
     }
 
     fn draft(weight: f32) -> TokenDraft {
@@ -748,15 +795,17 @@ mod tests {
                 draft: draft(weight),
             })
             .collect();
-        let committed = store
+        let applied = store
             .apply(Command::ImportTokens { drafts, at: 1 })
             .expect("an import never fails as a whole");
-        assert!(matches!(&committed.effects[0], Effect::Created(t) if t.id.get() == 1));
-        assert!(matches!(
-            &committed.effects[1],
-            Effect::ImportSkipped { index: 41, violation } if violation.field == "weight"
-        ));
-        assert!(matches!(&committed.effects[2], Effect::Created(t) if t.id.get() == 2));
+        let Outcome::Imported(plan) = applied.outcome else {
+            panic!("an import outcome");
+        };
+        let created: Vec<_> = plan.created.iter().map(|(i, t)| (*i, t.id.get())).collect();
+        assert_eq!(created, [(40, 1), (42, 2)]);
+        assert_eq!(plan.skipped.len(), 1);
+        assert_eq!(plan.skipped[0].0, 41);
+        assert_eq!(plan.skipped[0].1.field, "weight");
         assert_eq!(store.tables().len(), 2);
     }
 
@@ -770,22 +819,20 @@ mod tests {
                 at: 1,
             })
             .expect_err("out of limits");
-        let StoreError::Invalid(violations) = rejected else {
-            panic!("INVALID_ARGUMENT expected, got {rejected:?}");
+        let StoreError::WeightOutsideLimits(outside) = rejected else {
+            panic!("weights outside the limits expected, got {rejected:?}");
         };
-        let fields: Vec<_> = violations.0.iter().map(|v| v.field.as_str()).collect();
-        assert_eq!(fields, ["tokens[1].weight", "tokens[2].weight"]);
+        let tokens: Vec<_> = outside.iter().map(|(at, _)| *at).collect();
+        assert_eq!(tokens, [TokenAt::Batch(1), TokenAt::Batch(2)]);
         assert!(store.tables().is_empty());
 
-        let created = store
+        let created_token = store
             .apply(Command::CreateToken {
                 draft: draft(0.8),
                 at: 1,
             })
             .expect("the limit itself is allowed");
-        let Effect::Created(token) = &created.effects[0] else {
-            panic!("created");
-        };
+        let token = created(&created_token.outcome);
         let input = TokenInput {
             weight: 0.85,
             ..TokenInput::default()
@@ -799,7 +846,7 @@ mod tests {
             })
             .expect_err("weight above the limit");
         assert!(
-            matches!(&rejected, StoreError::Invalid(v) if v.0[0].field == "token.weight"),
+            matches!(&rejected, StoreError::WeightOutsideLimits(v) if v[0].0 == TokenAt::Single),
             "{rejected:?}"
         );
         let radius = TokenPatch::new(&input, vec![UpdatePath::FieldRadius]).expect("valid");
@@ -863,7 +910,10 @@ mod tests {
                 at: cdna.now(),
             },
         );
-        assert!(matches!(result, Err(StoreError::Aborted(_))), "{result:?}");
+        assert!(
+            matches!(result, Err(StoreError::StaleRevision { .. })),
+            "{result:?}"
+        );
         assert_eq!(cdna.state(), before);
         assert_eq!(store.sequence(), 0);
     }
@@ -932,7 +982,7 @@ mod tests {
             },
         )
         .expect("update");
-        let effects = apply(
+        let change = apply(
             &store,
             CdnaCommand::StopQuarantine {
                 apply: false,
@@ -944,16 +994,14 @@ mod tests {
         assert_eq!(config.profile, ProfileId::Default);
         assert!(!config.flags.strict);
         assert_eq!(config.revision, 4);
+        assert!(change.config.is_some(), "the snapshot is restored");
         assert!(matches!(
-            &effects[..],
-            [
-                Effect::Cdna(CdnaEffect::Config { .. }),
-                Effect::Cdna(CdnaEffect::Quarantine(QuarantineStatus {
-                    active: false,
-                    config_changes: 2,
-                    ..
-                }))
-            ]
+            change.quarantine,
+            Some(QuarantineStatus {
+                active: false,
+                config_changes: 2,
+                ..
+            })
         ));
     }
 
@@ -991,7 +1039,7 @@ mod tests {
         let (store, cdna) = setup();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let timer = tokio::spawn(run_quarantine_timer(
-            Arc::clone(&store),
+            writes(&store),
             Arc::clone(&cdna),
             async move {
                 let _ = stopped.await;
@@ -1024,7 +1072,7 @@ mod tests {
     async fn the_timer_re_arms_when_quarantines_stop_and_start() {
         let (store, cdna) = setup();
         let timer = tokio::spawn(run_quarantine_timer(
-            Arc::clone(&store),
+            writes(&store),
             Arc::clone(&cdna),
             std::future::pending(),
         ));
@@ -1073,10 +1121,10 @@ mod tests {
             300,
         ));
         let cdna = Arc::new(Cdna::with_state(clock, state));
-        let store = Arc::new(Store::new(vec![cdna.clone()]));
+        let store = store_over(&cdna);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let timer = tokio::spawn(run_quarantine_timer(
-            Arc::clone(&store),
+            writes(&store),
             Arc::clone(&cdna),
             async move {
                 let _ = stopped.await;
@@ -1099,7 +1147,7 @@ mod tests {
         };
         assert!(matches!(
             apply(&store, stop(true)),
-            Err(StoreError::FailedPrecondition(_))
+            Err(StoreError::NoQuarantine)
         ));
         start(&store, &cdna, 60);
         let again = apply(
@@ -1109,7 +1157,13 @@ mod tests {
                 at: cdna.now(),
             },
         );
-        assert!(matches!(again, Err(StoreError::FailedPrecondition(_))));
+        assert!(matches!(
+            again,
+            Err(StoreError::QuarantineRunning {
+                blocks: QuarantineBlocks::Start,
+                ..
+            })
+        ));
         let reset = apply(
             &store,
             CdnaCommand::Reset {
@@ -1118,9 +1172,15 @@ mod tests {
                 at: cdna.now(),
             },
         );
-        assert!(matches!(reset, Err(StoreError::FailedPrecondition(_))));
+        assert!(matches!(
+            reset,
+            Err(StoreError::QuarantineRunning {
+                blocks: QuarantineBlocks::Reset,
+                ..
+            })
+        ));
         let early = apply(&store, CdnaCommand::ExpireQuarantine { at: cdna.now() });
-        assert!(matches!(early, Err(StoreError::FailedPrecondition(_))));
+        assert!(matches!(early, Err(StoreError::QuarantineNotDue)));
         assert!(cdna.quarantine_status().active);
     }
 }

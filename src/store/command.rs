@@ -1,13 +1,18 @@
-//! Commands (one per write RPC) and the effects a committed command had.
+//! Commands (one per write RPC), what applying one produced for its caller (`Outcome`) and
+//! what it changed for the components that follow commits (`Effect`).
 
-use super::cdna::{CdnaCommand, CdnaEffect};
+use serde::{Deserialize, Serialize};
+
+use super::cdna::{CdnaChange, CdnaCommand, CdnaEffect};
 use super::grids::{GridCommand, GridEffect};
-use super::import::ImportDraft;
-use crate::model::{FieldViolation, Token, TokenDraft, TokenId, TokenPatch};
+use super::import::{ImportDraft, ImportPlan};
+use crate::model::{Token, TokenDraft, TokenId, TokenPatch};
 
 /// One write, applied by the write path as a unit with one commit sequence. Commands carry
 /// their timestamp so that applying one is deterministic (ids are allocated when applied).
-#[derive(Clone, Debug, PartialEq)]
+/// Serialised into log entries (`store::log::entry`): change a variant only together with the
+/// entry format.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Create one token.
     CreateToken {
@@ -24,7 +29,7 @@ pub enum Command {
         at: u32,
     },
     /// Create the tokens of one ImportTokens message that pass the state checks; skip the
-    /// others (reported as `Effect::ImportSkipped`), never failing as a whole.
+    /// others (listed in the outcome), never failing as a whole.
     ImportTokens {
         /// The field-valid tokens of the message, in stream order.
         drafts: Vec<ImportDraft>,
@@ -54,18 +59,53 @@ pub enum Command {
 }
 
 impl Command {
-    /// Path prefix of token number `index` in the request this command came from.
-    pub fn token_path(&self, index: usize) -> String {
+    /// The write RPC this command comes from (request ids are per method).
+    pub fn method(&self) -> &'static str {
         match self {
-            Command::BatchCreate { .. } => format!("tokens[{index}]."),
-            // Import errors name fields within the token; the index travels separately.
-            Command::ImportTokens { .. } => String::new(),
-            _ => "token.".to_string(),
+            Command::CreateToken { .. } => "CreateToken",
+            Command::BatchCreate { .. } => "BatchCreateTokens",
+            Command::ImportTokens { .. } => "ImportTokens",
+            Command::UpdateToken { .. } => "UpdateToken",
+            Command::DeleteToken { .. } => "DeleteToken",
+            Command::ClearTokens => "ClearTokens",
+            Command::Grid(command) => command.method(),
+            Command::Cdna(command) => command.method(),
         }
     }
 }
 
-/// What a committed command changed, in order.
+/// What applying a command produced for the call that sent it: one variant per kind of
+/// command, so that each write gets a typed answer (`store::Writes`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The token a CreateToken made.
+    Created(Token),
+    /// The tokens a BatchCreate made, in request order.
+    Batch(Vec<Token>),
+    /// What an import message created and skipped.
+    Imported(ImportPlan),
+    /// The token after an UpdateToken.
+    Updated(Token),
+    /// The last state of a deleted token.
+    Deleted(Token),
+    /// How many tokens a clear removed.
+    Cleared(u64),
+    /// What a grid command did.
+    Grid(GridEffect),
+    /// What a CDNA command changed.
+    Cdna(CdnaChange),
+}
+
+/// A command that was applied: its commit sequence and outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Applied {
+    /// The commit sequence.
+    pub sequence: u64,
+    /// What it produced.
+    pub outcome: Outcome,
+}
+
+/// What a committed command changed, in order, for the components that follow commits.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     /// A token now exists.
@@ -83,13 +123,6 @@ pub enum Effect {
     Cleared {
         /// How many there were.
         count: u64,
-    },
-    /// A token of an import was skipped: its state checks failed.
-    ImportSkipped {
-        /// Position of the token across the whole import stream.
-        index: u64,
-        /// Why, with a path within the token (e.g. `id`, `weight`).
-        violation: FieldViolation,
     },
     /// A user grid changed.
     Grid(GridEffect),

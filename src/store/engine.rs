@@ -14,9 +14,11 @@ use super::durable::schema;
 use super::durable::{recovery, Durability, DurableError, Journal};
 use super::events::ChangeFeed;
 use super::grids::Grids;
+use super::log::LocalLog;
 use super::spatial::SpatialIndex;
 use super::tokens::TokenTables;
-use super::write_path::{Store, WriteHook};
+use super::write_path::{Components, Store};
+use super::writes::Writes;
 
 /// Where and how an engine keeps its state.
 #[derive(Clone, Debug)]
@@ -37,8 +39,10 @@ pub struct EngineOptions {
 
 /// The store and its components.
 pub struct Engine {
-    /// Tokens and the write path.
+    /// Tokens, reads and the deterministic apply step.
     pub store: Arc<Store>,
+    /// Typed writes through the command log.
+    pub writes: Writes,
     /// Grid 0's spatial index.
     pub index: Arc<SpatialIndex>,
     /// The user grids.
@@ -49,16 +53,25 @@ pub struct Engine {
     pub feed: Arc<ChangeFeed>,
 }
 
-/// The write path's hooks, in the order they see a command: CDNA first, so that its weight
-/// limits reject a command before any other component sees it; the feed last, once every
-/// component has followed the commit.
-fn hooks(
+/// The components of a store: CDNA and the grids are dispatched to by the write path; the
+/// index and then the feed follow every commit (the feed last, so that a watcher who hears of a
+/// commit finds it in the index).
+fn components(
     cdna: &Arc<Cdna>,
     index: &Arc<SpatialIndex>,
     grids: &Arc<Grids>,
     feed: &Arc<ChangeFeed>,
-) -> Vec<Arc<dyn WriteHook>> {
-    vec![cdna.clone(), index.clone(), grids.clone(), feed.clone()]
+) -> Components {
+    Components {
+        cdna: Arc::clone(cdna),
+        grids: Arc::clone(grids),
+        followers: vec![index.clone(), feed.clone()],
+    }
+}
+
+/// Typed writes through the single-node log over `store`.
+fn local_writes(store: &Arc<Store>) -> Writes {
+    Writes::new(Arc::new(LocalLog::new(Arc::clone(store))))
 }
 
 impl Engine {
@@ -68,9 +81,11 @@ impl Engine {
         let index = Arc::new(SpatialIndex::default());
         let grids = Arc::new(Grids::new(options.max_grid_memberships));
         let feed = Arc::new(ChangeFeed::new(options.watch_lag_limit));
-        let store = Arc::new(Store::new(hooks(&cdna, &index, &grids, &feed)));
+        let store = Arc::new(Store::new(components(&cdna, &index, &grids, &feed)));
+        let writes = local_writes(&store);
         Engine {
             store,
+            writes,
             index,
             grids,
             cdna,
@@ -126,17 +141,20 @@ impl Engine {
             options.batch_delay,
         ));
         let store = Arc::new(Store::recovered(
-            hooks(&cdna, &index, &grids, &feed),
+            components(&cdna, &index, &grids, &feed),
             tables,
             recovered.sequence,
-            &recovered.highest_local,
+            recovered.ids,
             journal,
         ));
+        let writes = local_writes(&store);
         // A quarantine whose deadline passed while the server was down ends before any call is
         // answered, so that nobody sees (or keeps) its provisional config.
         let deadline = *cdna.deadlines().borrow();
         if deadline.is_some_and(|deadline| deadline <= cdna.now()) {
             let expire = Command::Cdna(CdnaCommand::ExpireQuarantine { at: cdna.now() });
+            // Recovery is local: apply at once (the journal syncs it with the next write or at
+            // close), before the log takes any call.
             if let Err(e) = store.apply(expire) {
                 tracing::warn!(error = %e, "the missed quarantine expiry was not applied");
             } else {
@@ -153,6 +171,7 @@ impl Engine {
         );
         Ok(Engine {
             store,
+            writes,
             index,
             grids,
             cdna,

@@ -1,34 +1,144 @@
-//! Typed errors of the store and model; `api::error` maps them to gRPC statuses in one place.
+//! Typed errors of the store: each variant names a condition and carries where it happened
+//! (which token of a request, which id, grid or revision). Only `api::error` turns them into
+//! gRPC codes and request paths (`token.`, `tokens[i].`, `grid_id`, …).
 
-use crate::model::Violations;
+use crate::model::cdna::ProfileId;
+use crate::model::grid::GridId;
+use crate::model::token::MAX_LOCAL_ID;
+use crate::model::{IdPair, Space, TokenId, Violations};
 
-/// Why a store call failed; each variant is one gRPC status code.
+/// Which token of its request an error concerns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenAt {
+    /// The request's one token (CreateToken, UpdateToken).
+    Single,
+    /// Entry `i` of a batch (BatchCreateTokens).
+    Batch(usize),
+}
+
+/// What a quarantine that is running prevents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuarantineBlocks {
+    /// Starting another.
+    Start,
+    /// Resetting the config.
+    Reset,
+}
+
+/// Why a store call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    /// Input broke a field rule (INVALID_ARGUMENT); paths are from the request root.
+    /// Request fields break their rules; the paths are from the request root (the API builds
+    /// these from the model's validation).
     #[error("{0}")]
     Invalid(Violations),
-    /// The request as a whole is malformed in a way no single field explains (INVALID_ARGUMENT).
+    /// Changed CDNA config fields break a rule that depends on the live config; paths are
+    /// within the config.
     #[error("{0}")]
-    BadRequest(String),
-    /// A named token or other resource does not exist (NOT_FOUND).
-    #[error("{0}")]
-    NotFound(String),
-    /// The resource to create exists already (ALREADY_EXISTS).
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// A cap or id space is used up (RESOURCE_EXHAUSTED).
-    #[error("{0}")]
-    ResourceExhausted(String),
-    /// The state does not allow the call now (FAILED_PRECONDITION).
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// A concurrent change won (ABORTED).
-    #[error("{0}")]
-    Aborted(String),
-    /// The service cannot answer now (UNAVAILABLE).
+    ConfigRules(Violations),
+    /// Token weights outside the live CDNA token-weight limits: each token and the rule.
+    #[error("token weights are outside the CDNA token-weight limits")]
+    WeightOutsideLimits(Vec<(TokenAt, String)>),
+    /// A token with an explicit id that is live, or named twice in one request.
+    #[error("token {id} already exists")]
+    TokenExists {
+        /// The token of the request.
+        at: TokenAt,
+        /// The id.
+        id: TokenId,
+        /// Named earlier in the same request rather than live.
+        earlier_in_request: bool,
+    },
+    /// Every local id of a pair has been used.
+    #[error("local ids of domain {} entity_type {} are used up ({MAX_LOCAL_ID} is the highest)", pair.domain(), pair.entity_type())]
+    IdsUsedUp {
+        /// The token of the request that needed one.
+        at: TokenAt,
+        /// The pair.
+        pair: IdPair,
+    },
+    /// The token a write targets does not exist.
+    #[error("token {0} does not exist")]
+    TokenNotFound(TokenId),
+    /// The token a grid membership names does not exist.
+    #[error("token {0} does not exist")]
+    MemberNotFound(TokenId),
+    /// The token is not a member of the grid.
+    #[error("token {token} is not a member of grid {grid}")]
+    NotAMember {
+        /// The grid.
+        grid: GridId,
+        /// The token.
+        token: TokenId,
+    },
+    /// No user grid has this id.
+    #[error("grid {0} does not exist")]
+    GridNotFound(GridId),
+    /// Grid 0 cannot be deleted or have its members changed.
+    #[error("grid 0 is the default grid; it holds every token and cannot {0}")]
+    DefaultGridFixed(&'static str),
+    /// The number of user grids is at its limit.
+    #[error("at most {0} user grids may exist; delete one first")]
+    UserGridsFull(usize),
+    /// Every grid id has been used (ids are never reused).
+    #[error("grid ids are used up (ids are never reused)")]
+    GridIdsUsedUp,
+    /// Grid memberships are at their cap.
+    #[error("grid memberships are capped at {0} (--max-grid-memberships); remove some first")]
+    MembershipsCapped(u64),
+    /// The query token has no point in the space it queries.
+    #[error("token {token} is undefined in {} (it has no {} point), so it has no neighbours there", space.field_name(), space.field_name())]
+    UndefinedInSpace {
+        /// The token.
+        token: TokenId,
+        /// The space.
+        space: Space,
+    },
+    /// The CDNA config is not at the revision the request expected.
+    #[error("expected_revision {expected} is stale: the config is at revision {current}; read it again and retry")]
+    StaleRevision {
+        /// What the request expected.
+        expected: u64,
+        /// The live revision.
+        current: u64,
+    },
+    /// The profile is not a preset.
+    #[error("profile {0} is not a preset")]
+    NotAPreset(ProfileId),
+    /// A running quarantine prevents the change.
+    #[error("{}", quarantine_running(*.blocks, *.seconds_left))]
+    QuarantineRunning {
+        /// What it prevents.
+        blocks: QuarantineBlocks,
+        /// Seconds until it expires.
+        seconds_left: u32,
+    },
+    /// No quarantine is running.
+    #[error("no quarantine is active; start one with StartQuarantine")]
+    NoQuarantine,
+    /// The quarantine's deadline has not passed (an early expiry command).
+    #[error("the quarantine has not reached its deadline")]
+    QuarantineNotDue,
+    /// A change-feed subscriber fell further behind than the limit.
+    #[error("subscriber lagged more than {0} events behind the commits (--watch-lag-limit); read faster or call WatchTokens again")]
+    FeedLagged(usize),
+    /// The change feed has closed.
+    #[error("the change feed has closed")]
+    FeedClosed,
+    /// The store cannot take writes or answer now (storage failed, shutting down, …).
     #[error("{0}")]
     Unavailable(String),
+}
+
+fn quarantine_running(blocks: QuarantineBlocks, seconds_left: u32) -> String {
+    match blocks {
+        QuarantineBlocks::Start => {
+            format!("a quarantine is already active ({seconds_left} s left); stop it first")
+        }
+        QuarantineBlocks::Reset => {
+            format!("a quarantine is active ({seconds_left} s left); stop it before ResetConfig")
+        }
+    }
 }
 
 impl From<Violations> for StoreError {

@@ -1,4 +1,4 @@
-//! The change feed behind WatchTokens: a write-path hook that turns the token effects of every
+//! The change feed behind WatchTokens: a write-path follower that turns the token effects of every
 //! commit into `TokenEvent`s and publishes them, in commit order, on a bounded broadcast
 //! channel. Grid and CDNA effects give no events. A subscriber that falls more than the lag
 //! limit behind is cut off (ABORTED) rather than slowing the writers down. Events are model
@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 
 use super::command::{Committed, Effect};
 use super::error::StoreError;
-use super::write_path::WriteHook;
+use super::write_path::Follower;
 use crate::model::Token;
 
 /// Largest lag limit a feed takes: the channel reserves a slot per event of the limit.
@@ -96,8 +96,8 @@ impl ChangeFeed {
     }
 }
 
-impl WriteHook for ChangeFeed {
-    fn applied(&self, committed: &Committed) {
+impl Follower for ChangeFeed {
+    fn follow(&self, committed: &Committed) {
         if self.sender.receiver_count() == 0 {
             return;
         }
@@ -127,18 +127,12 @@ impl Subscription {
         match self.receiver.recv().await {
             Ok(event) => Ok(event),
             Err(broadcast::error::RecvError::Lagged(_)) => Err(self.lagged()),
-            Err(broadcast::error::RecvError::Closed) => {
-                Err(StoreError::Unavailable("the change feed has closed".into()))
-            }
+            Err(broadcast::error::RecvError::Closed) => Err(StoreError::FeedClosed),
         }
     }
 
     fn lagged(&self) -> StoreError {
-        StoreError::Aborted(format!(
-            "subscriber lagged more than {} events behind the commits (--watch-lag-limit); \
-             read faster or call WatchTokens again",
-            self.lag_limit
-        ))
+        StoreError::FeedLagged(self.lag_limit)
     }
 }
 
@@ -196,10 +190,10 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_sees_commits_after_it_subscribed_in_order() {
         let feed = ChangeFeed::new(10);
-        feed.applied(&committed(1, vec![Effect::Created(token(1))]));
+        feed.follow(&committed(1, vec![Effect::Created(token(1))]));
         let mut subscription = feed.subscribe();
-        feed.applied(&committed(2, vec![Effect::Created(token(2))]));
-        feed.applied(&committed(3, vec![Effect::Deleted(token(2))]));
+        feed.follow(&committed(2, vec![Effect::Created(token(2))]));
+        feed.follow(&committed(3, vec![Effect::Deleted(token(2))]));
         let first = subscription.next().await.expect("event");
         let second = subscription.next().await.expect("event");
         assert_eq!((first.id(), first.sequence), (2, 2));
@@ -212,10 +206,10 @@ mod tests {
         let feed = ChangeFeed::new(3);
         let mut subscription = feed.subscribe();
         for sequence in 1..=4 {
-            feed.applied(&committed(sequence, vec![Effect::Created(token(1))]));
+            feed.follow(&committed(sequence, vec![Effect::Created(token(1))]));
         }
         let error = subscription.next().await.expect_err("4 behind");
-        assert!(matches!(error, StoreError::Aborted(ref m) if m.contains("subscriber lagged")));
+        assert!(matches!(error, StoreError::FeedLagged(_)));
     }
 
     #[tokio::test]
@@ -223,7 +217,7 @@ mod tests {
         let feed = ChangeFeed::new(3);
         let mut subscription = feed.subscribe();
         for sequence in 1..=3 {
-            feed.applied(&committed(sequence, vec![Effect::Created(token(1))]));
+            feed.follow(&committed(sequence, vec![Effect::Created(token(1))]));
         }
         for sequence in 1..=3 {
             assert_eq!(subscription.next().await.expect("event").sequence, sequence);
@@ -234,7 +228,7 @@ mod tests {
     fn without_subscribers_nothing_is_published() {
         let feed = ChangeFeed::new(2);
         for sequence in 1..=10 {
-            feed.applied(&committed(sequence, vec![Effect::Created(token(1))]));
+            feed.follow(&committed(sequence, vec![Effect::Created(token(1))]));
         }
         assert_eq!(feed.subscribers(), 0);
         assert_eq!(feed.sender.len(), 0);

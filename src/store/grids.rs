@@ -7,17 +7,16 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use roaring::RoaringBitmap;
 
-use super::command::{Command, Committed, Effect};
+use super::command::{Committed, Effect};
 use super::durable::{DurableWrite, StoredGrid};
 use super::error::StoreError;
 use super::spatial::SpaceTrees;
 use super::tokens::TokenTables;
-use super::write_path::WriteHook;
 use crate::model::grid::{GridConfig, GridId, DEFAULT_GRID, MAX_USER_GRIDS};
 use crate::model::TokenId;
 
 /// A change of the user grids, applied through the write path.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum GridCommand {
     /// Create a user grid; its id is allocated when applied.
     Create {
@@ -43,6 +42,18 @@ pub enum GridCommand {
         /// The token.
         token: TokenId,
     },
+}
+
+impl GridCommand {
+    /// The write RPC this command comes from.
+    pub fn method(&self) -> &'static str {
+        match self {
+            GridCommand::Create { .. } => "CreateGrid",
+            GridCommand::Delete { .. } => "DeleteGrid",
+            GridCommand::AddMember { .. } => "AddToken",
+            GridCommand::RemoveMember { .. } => "RemoveToken",
+        }
+    }
 }
 
 /// What a grid command changed.
@@ -127,17 +138,6 @@ pub struct Grids {
     max_memberships: u64,
 }
 
-/// NOT_FOUND for an unknown grid, named by the request's `grid_id`.
-pub fn grid_not_found(grid: GridId) -> StoreError {
-    StoreError::NotFound(format!("grid_id: grid {grid} does not exist"))
-}
-
-fn default_grid_fixed(what: &str) -> StoreError {
-    StoreError::FailedPrecondition(format!(
-        "grid_id: grid 0 is the default grid; it holds every token and cannot {what}"
-    ))
-}
-
 impl Grids {
     /// No user grids; at most `max_memberships` memberships over all of them.
     pub fn new(max_memberships: u64) -> Grids {
@@ -198,12 +198,23 @@ impl Grids {
         self.set.read().memberships
     }
 
-    /// The user grid a membership command names: grid 0 and unknown grids are refused.
-    fn member_grid(&self, grid: GridId, what: &str) -> Result<Arc<UserGrid>, StoreError> {
+    /// The user grid a command names: grid 0 (which cannot `what`) and unknown grids are
+    /// refused.
+    fn user_grid(&self, grid: GridId, what: &'static str) -> Result<Arc<UserGrid>, StoreError> {
         if grid == DEFAULT_GRID {
-            return Err(default_grid_fixed(what));
+            return Err(StoreError::DefaultGridFixed(what));
         }
-        self.get(grid).ok_or_else(|| grid_not_found(grid))
+        self.get(grid).ok_or(StoreError::GridNotFound(grid))
+    }
+
+    /// Checks and applies a grid command (under the write lock).
+    pub fn apply(
+        &self,
+        command: &GridCommand,
+        tables: &TokenTables,
+    ) -> Result<GridEffect, StoreError> {
+        self.check_grid(command, tables)?;
+        Ok(self.execute_grid(command, tables))
     }
 
     fn check_grid(&self, command: &GridCommand, tables: &TokenTables) -> Result<(), StoreError> {
@@ -211,39 +222,31 @@ impl Grids {
             GridCommand::Create { .. } => {
                 let set = self.set.read();
                 if set.grids.len() >= MAX_USER_GRIDS {
-                    return Err(StoreError::ResourceExhausted(format!(
-                        "at most {MAX_USER_GRIDS} user grids may exist; delete one first"
-                    )));
+                    return Err(StoreError::UserGridsFull(MAX_USER_GRIDS));
                 }
                 if set.highest_id == GridId::MAX {
-                    return Err(StoreError::ResourceExhausted(
-                        "grid ids are used up (ids are never reused)".into(),
-                    ));
+                    return Err(StoreError::GridIdsUsedUp);
                 }
             }
             GridCommand::Delete { grid } => {
-                self.member_grid(*grid, "be deleted")?;
+                self.user_grid(*grid, "be deleted")?;
             }
             GridCommand::AddMember { grid, token } => {
-                let user_grid = self.member_grid(*grid, "change its members")?;
+                let user_grid = self.user_grid(*grid, "change its members")?;
                 if !tables.contains(*token) {
-                    return Err(StoreError::NotFound(format!(
-                        "token_id: token {token} does not exist"
-                    )));
+                    return Err(StoreError::MemberNotFound(*token));
                 }
                 if !user_grid.is_member(token.get()) && self.memberships() >= self.max_memberships {
-                    return Err(StoreError::ResourceExhausted(format!(
-                        "grid memberships are capped at {} (--max-grid-memberships); remove some first",
-                        self.max_memberships
-                    )));
+                    return Err(StoreError::MembershipsCapped(self.max_memberships));
                 }
             }
             GridCommand::RemoveMember { grid, token } => {
-                let user_grid = self.member_grid(*grid, "change its members")?;
+                let user_grid = self.user_grid(*grid, "change its members")?;
                 if !user_grid.is_member(token.get()) {
-                    return Err(StoreError::NotFound(format!(
-                        "token_id: token {token} is not a member of grid {grid}"
-                    )));
+                    return Err(StoreError::NotAMember {
+                        grid: *grid,
+                        token: *token,
+                    });
                 }
             }
         }
@@ -306,26 +309,10 @@ impl Grids {
     }
 }
 
-impl WriteHook for Grids {
-    fn check(&self, command: &Command, tables: &TokenTables) -> Result<(), StoreError> {
-        match command {
-            Command::Grid(grid_command) => self.check_grid(grid_command, tables),
-            _ => Ok(()),
-        }
-    }
-
-    fn execute(&self, command: &Command, tables: &TokenTables) -> Option<Vec<Effect>> {
-        match command {
-            Command::Grid(grid_command) => {
-                Some(vec![Effect::Grid(self.execute_grid(grid_command, tables))])
-            }
-            _ => None,
-        }
-    }
-
+impl Grids {
     /// Keeps members' entries current, drops deleted tokens from every grid and empties every
     /// grid on a clear (the grids themselves stay).
-    fn applied(&self, committed: &Committed) {
+    pub fn follow(&self, committed: &Committed) {
         let concerns_members = committed.effects.iter().any(|effect| {
             matches!(
                 effect,
@@ -367,7 +354,8 @@ impl WriteHook for Grids {
         }
     }
 
-    fn durable_writes(&self, committed: &Committed, writes: &mut Vec<DurableWrite>) {
+    /// Adds what a commit changed in the stored grids.
+    pub fn durable_writes(&self, committed: &Committed, writes: &mut Vec<DurableWrite>) {
         let any_grid = !self.set.read().grids.is_empty();
         for effect in &committed.effects {
             match effect {

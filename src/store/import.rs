@@ -5,13 +5,13 @@
 
 use std::collections::HashSet;
 
-use super::command::Effect;
+use super::ids::IdCounters;
 use super::tokens::TokenTables;
 use crate::model::token::{IdRequest, MAX_LOCAL_ID};
 use crate::model::{FieldViolation, Token, TokenDraft, TokenId};
 
 /// One field-valid token of an import message and its position across the whole stream.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ImportDraft {
     /// Position of the token across the whole import stream (invalid tokens counted too).
     pub index: u64,
@@ -29,38 +29,22 @@ pub struct ImportPlan {
 }
 
 impl ImportPlan {
-    /// The effects of the plan in stream order: `Created` or `ImportSkipped` per token.
-    pub fn into_effects(self) -> Vec<Effect> {
-        let mut effects: Vec<(u64, Effect)> = self
-            .created
-            .into_iter()
-            .map(|(index, token)| (index, Effect::Created(token)))
-            .chain(
-                self.skipped
-                    .into_iter()
-                    .map(|(index, violation)| (index, Effect::ImportSkipped { index, violation })),
-            )
-            .collect();
-        effects.sort_by_key(|(index, _)| *index);
-        effects.into_iter().map(|(_, effect)| effect).collect()
-    }
-
-    /// The created tokens alone, for the tables.
+    /// The created tokens alone, in stream order.
     pub fn tokens(&self) -> Vec<Token> {
         self.created.iter().map(|(_, token)| *token).collect()
     }
 }
 
-/// Plans one import message against the live `tables` and the per-pair id counters
-/// `highest_local` (256 entries, raised for every token the plan creates). `screen` names a
-/// hook's reason to skip a draft (the CDNA weight limits), checked first. As in a batch, the
+/// Plans one import message against the live `tables` and the id counters `ids` (raised for
+/// every token the plan creates). `screen` names another component's reason to skip a draft
+/// (the CDNA weight limits), checked first. As in a batch, the
 /// accepted explicit ids raise their pair's counter before any id is allocated, so an
 /// allocated id never collides with one named in the same message.
 pub fn plan_import(
     drafts: &[ImportDraft],
     at: u32,
     tables: &TokenTables,
-    highest_local: &mut [u32],
+    ids: &mut IdCounters,
     screen: impl Fn(&TokenDraft) -> Option<FieldViolation>,
 ) -> ImportPlan {
     // Per draft: Some(Ok(id)), Some(Err(why)), or None while its id is still to be allocated.
@@ -82,8 +66,7 @@ pub fn plan_import(
                     format!("token {id} already exists earlier in this import message"),
                 )))
             } else {
-                let pair = &mut highest_local[id.pair()];
-                *pair = (*pair).max(id.local_id());
+                ids.reserve(id);
                 Some(Ok(id))
             }
         } else {
@@ -93,7 +76,7 @@ pub fn plan_import(
     }
     let mut plan = ImportPlan::default();
     for (entry, outcome) in drafts.iter().zip(outcomes) {
-        let outcome = outcome.unwrap_or_else(|| allocate(entry.draft.id, highest_local));
+        let outcome = outcome.unwrap_or_else(|| allocate(entry.draft.id, ids));
         match outcome {
             Ok(id) => plan.created.push((
                 entry.index,
@@ -109,30 +92,26 @@ pub fn plan_import(
 }
 
 /// The next local id of the draft's pair, or why there is none.
-fn allocate(request: IdRequest, highest_local: &mut [u32]) -> Result<TokenId, FieldViolation> {
-    let IdRequest::Allocate { pair } = request else {
+fn allocate(request: IdRequest, ids: &mut IdCounters) -> Result<TokenId, FieldViolation> {
+    let IdRequest::Allocate(pair) = request else {
         unreachable!("explicit ids are decided in the first pass")
     };
-    let (domain, entity_type) = ((pair >> 4) as u32, (pair & 0xF) as u32);
-    if highest_local[pair] >= MAX_LOCAL_ID {
-        return Err(FieldViolation::new(
+    ids.allocate(pair).map_err(|used_up| {
+        FieldViolation::new(
             "id",
             format!(
-                "local ids of domain {domain} entity_type {entity_type} are used up ({MAX_LOCAL_ID} is the highest)"
+                "local ids of domain {} entity_type {} are used up ({MAX_LOCAL_ID} is the highest)",
+                used_up.pair.domain(),
+                used_up.pair.entity_type()
             ),
-        ));
-    }
-    highest_local[pair] += 1;
-    Ok(
-        TokenId::from_parts(domain, entity_type, highest_local[pair])
-            .expect("pair < 256 and local id in 1..=MAX_LOCAL_ID"),
-    )
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::TokenInput;
+    use crate::model::{IdPair, TokenInput};
 
     fn draft(id: u32, weight: f32) -> TokenDraft {
         TokenInput {
@@ -172,11 +151,11 @@ mod tests {
 
     #[test]
     fn allocations_follow_explicit_ids_of_the_same_message() {
-        let mut highest = [0u32; 256];
+        let mut highest = IdCounters::default();
         let drafts = entries(vec![draft(0, 0.5), draft(5, 0.5), draft(0, 0.5)]);
         let plan = plan_import(&drafts, 3, &TokenTables::default(), &mut highest, no_veto);
         assert_eq!(ids(&plan), [(10, 6), (11, 5), (12, 7)]);
-        assert_eq!(highest[0], 7);
+        assert_eq!(highest.highest(IdPair::default()), 7);
         assert!(plan.created.iter().all(|(_, t)| t.data.timestamp() == 3));
     }
 
@@ -187,8 +166,8 @@ mod tests {
             id: TokenId::new(2).expect("valid"),
             data: draft(0, 0.5).stamped(1),
         }]);
-        let mut highest = [0u32; 256];
-        highest[0] = 2;
+        let mut highest = IdCounters::default();
+        highest.raise(IdPair::default(), 2);
         let drafts = entries(vec![
             draft(2, 0.5),
             draft(4, 0.5),
@@ -207,7 +186,7 @@ mod tests {
 
     #[test]
     fn a_screened_draft_is_skipped_and_raises_no_counter() {
-        let mut highest = [0u32; 256];
+        let mut highest = IdCounters::default();
         let veto_heavy = |d: &TokenDraft| {
             (d.data.weight() > 0.8).then(|| FieldViolation::new("weight", "too heavy"))
         };
@@ -225,8 +204,8 @@ mod tests {
 
     #[test]
     fn an_exhausted_pair_skips_only_its_allocations() {
-        let mut highest = [0u32; 256];
-        highest[0] = MAX_LOCAL_ID - 1;
+        let mut highest = IdCounters::default();
+        highest.raise(IdPair::default(), MAX_LOCAL_ID - 1);
         let other_pair = TokenInput {
             entity_type: 1,
             weight: 0.5,
@@ -239,19 +218,5 @@ mod tests {
         assert_eq!(ids(&plan), [(10, MAX_LOCAL_ID), (12, 0x0100_0001)]);
         assert_eq!(skipped(&plan), [(11, "id")]);
         assert!(plan.skipped[0].1.description.contains("used up"));
-    }
-
-    #[test]
-    fn effects_come_in_stream_order() {
-        let mut highest = [0u32; 256];
-        let drafts = entries(vec![draft(1, 0.5), draft(1, 0.5), draft(0, 0.5)]);
-        let plan = plan_import(&drafts, 1, &TokenTables::default(), &mut highest, no_veto);
-        let effects = plan.into_effects();
-        assert!(matches!(&effects[0], Effect::Created(t) if t.id.get() == 1));
-        assert!(matches!(
-            &effects[1],
-            Effect::ImportSkipped { index: 11, .. }
-        ));
-        assert!(matches!(&effects[2], Effect::Created(t) if t.id.get() == 2));
     }
 }

@@ -1,5 +1,6 @@
-//! The state: tokens in a sharded map with an ordered id set, id allocation, and the one write
-//! path that every change goes through. Knows nothing of gRPC.
+//! The state: tokens in a sharded map with an ordered id set, id allocation, the one write
+//! path that every change goes through (`write_path`) and the command log in front of it
+//! (`log`, `writes`). Knows nothing of gRPC.
 
 pub mod cdna;
 pub mod command;
@@ -8,18 +9,22 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod grids;
+pub mod ids;
 pub mod import;
+pub mod log;
 pub mod spatial;
 pub mod tokens;
 pub mod trim;
 pub mod write_path;
+pub mod writes;
 
-pub use command::{Command, Committed, Effect};
+pub use command::{Applied, Command, Committed, Effect, Outcome};
 pub use engine::{Engine, EngineOptions};
-pub use error::StoreError;
+pub use error::{StoreError, TokenAt};
 pub use events::{ChangeFeed, Subscription, TokenEvent, TokenEventKind};
 pub use grids::{Grids, UserGrid};
 pub use import::ImportDraft;
 pub use spatial::{SpaceTrees, SpatialIndex};
 pub use tokens::{TokenPage, TokenTables};
-pub use write_path::{Store, WriteHook};
+pub use write_path::{Components, Follower, Store};
+pub use writes::{Writes, Written};

@@ -1,10 +1,17 @@
-//! The one write path: every change is a `Command` applied under one lock, in commit-sequence
-//! order: state checks and hooks' checks first, then the tables, then the hooks that follow
-//! commits (index, CDNA churn, change feed), then the journal record of what changed.
+//! The state and its one deterministic apply step. Every change is a `Command` applied under
+//! one lock, in commit-sequence order: the command's own checks and changes first (token
+//! commands here, with the CDNA weight limits checked by an explicit call; grid and CDNA
+//! commands by their components, chosen by a `match`), then the components that follow
+//! commits (CDNA's churn count, the grids' members, the index, the change feed), then the
+//! journal record of what changed. A failed check writes nothing.
 //!
-//! Acknowledging waits for the journal (`commit`): a reply, and every read answered after a
-//! write became visible (see `server`'s durability barrier), follows the fsync, so no client
-//! ever sees a write that a crash could take back.
+//! Applying reads no clock: a command carries its time, and ids, grid ids and CDNA revisions
+//! are allocated from the state alone, so the same commands in the same order give the same
+//! state on replay or on another replica. Who orders the commands and when an outcome may be
+//! acknowledged is the command log's business (`store::log`).
+//!
+//! Lock order: the writer lock, then the components' own locks (CDNA, grids, the index), then
+//! the journal's sender.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,50 +20,44 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
-use super::command::{Command, Committed, Effect};
+use super::cdna::{Cdna, SystemClock};
+use super::command::{Applied, Command, Committed, Effect, Outcome};
 use super::durable::{DurableWrite, Journal, Record};
-use super::error::StoreError;
+use super::error::{StoreError, TokenAt};
+use super::grids::Grids;
+use super::ids::IdCounters;
 use super::import::plan_import;
 use super::tokens::TokenTables;
-use crate::model::token::{IdRequest, MAX_LOCAL_ID};
-use crate::model::{FieldViolation, Token, TokenDraft, TokenFilter, TokenId};
+use crate::model::token::IdRequest;
+use crate::model::{Token, TokenDraft, TokenFilter, TokenId};
 
-/// Number of (domain, entity_type) allocation pairs.
-const PAIRS: usize = 256;
+/// A component that follows commits in sequence order (the spatial index, the change feed):
+/// it sees what each commit changed, after the commit's own component applied it.
+pub trait Follower: Send + Sync {
+    /// Follows one commit. Runs under the write lock, so commits arrive one at a time.
+    fn follow(&self, committed: &Committed);
+}
 
-/// A component that plugs into the write path (the spatial index, grids, CDNA, the change
-/// feed). Every method runs under the write lock, so a component sees exactly the state the
-/// command applies to, and `check` → `execute` → `applied` cannot interleave with another write.
-pub trait WriteHook: Send + Sync {
-    /// Rejects a command before anything is written. Every state-dependent rule of a command
-    /// the component owns belongs here, so that a checked command always applies cleanly
-    /// (also on replay from a log).
-    fn check(&self, _command: &Command, _tables: &TokenTables) -> Result<(), StoreError> {
-        Ok(())
-    }
+/// The components the write path dispatches to, and those that merely follow it.
+pub struct Components {
+    /// The CDNA config: applies CDNA commands, bounds token weights, counts churn.
+    pub cdna: Arc<Cdna>,
+    /// The user grids: apply grid commands, follow token changes of their members.
+    pub grids: Arc<Grids>,
+    /// Follow every commit, in this order, after the grids (the feed comes last).
+    pub followers: Vec<Arc<dyn Follower>>,
+}
 
-    /// Applies a command this component owns (a grid or CDNA change) after every `check`
-    /// passed, returning its effects; `None` for a command it does not own.
-    fn execute(&self, _command: &Command, _tables: &TokenTables) -> Option<Vec<Effect>> {
-        None
-    }
-
-    /// Follows a committed command, in sequence order.
-    fn applied(&self, _committed: &Committed) {}
-
-    /// Adds what a committed command changed in this component's stored state (after
-    /// `applied`). Token values and id counters are the store's own; grids and CDNA add theirs.
-    fn durable_writes(&self, _committed: &Committed, _writes: &mut Vec<DurableWrite>) {}
-
-    /// Tidies internal structures after a bulk change (e.g. merges the index's trees after a
-    /// streamed import). Runs outside the write lock; the state it represents is unchanged.
-    fn compact(&self) {}
-
-    /// Why this component would refuse to create `draft` as part of an import, which skips
-    /// such a token instead of failing (the path is within the token, e.g. `weight`).
-    fn screen_import(&self, _draft: &TokenDraft) -> Option<FieldViolation> {
-        None
+impl Default for Components {
+    /// A fresh CDNA config on the system clock, no user grids, no followers.
+    fn default() -> Self {
+        Components {
+            cdna: Arc::new(Cdna::new(Arc::new(SystemClock))),
+            grids: Arc::new(Grids::new(u64::MAX)),
+            followers: Vec::new(),
+        }
     }
 }
 
@@ -64,24 +65,26 @@ pub trait WriteHook: Send + Sync {
 struct WriterState {
     /// Commit sequence of the last applied command.
     sequence: u64,
-    /// Highest local id ever used per (domain, entity_type) pair, explicit ids included.
-    highest_local: [u32; PAIRS],
+    /// The id counters of every (domain, entity_type) pair.
+    ids: IdCounters,
 }
 
 /// The token store: reads go straight to the tables, writes through `apply`.
 pub struct Store {
     tables: ArcSwap<TokenTables>,
     writer: Mutex<WriterState>,
-    hooks: Vec<Arc<dyn WriteHook>>,
+    components: Components,
     /// Where committed commands are made durable; `None` for memory storage.
     journal: Option<Arc<Journal>>,
     /// Sequence of the newest command readers may see (set before it changes anything).
     visible: AtomicU64,
+    /// Sequence of the last applied command, for those who wait for one.
+    applied: watch::Sender<u64>,
 }
 
 impl Default for Store {
     fn default() -> Self {
-        Store::new(Vec::new())
+        Store::new(Components::default())
     }
 }
 
@@ -95,42 +98,43 @@ pub fn unix_now() -> u32 {
 }
 
 impl Store {
-    /// An empty store whose commits are followed by `hooks`, in order.
-    pub fn new(hooks: Vec<Arc<dyn WriteHook>>) -> Store {
-        Store {
-            tables: ArcSwap::from_pointee(TokenTables::default()),
-            writer: Mutex::new(WriterState {
-                sequence: 0,
-                highest_local: [0; PAIRS],
-            }),
-            hooks,
-            journal: None,
-            visible: AtomicU64::new(0),
-        }
+    /// An empty store in memory.
+    pub fn new(components: Components) -> Store {
+        Store::with_state(
+            components,
+            TokenTables::default(),
+            0,
+            IdCounters::default(),
+            None,
+        )
     }
 
-    /// A store resuming recovered `tables` at commit `sequence` with the id counters
-    /// `highest_local` (one per pair), recording every later commit in `journal`.
+    /// A store resuming recovered `tables` at commit `sequence` with the id counters `ids`,
+    /// recording every later commit in `journal`.
     pub fn recovered(
-        hooks: Vec<Arc<dyn WriteHook>>,
+        components: Components,
         tables: TokenTables,
         sequence: u64,
-        highest_local: &[u32],
+        ids: IdCounters,
         journal: Arc<Journal>,
     ) -> Store {
-        let mut counters = [0; PAIRS];
-        for (slot, value) in counters.iter_mut().zip(highest_local) {
-            *slot = *value;
-        }
+        Store::with_state(components, tables, sequence, ids, Some(journal))
+    }
+
+    fn with_state(
+        components: Components,
+        tables: TokenTables,
+        sequence: u64,
+        ids: IdCounters,
+        journal: Option<Arc<Journal>>,
+    ) -> Store {
         Store {
             tables: ArcSwap::from_pointee(tables),
-            writer: Mutex::new(WriterState {
-                sequence,
-                highest_local: counters,
-            }),
-            hooks,
-            journal: Some(journal),
+            writer: Mutex::new(WriterState { sequence, ids }),
+            components,
+            journal,
             visible: AtomicU64::new(sequence),
+            applied: watch::Sender::new(sequence),
         }
     }
 
@@ -156,27 +160,30 @@ impl Store {
 
     /// Commit sequence of the last applied command.
     pub fn sequence(&self) -> u64 {
-        self.writer.lock().sequence
+        *self.applied.borrow()
     }
 
-    /// Applies one command and waits until it is durable: what every write RPC acknowledges.
-    pub async fn commit(&self, command: Command) -> Result<Committed, StoreError> {
-        let committed = self.apply(command)?;
-        self.wait_durable(committed.sequence).await?;
-        Ok(committed)
+    /// Follows the sequence of the last applied command.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     /// Resolves once every change a reader could have seen so far is durable, so that an
-    /// answer never shows a write that a crash could take back (at once without a journal,
-    /// or with `none` durability; also when the journal failed, which Ready reports).
-    pub async fn wait_visible_durable(&self) {
-        if let Some(journal) = &self.journal {
-            let target = self.visible.load(Ordering::SeqCst);
-            journal
-                .wait_until(|durable| {
-                    durable >= target || self.visible.load(Ordering::SeqCst) < target
-                })
-                .await;
+    /// answer never shows a write that a crash could take back: the read barrier every read
+    /// of tokens, grids or CDNA passes before it answers. At once without a journal, or with
+    /// `none` durability; an error once the journal failed (memory may then hold writes that
+    /// never reached the disk: fail closed).
+    pub async fn read_barrier(&self) -> Result<(), StoreError> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let target = self.visible.load(Ordering::SeqCst);
+        journal
+            .wait_until(|durable| durable >= target || self.visible.load(Ordering::SeqCst) < target)
+            .await;
+        match journal.failure() {
+            Some(failure) => Err(StoreError::Unavailable(failure.to_string())),
+            None => Ok(()),
         }
     }
 
@@ -191,87 +198,19 @@ impl Store {
         }
     }
 
-    /// Checks and applies `command` to the tables (or its owning component); nothing is
-    /// written when it fails.
-    fn execute(
-        &self,
-        command: &Command,
-        tables: &TokenTables,
-        writer: &mut WriterState,
-    ) -> Result<Vec<Effect>, StoreError> {
-        Ok(match command {
-            Command::CreateToken { draft, at } => {
-                let tokens =
-                    plan_creates(command, std::slice::from_ref(draft), *at, tables, writer)?;
-                tables.insert_new(&tokens);
-                tokens.into_iter().map(Effect::Created).collect()
-            }
-            Command::BatchCreate { drafts, at } => {
-                let tokens = plan_creates(command, drafts, *at, tables, writer)?;
-                tables.insert_new(&tokens);
-                tokens.into_iter().map(Effect::Created).collect()
-            }
-            Command::ImportTokens { drafts, at } => {
-                let screen = |draft: &TokenDraft| {
-                    self.hooks.iter().find_map(|hook| hook.screen_import(draft))
-                };
-                let plan = plan_import(drafts, *at, tables, &mut writer.highest_local, screen);
-                tables.insert_new(&plan.tokens());
-                plan.into_effects()
-            }
-            Command::UpdateToken { id, patch, at } => {
-                let before = tables.get(*id).ok_or_else(|| not_found(*id))?;
-                let after = Token {
-                    id: *id,
-                    data: patch.apply(&before.data, *at),
-                };
-                tables.replace(&before, &after);
-                vec![Effect::Updated { before, after }]
-            }
-            Command::DeleteToken { id } => {
-                let before = tables.get(*id).ok_or_else(|| not_found(*id))?;
-                tables.remove(&before);
-                vec![Effect::Deleted(before)]
-            }
-            Command::ClearTokens => {
-                let count = tables.len();
-                self.tables.store(Arc::new(TokenTables::default()));
-                vec![Effect::Cleared { count }]
-            }
-            Command::Grid(_) | Command::Cdna(_) => self
-                .hooks
-                .iter()
-                .find_map(|hook| hook.execute(command, tables))
-                .ok_or_else(|| {
-                    StoreError::Unavailable(format!("no component applies {command:?}"))
-                })?,
-        })
-    }
-
-    /// Lets every component tidy up after a bulk change (blocking; see `WriteHook::compact`).
-    pub fn compact(&self) {
-        for hook in &self.hooks {
-            hook.compact();
-        }
-        // A compaction frees the trees it replaced: hand that memory back to the system.
-        super::trim::give_back_freed_memory();
-    }
-
-    /// Applies one command: all of it or, on error, nothing.
-    pub fn apply(&self, command: Command) -> Result<Committed, StoreError> {
+    /// Applies one command at the next sequence: all of it or, on error, nothing (a failed
+    /// command takes no sequence).
+    pub fn apply(&self, command: Command) -> Result<Applied, StoreError> {
         let mut writer = self.writer.lock();
         if let Some(failure) = self.journal.as_ref().and_then(|j| j.failure()) {
             return Err(StoreError::Unavailable(failure.to_string()));
         }
         let tables = self.tables.load_full();
-        for hook in &self.hooks {
-            hook.check(&command, &tables)?;
-        }
-        // Readers may see this command's changes from here on; the durability barrier waits
-        // for this sequence (or for the rollback below).
+        // Readers may see this command's changes from here on; the read barrier waits for
+        // this sequence (or for the rollback below).
         self.visible.store(writer.sequence + 1, Ordering::SeqCst);
-        let effects = match self.execute(&command, &tables, &mut writer) {
-            Ok(effects) => effects,
+        let (outcome, effects) = match self.execute(&command, &tables, &mut writer) {
+            Ok(done) => done,
             Err(error) => {
                 self.visible.store(writer.sequence, Ordering::SeqCst);
                 if let Some(journal) = &self.journal {
@@ -285,136 +224,213 @@ impl Store {
             sequence: writer.sequence,
             effects,
         };
-        for hook in &self.hooks {
-            hook.applied(&committed);
-        }
+        self.follow(&committed);
         if let Some(journal) = &self.journal {
-            let mut writes = token_writes(&committed);
-            for hook in &self.hooks {
-                hook.durable_writes(&committed, &mut writes);
-            }
             journal.append(Record {
                 sequence: committed.sequence,
-                writes,
+                writes: self.durable_writes(&committed),
             });
         }
-        Ok(committed)
+        self.applied.send_replace(committed.sequence);
+        Ok(Applied {
+            sequence: committed.sequence,
+            outcome,
+        })
     }
-}
 
-/// The stored token values and id counters a committed command changed.
-fn token_writes(committed: &Committed) -> Vec<DurableWrite> {
-    let mut writes = Vec::new();
-    // One counter write per pair, however many tokens a batch or import created.
-    let mut counters = std::collections::BTreeMap::new();
-    for effect in &committed.effects {
-        match effect {
-            Effect::Created(token) => {
-                let highest = counters.entry(token.id.pair() as u16).or_insert(0);
-                *highest = token.id.local_id().max(*highest);
-                writes.push(DurableWrite::PutToken(*token));
+    /// Checks and applies `command`: its outcome and its effects for the followers. Nothing
+    /// is written when it fails.
+    fn execute(
+        &self,
+        command: &Command,
+        tables: &TokenTables,
+        writer: &mut WriterState,
+    ) -> Result<(Outcome, Vec<Effect>), StoreError> {
+        let cdna = &self.components.cdna;
+        Ok(match command {
+            Command::CreateToken { draft, at } => {
+                cdna.check_weights([(TokenAt::Single, draft.data.weight())])?;
+                let single = std::slice::from_ref(draft);
+                let tokens = plan_creates(single, |_| TokenAt::Single, *at, tables, writer)?;
+                tables.insert_new(&tokens);
+                (Outcome::Created(tokens[0]), created(&tokens))
             }
-            Effect::Updated { after, .. } => writes.push(DurableWrite::PutToken(*after)),
-            Effect::Deleted(token) => writes.push(DurableWrite::DeleteToken(token.id)),
-            Effect::Cleared { .. } => writes.push(DurableWrite::ClearTokens),
-            Effect::Grid(_) | Effect::Cdna(_) | Effect::ImportSkipped { .. } => {}
+            Command::BatchCreate { drafts, at } => {
+                cdna.check_weights(
+                    drafts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| (TokenAt::Batch(i), d.data.weight())),
+                )?;
+                let tokens = plan_creates(drafts, TokenAt::Batch, *at, tables, writer)?;
+                tables.insert_new(&tokens);
+                let effects = created(&tokens);
+                (Outcome::Batch(tokens), effects)
+            }
+            Command::ImportTokens { drafts, at } => {
+                let plan = plan_import(drafts, *at, tables, &mut writer.ids, |draft| {
+                    cdna.screen_weight(draft)
+                });
+                let tokens = plan.tokens();
+                tables.insert_new(&tokens);
+                (Outcome::Imported(plan), created(&tokens))
+            }
+            Command::UpdateToken { id, patch, at } => {
+                if patch.writes_weight {
+                    cdna.check_weights([(TokenAt::Single, patch.values.weight())])?;
+                }
+                let before = tables.get(*id).ok_or(StoreError::TokenNotFound(*id))?;
+                let after = Token {
+                    id: *id,
+                    data: patch.apply(&before.data, *at),
+                };
+                tables.replace(&before, &after);
+                (
+                    Outcome::Updated(after),
+                    vec![Effect::Updated { before, after }],
+                )
+            }
+            Command::DeleteToken { id } => {
+                let before = tables.get(*id).ok_or(StoreError::TokenNotFound(*id))?;
+                tables.remove(&before);
+                (Outcome::Deleted(before), vec![Effect::Deleted(before)])
+            }
+            Command::ClearTokens => {
+                let count = tables.len();
+                self.tables.store(Arc::new(TokenTables::default()));
+                (Outcome::Cleared(count), vec![Effect::Cleared { count }])
+            }
+            Command::Grid(command) => {
+                let effect = self.components.grids.apply(command, tables)?;
+                (Outcome::Grid(effect.clone()), vec![Effect::Grid(effect)])
+            }
+            Command::Cdna(command) => {
+                let change = cdna.apply(command)?;
+                let effects = change.effects().map(Effect::Cdna).collect();
+                (Outcome::Cdna(change), effects)
+            }
+        })
+    }
+
+    /// Lets every component follow a commit, in order.
+    fn follow(&self, committed: &Committed) {
+        self.components.cdna.count_churn(committed);
+        self.components.grids.follow(committed);
+        for follower in &self.components.followers {
+            follower.follow(committed);
         }
     }
-    writes.extend(
-        counters
-            .into_iter()
-            .map(|(pair, local_id)| DurableWrite::RaiseCounter { pair, local_id }),
-    );
-    writes
+
+    /// The stored values a commit changed: tokens and id counters, then the grids' and the
+    /// CDNA config's own.
+    fn durable_writes(&self, committed: &Committed) -> Vec<DurableWrite> {
+        let mut writes = Vec::new();
+        let mut created = Vec::new();
+        for effect in &committed.effects {
+            match effect {
+                Effect::Created(token) => {
+                    created.push(token.id);
+                    writes.push(DurableWrite::PutToken(*token));
+                }
+                Effect::Updated { after, .. } => writes.push(DurableWrite::PutToken(*after)),
+                Effect::Deleted(token) => writes.push(DurableWrite::DeleteToken(token.id)),
+                Effect::Cleared { .. } => writes.push(DurableWrite::ClearTokens),
+                Effect::Grid(_) | Effect::Cdna(_) => {}
+            }
+        }
+        writes.extend(
+            IdCounters::raised_by(created)
+                .into_iter()
+                .map(|(pair, local_id)| DurableWrite::RaiseCounter { pair, local_id }),
+        );
+        self.components.grids.durable_writes(committed, &mut writes);
+        self.components.cdna.durable_writes(committed, &mut writes);
+        writes
+    }
 }
 
-fn not_found(id: TokenId) -> StoreError {
-    StoreError::NotFound(format!("token {id} does not exist"))
+/// The effects of creating `tokens`.
+fn created(tokens: &[Token]) -> Vec<Effect> {
+    tokens.iter().copied().map(Effect::Created).collect()
 }
 
 /// Assigns ids to new tokens, or explains why the whole set cannot be created. Explicit ids
 /// are checked and raise their pair's counter before any id is allocated, so that every
 /// ALREADY_EXISTS is found before a RESOURCE_EXHAUSTED. Updates the counters only on success.
 fn plan_creates(
-    command: &Command,
     drafts: &[TokenDraft],
+    token_at: impl Fn(usize) -> TokenAt,
     at: u32,
     tables: &TokenTables,
     writer: &mut WriterState,
 ) -> Result<Vec<Token>, StoreError> {
-    let mut highest = writer.highest_local;
+    let mut ids = writer.ids.clone();
     let mut explicit = HashSet::new();
     for (index, draft) in drafts.iter().enumerate() {
         if let IdRequest::Explicit(id) = draft.id {
-            if tables.contains(id) || !explicit.insert(id) {
-                let within = if tables.contains(id) {
-                    ""
-                } else {
-                    " earlier in this batch"
-                };
-                return Err(StoreError::AlreadyExists(format!(
-                    "{}id: token {id} already exists{within}",
-                    command.token_path(index)
-                )));
+            let live = tables.contains(id);
+            if live || !explicit.insert(id) {
+                return Err(StoreError::TokenExists {
+                    at: token_at(index),
+                    id,
+                    earlier_in_request: !live,
+                });
             }
-            let pair = &mut highest[id.pair()];
-            *pair = (*pair).max(id.local_id());
+            ids.reserve(id);
         }
     }
     let mut tokens = Vec::with_capacity(drafts.len());
     for (index, draft) in drafts.iter().enumerate() {
         let id = match draft.id {
             IdRequest::Explicit(id) => id,
-            IdRequest::Allocate { pair } => {
-                if highest[pair] >= MAX_LOCAL_ID {
-                    return Err(StoreError::ResourceExhausted(format!(
-                        "{}id: local ids of domain {} entity_type {} are used up ({MAX_LOCAL_ID} is the highest)",
-                        command.token_path(index),
-                        pair >> 4,
-                        pair & 0xF
-                    )));
-                }
-                highest[pair] += 1;
-                TokenId::from_parts((pair >> 4) as u32, (pair & 0xF) as u32, highest[pair])
-                    .expect("pair < 256 and local id in 1..=MAX_LOCAL_ID")
-            }
+            IdRequest::Allocate(pair) => ids.allocate(pair).map_err(|_| StoreError::IdsUsedUp {
+                at: token_at(index),
+                pair,
+            })?,
         };
         tokens.push(Token {
             id,
             data: draft.stamped(at),
         });
     }
-    writer.highest_local = highest;
+    writer.ids = ids;
     Ok(tokens)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
     use super::*;
+    use crate::model::cdna::{ConfigChanges, WallTime};
     use crate::model::TokenInput;
+    use crate::store::cdna::CdnaCommand;
 
-    /// Records committed sequences and vetoes commands while `veto` is set.
+    /// Records committed sequences and how many effects each had.
     #[derive(Default)]
     struct Recorder {
-        veto: AtomicBool,
         seen: Mutex<Vec<(u64, usize)>>,
     }
 
-    impl WriteHook for Recorder {
-        fn check(&self, _command: &Command, _tables: &TokenTables) -> Result<(), StoreError> {
-            if self.veto.load(Ordering::SeqCst) {
-                Err(StoreError::FailedPrecondition("vetoed".into()))
-            } else {
-                Ok(())
-            }
-        }
-
-        fn applied(&self, committed: &Committed) {
+    impl Follower for Recorder {
+        fn follow(&self, committed: &Committed) {
             self.seen
                 .lock()
                 .push((committed.sequence, committed.effects.len()));
+        }
+    }
+
+    fn recorded_store() -> (Store, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder::default());
+        let store = Store::new(Components {
+            followers: vec![recorder.clone()],
+            ..Components::default()
+        });
+        (store, recorder)
+    }
+
+    fn created_id(applied: &Applied) -> u32 {
+        match &applied.outcome {
+            Outcome::Created(token) => token.id.get(),
+            other => panic!("created expected, got {other:?}"),
         }
     }
 
@@ -428,9 +444,8 @@ mod tests {
     }
 
     #[test]
-    fn hooks_see_every_commit_in_sequence_order() {
-        let recorder = Arc::new(Recorder::default());
-        let store = Store::new(vec![recorder.clone()]);
+    fn followers_see_every_commit_in_sequence_order() {
+        let (store, recorder) = recorded_store();
         store
             .apply(Command::CreateToken {
                 draft: draft(),
@@ -449,29 +464,72 @@ mod tests {
     }
 
     #[test]
-    fn a_vetoed_command_writes_nothing_and_takes_no_sequence() {
-        let recorder = Arc::new(Recorder::default());
-        let store = Store::new(vec![recorder.clone()]);
-        recorder.veto.store(true, Ordering::SeqCst);
+    fn a_refused_command_writes_nothing_and_takes_no_sequence() {
+        let (store, recorder) = recorded_store();
+        let limits = ConfigChanges {
+            max_token_weight: Some(0.4),
+            ..ConfigChanges::default()
+        };
+        store
+            .apply(Command::Cdna(CdnaCommand::UpdateConfig {
+                changes: limits,
+                expected_revision: None,
+                at: WallTime(1),
+            }))
+            .expect("limits");
         let result = store.apply(Command::CreateToken {
             draft: draft(),
             at: 1,
         });
-        assert!(matches!(result, Err(StoreError::FailedPrecondition(_))));
-        assert_eq!(store.sequence(), 0);
+        assert!(matches!(
+            result,
+            Err(StoreError::WeightOutsideLimits(ref outside)) if outside[0].0 == TokenAt::Single
+        ));
+        assert_eq!(store.sequence(), 1);
         assert!(store.tables().is_empty());
-        recorder.veto.store(false, Ordering::SeqCst);
+        assert_eq!(
+            recorder.seen.lock().len(),
+            1,
+            "only the config change was followed"
+        );
+        let missing = TokenId::new(3).expect("id");
+        assert_eq!(
+            store.apply(Command::DeleteToken { id: missing }),
+            Err(StoreError::TokenNotFound(missing))
+        );
+        assert_eq!(store.sequence(), 1);
+    }
+
+    #[test]
+    fn a_refused_create_allocates_no_id() {
+        let store = Store::default();
+        let mut taken = draft();
+        taken.id = IdRequest::Explicit(TokenId::new(1).expect("id"));
+        store
+            .apply(Command::CreateToken {
+                draft: taken,
+                at: 1,
+            })
+            .expect("explicit id 1");
+        let again = store.apply(Command::CreateToken {
+            draft: taken,
+            at: 1,
+        });
+        assert!(matches!(
+            again,
+            Err(StoreError::TokenExists {
+                at: TokenAt::Single,
+                earlier_in_request: false,
+                ..
+            })
+        ));
         let created = store
             .apply(Command::CreateToken {
                 draft: draft(),
                 at: 1,
             })
             .expect("create");
-        assert_eq!(created.sequence, 1);
-        assert!(
-            matches!(&created.effects[0], Effect::Created(t) if t.id.get() == 1),
-            "the failed try allocated no id"
-        );
+        assert_eq!(created_id(&created), 2, "the failed try allocated no id");
     }
 
     #[test]
@@ -485,14 +543,21 @@ mod tests {
             drafts: vec![draft(), explicit, conflict],
             at: 1,
         });
-        assert!(matches!(result, Err(StoreError::AlreadyExists(_))));
+        assert!(matches!(
+            result,
+            Err(StoreError::TokenExists {
+                at: TokenAt::Batch(2),
+                earlier_in_request: true,
+                ..
+            })
+        ));
         let created = store
             .apply(Command::CreateToken {
                 draft: draft(),
                 at: 1,
             })
             .expect("create");
-        assert!(matches!(&created.effects[0], Effect::Created(t) if t.id.get() == 1));
+        assert_eq!(created_id(&created), 1);
     }
 
     #[test]
@@ -533,10 +598,10 @@ mod durability_tests {
             Duration::from_secs(600),
         ));
         let store = Store::recovered(
-            Vec::new(),
+            Components::default(),
             TokenTables::default(),
             recovered.sequence,
-            &recovered.highest_local,
+            recovered.ids,
             Arc::clone(&journal),
         );
         (store, journal)
@@ -558,13 +623,13 @@ mod durability_tests {
     async fn readers_wait_until_what_they_could_see_is_durable() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (store, journal) = held_store(dir.path());
-        store.wait_visible_durable().await;
+        store.read_barrier().await.expect("nothing to wait for");
         store.apply(create()).expect("create");
         assert_eq!(store.tables().len(), 1, "visible once applied");
-        let pending = tokio::time::timeout(Duration::from_millis(50), store.wait_visible_durable());
+        let pending = tokio::time::timeout(Duration::from_millis(50), store.read_barrier());
         assert!(pending.await.is_err(), "not durable yet: the reader waits");
         journal.close();
-        store.wait_visible_durable().await;
+        store.read_barrier().await.expect("durable after close");
         store.wait_durable(1).await.expect("durable after close");
     }
 
@@ -574,11 +639,12 @@ mod durability_tests {
         let (store, _journal) = held_store(dir.path());
         let missing = TokenId::new(9).expect("id");
         let result = store.apply(Command::DeleteToken { id: missing });
-        assert!(matches!(result, Err(StoreError::NotFound(_))));
+        assert!(matches!(result, Err(StoreError::TokenNotFound(_))));
         // Nothing became visible, so nothing is waited for (bounded, so a regression fails
         // instead of hanging).
-        tokio::time::timeout(Duration::from_secs(30), store.wait_visible_durable())
+        tokio::time::timeout(Duration::from_secs(30), store.read_barrier())
             .await
-            .expect("a failed command holds no reader");
+            .expect("a failed command holds no reader")
+            .expect("the journal is fine");
     }
 }

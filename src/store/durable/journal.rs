@@ -336,7 +336,7 @@ mod tests {
         Record {
             sequence,
             writes: vec![DurableWrite::RaiseCounter {
-                pair: 1,
+                pair: crate::model::IdPair::new(0, 1).expect("pair"),
                 local_id: sequence as u32,
             }],
         }
@@ -363,7 +363,12 @@ mod tests {
         drop(journal);
         let (_, recovered) = recovery::open(dir.path()).expect("reopen");
         assert_eq!(recovered.sequence, 10);
-        assert_eq!(recovered.highest_local[1], 10);
+        assert_eq!(
+            recovered
+                .ids
+                .highest(crate::model::IdPair::new(0, 1).expect("pair")),
+            10
+        );
     }
 
     #[tokio::test]

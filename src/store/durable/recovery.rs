@@ -15,8 +15,9 @@ use super::schema::{
 use super::{DurableError, STORE_FILE};
 use crate::model::cdna::HistoryEntry;
 use crate::model::grid::{GridConfig, GridId};
-use crate::model::{Token, TokenData, TokenId};
+use crate::model::{IdPair, Token, TokenData, TokenId};
 use crate::store::cdna::CdnaState;
+use crate::store::ids::IdCounters;
 
 /// A user grid as stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,7 +36,7 @@ pub struct Recovered {
     /// Commit sequence of the last stored command.
     pub sequence: u64,
     /// Highest local id ever used per (domain, entity_type) pair.
-    pub highest_local: Vec<u32>,
+    pub ids: IdCounters,
     /// Every live token, in id order.
     pub tokens: Vec<Token>,
     /// The user grids, by id.
@@ -146,7 +147,7 @@ pub fn read_back(db: &Database, path: &Path) -> Result<Recovered, DurableError> 
         .map_err(|_| corrupt("highest grid id is not 4 bytes".into()))?
         .unwrap_or(0);
 
-    let mut highest_local = vec![0; 256];
+    let mut ids = IdCounters::default();
     for entry in txn
         .open_table(COUNTERS)
         .map_err(open_error)?
@@ -154,10 +155,10 @@ pub fn read_back(db: &Database, path: &Path) -> Result<Recovered, DurableError> 
         .map_err(|e| redb_error(e.into()))?
     {
         let (pair, local) = entry.map_err(|e| redb_error(e.into()))?;
-        let slot = highest_local
-            .get_mut(usize::from(pair.value()))
-            .ok_or_else(|| corrupt(format!("id counter of pair {}", pair.value())))?;
-        *slot = local.value();
+        let pair = u8::try_from(pair.value())
+            .map(IdPair::from_index)
+            .map_err(|_| corrupt(format!("id counter of pair {}", pair.value())))?;
+        ids.raise(pair, local.value());
     }
 
     let token_table = txn.open_table(TOKENS).map_err(open_error)?;
@@ -168,8 +169,7 @@ pub fn read_back(db: &Database, path: &Path) -> Result<Recovered, DurableError> 
             .ok_or_else(|| corrupt(format!("token key {} is not a token id", key.value())))?;
         let data: TokenData = decode(value.value(), &format!("token {id}")).map_err(corrupt)?;
         // A counter is never below a live id's local id, whatever the stored counter says.
-        let pair = &mut highest_local[id.pair()];
-        *pair = (*pair).max(id.local_id());
+        ids.reserve(id);
         tokens.push(Token { id, data });
     }
 
@@ -241,7 +241,7 @@ pub fn read_back(db: &Database, path: &Path) -> Result<Recovered, DurableError> 
 
     Ok(Recovered {
         sequence,
-        highest_local,
+        ids,
         tokens,
         grids: grids.into_values().collect(),
         highest_grid,
@@ -317,11 +317,11 @@ mod tests {
                 DurableWrite::PutToken(token(2, 0.25)),
                 DurableWrite::PutToken(token(0x2500_0003, 0.75)),
                 DurableWrite::RaiseCounter {
-                    pair: 0,
+                    pair: IdPair::default(),
                     local_id: 2,
                 },
                 DurableWrite::RaiseCounter {
-                    pair: 0x25,
+                    pair: IdPair::new(2, 5).expect("pair"),
                     local_id: 3,
                 },
                 DurableWrite::PutGrid {
@@ -346,7 +346,7 @@ mod tests {
                 DurableWrite::AddMember { grid: 2, token: 1 },
                 DurableWrite::DeleteGrid(2),
                 DurableWrite::RaiseCounter {
-                    pair: 0,
+                    pair: IdPair::default(),
                     local_id: 1,
                 },
                 cdna_write(4, vec![entry(3)], 2),
@@ -357,8 +357,8 @@ mod tests {
             recovered.tokens,
             vec![token(1, 0.125), token(0x2500_0003, 0.75)]
         );
-        assert_eq!(recovered.highest_local[0], 2);
-        assert_eq!(recovered.highest_local[0x25], 3);
+        assert_eq!(recovered.ids.highest(IdPair::default()), 2);
+        assert_eq!(recovered.ids.highest(IdPair::new(2, 5).expect("pair")), 3);
         assert_eq!(recovered.highest_grid, 2, "grid ids are never reused");
         assert_eq!(recovered.grids.len(), 1);
         assert_eq!(recovered.grids[0].id, 1);
@@ -379,7 +379,7 @@ mod tests {
             vec![
                 DurableWrite::PutToken(token(1, 0.5)),
                 DurableWrite::RaiseCounter {
-                    pair: 0,
+                    pair: IdPair::default(),
                     local_id: 1,
                 },
                 DurableWrite::PutGrid {
@@ -391,7 +391,7 @@ mod tests {
             vec![DurableWrite::ClearTokens],
         ]);
         assert!(recovered.tokens.is_empty());
-        assert_eq!(recovered.highest_local[0], 1);
+        assert_eq!(recovered.ids.highest(IdPair::default()), 1);
         assert_eq!(recovered.grids.len(), 1);
         assert!(recovered.grids[0].members.is_empty());
     }

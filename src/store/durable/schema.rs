@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::cdna::{CdnaConfig, HistoryEntry, Quarantine};
 use crate::model::grid::{GridConfig, GridId};
-use crate::model::{Token, TokenId};
+use crate::model::{IdPair, Token, TokenId};
 
 /// Live tokens: id → postcard `TokenData`.
 pub const TOKENS: TableDefinition<u32, &[u8]> = TableDefinition::new("tokens");
@@ -59,8 +59,8 @@ pub enum DurableWrite {
     ClearTokens,
     /// Raise a pair's highest local id to at least `local_id`.
     RaiseCounter {
-        /// Pair index `domain << 4 | entity_type`.
-        pair: u16,
+        /// The pair (stored under its index).
+        pair: IdPair,
         /// Local id used.
         local_id: u32,
     },
@@ -145,9 +145,10 @@ pub fn apply_writes<'w>(
                 members.retain(|_, _| false)?;
             }
             DurableWrite::RaiseCounter { pair, local_id } => {
-                let stored = counters.get(*pair)?.map_or(0, |v| v.value());
+                let key = pair.index() as u16;
+                let stored = counters.get(key)?.map_or(0, |v| v.value());
                 if *local_id > stored {
-                    counters.insert(*pair, *local_id)?;
+                    counters.insert(key, *local_id)?;
                 }
             }
             DurableWrite::PutGrid { grid, config } => {

@@ -1,6 +1,6 @@
 //! The spatial index: per space, a few rstar R-trees over the tokens defined there, and the
 //! exact queries over them (k nearest, range, density, influence). The default grid's index
-//! follows every commit as a `WriteHook`; user grids keep their own `SpaceTrees` over their
+//! follows every commit as a `Follower`; user grids keep their own `SpaceTrees` over their
 //! members.
 //!
 //! The trees hold quantised coordinates as f32 (integers up to 32767, exact in f32) and only
@@ -42,7 +42,7 @@ use rstar::{RStarInsertionStrategy, RTree, RTreeParams, SelectionFunction, AABB}
 use super::command::{Committed, Effect};
 use super::error::StoreError;
 use super::tokens::TokenTables;
-use super::write_path::WriteHook;
+use super::write_path::Follower;
 use crate::model::grid::{self, Hit, TopHits, MAX_FIELD_RADIUS};
 use crate::model::token::SPACE_COUNT;
 use crate::model::{QPoint, Space, Token, TokenData};
@@ -201,16 +201,12 @@ fn build_in_parallel(tokens: &[Token]) -> [SpaceTree; SPACE_COUNT] {
     built.map(Mutex::into_inner)
 }
 
-/// The point of `token` in `space`, the centre of its neighbour query: FAILED_PRECONDITION
-/// when the token is undefined there, since it has no position to measure from.
+/// The point of `token` in `space`, the centre of its neighbour query: refused when the
+/// token is undefined there, since it has no position to measure from.
 pub fn query_origin(token: &Token, space: Space) -> Result<QPoint, StoreError> {
-    token.data.point(space).ok_or_else(|| {
-        StoreError::FailedPrecondition(format!(
-            "token_id: token {} is undefined in {} (it has no {} point), so it has no neighbours there",
-            token.id,
-            space.field_name(),
-            space.field_name()
-        ))
+    token.data.point(space).ok_or(StoreError::UndefinedInSpace {
+        token: token.id,
+        space,
     })
 }
 
@@ -240,7 +236,7 @@ pub struct SpaceTrees {
 
 /// What `SpaceTrees` shares with its background upkeep.
 ///
-/// Lock order: the store's writer mutex (writes come from `WriteHook::applied`), then a
+/// Lock order: the store's writer mutex (writes come from `Follower::follow`), then a
 /// space's upkeep mutex, then its `RwLock`. A writer never waits for an upkeep mutex (it
 /// only tries it), so a write never waits for a build, however slow the background thread.
 struct Inner {
@@ -663,6 +659,14 @@ impl SpatialIndex {
         &self.trees
     }
 
+    /// Rebuilds every space into one tree (blocking; after a streamed import). The state it
+    /// represents is unchanged.
+    pub fn compact(&self) {
+        self.trees.compact();
+        // A compaction frees the trees it replaced: hand that memory back to the system.
+        super::trim::give_back_freed_memory();
+    }
+
     /// Rebuilds every tree from the tokens in `tables` by bulk loading (recovery): each space
     /// switches to its new tree at once.
     pub fn rebuild(&self, tables: &TokenTables) {
@@ -670,12 +674,8 @@ impl SpatialIndex {
     }
 }
 
-impl WriteHook for SpatialIndex {
-    fn applied(&self, committed: &Committed) {
+impl Follower for SpatialIndex {
+    fn follow(&self, committed: &Committed) {
         self.trees.follow(committed, |_| true);
-    }
-
-    fn compact(&self) {
-        self.trees.compact();
     }
 }

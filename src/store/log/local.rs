@@ -1,0 +1,32 @@
+//! The single-node command log: the store's writer lock orders the entries and the journal
+//! (redb, group commit) makes them durable; a write is acknowledged once its record is synced
+//! (at once with memory storage or `none` durability).
+
+use std::sync::Arc;
+
+use super::{CommandLog, LogEntry, Pending};
+use crate::store::write_path::Store;
+
+/// The command log of a single node.
+pub struct LocalLog {
+    store: Arc<Store>,
+}
+
+impl LocalLog {
+    /// The log of `store`, durable through its journal (if it has one).
+    pub fn new(store: Arc<Store>) -> LocalLog {
+        LocalLog { store }
+    }
+}
+
+impl CommandLog for LocalLog {
+    fn append(&self, entry: LogEntry) -> Pending {
+        let applied = self.store.apply(entry.command);
+        let store = Arc::clone(&self.store);
+        Box::pin(async move {
+            let applied = applied?;
+            store.wait_durable(applied.sequence).await?;
+            Ok(applied)
+        })
+    }
+}

@@ -1,0 +1,203 @@
+//! Typed writes: one method per kind of write RPC, each handing its command to the command log
+//! and answering with the commit sequence and exactly what the command produced (`Token`,
+//! `GridEffect`, the CDNA config, …). The one place where a log's `Outcome` is matched to the
+//! command that produced it.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use super::cdna::{CdnaChange, CdnaCommand};
+use super::command::{Command, Outcome};
+use super::error::StoreError;
+use super::grids::{GridCommand, GridEffect};
+use super::import::{ImportDraft, ImportPlan};
+use super::log::{CommandLog, LogEntry};
+use crate::model::cdna::{CdnaConfig, ProfileId, QuarantineStatus};
+use crate::model::grid::{GridConfig, GridId};
+use crate::model::{Token, TokenDraft, TokenId, TokenPatch};
+
+/// What a write produced, with the commit sequence of its command.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Written<T> {
+    /// The commit sequence (`x-neurograph-commit-sequence`).
+    pub sequence: u64,
+    /// What the command produced.
+    pub value: T,
+}
+
+/// The write side of the store, over a command log.
+#[derive(Clone)]
+pub struct Writes {
+    log: Arc<dyn CommandLog>,
+}
+
+impl Writes {
+    /// Writes through `log`.
+    pub fn new(log: Arc<dyn CommandLog>) -> Writes {
+        Writes { log }
+    }
+
+    /// Appends `command` now and resolves with what `take` finds in its outcome. The append
+    /// happens before this returns, so that callers can append on a thread of their choice
+    /// and wait elsewhere.
+    fn submit<T: Send + 'static>(
+        &self,
+        command: Command,
+        take: fn(Outcome) -> Result<T, Outcome>,
+    ) -> impl Future<Output = Result<Written<T>, StoreError>> + Send + 'static {
+        let method = command.method();
+        let pending = self.log.append(LogEntry::new(command));
+        async move {
+            let applied = pending.await?;
+            let value = take(applied.outcome).map_err(|other| {
+                StoreError::Unavailable(format!(
+                    "internal error: {method} was answered with {other:?}"
+                ))
+            })?;
+            Ok(Written {
+                sequence: applied.sequence,
+                value,
+            })
+        }
+    }
+
+    /// Creates one token.
+    pub async fn create_token(
+        &self,
+        draft: TokenDraft,
+        at: u32,
+    ) -> Result<Written<Token>, StoreError> {
+        self.submit(
+            Command::CreateToken { draft, at },
+            |outcome| match outcome {
+                Outcome::Created(token) => Ok(token),
+                other => Err(other),
+            },
+        )
+        .await
+    }
+
+    /// Replaces some fields of a token; the token after it.
+    pub async fn update_token(
+        &self,
+        id: TokenId,
+        patch: TokenPatch,
+        at: u32,
+    ) -> Result<Written<Token>, StoreError> {
+        self.submit(
+            Command::UpdateToken { id, patch, at },
+            |outcome| match outcome {
+                Outcome::Updated(token) => Ok(token),
+                other => Err(other),
+            },
+        )
+        .await
+    }
+
+    /// Deletes a token; its last state.
+    pub async fn delete_token(&self, id: TokenId) -> Result<Written<Token>, StoreError> {
+        self.submit(Command::DeleteToken { id }, |outcome| match outcome {
+            Outcome::Deleted(token) => Ok(token),
+            other => Err(other),
+        })
+        .await
+    }
+
+    /// Creates every token or none (appended at once, see `submit`).
+    pub fn batch_create(
+        &self,
+        drafts: Vec<TokenDraft>,
+        at: u32,
+    ) -> impl Future<Output = Result<Written<Vec<Token>>, StoreError>> + Send + 'static {
+        self.submit(
+            Command::BatchCreate { drafts, at },
+            |outcome| match outcome {
+                Outcome::Batch(tokens) => Ok(tokens),
+                other => Err(other),
+            },
+        )
+    }
+
+    /// Creates the tokens of one import message that pass the state checks (appended at once).
+    pub fn import(
+        &self,
+        drafts: Vec<ImportDraft>,
+        at: u32,
+    ) -> impl Future<Output = Result<Written<ImportPlan>, StoreError>> + Send + 'static {
+        self.submit(
+            Command::ImportTokens { drafts, at },
+            |outcome| match outcome {
+                Outcome::Imported(plan) => Ok(plan),
+                other => Err(other),
+            },
+        )
+    }
+
+    /// Deletes every token; how many there were (appended at once).
+    pub fn clear_tokens(
+        &self,
+    ) -> impl Future<Output = Result<Written<u64>, StoreError>> + Send + 'static {
+        self.submit(Command::ClearTokens, |outcome| match outcome {
+            Outcome::Cleared(count) => Ok(count),
+            other => Err(other),
+        })
+    }
+
+    /// Creates a user grid with `config`: its id and config.
+    pub async fn create_grid(
+        &self,
+        config: GridConfig,
+    ) -> Result<Written<(GridId, GridConfig)>, StoreError> {
+        let command = Command::Grid(GridCommand::Create { config });
+        self.submit(command, |outcome| match outcome {
+            Outcome::Grid(GridEffect::Created { grid, config }) => Ok((grid, config)),
+            other => Err(other),
+        })
+        .await
+    }
+
+    /// Deletes, adds a member to or removes a member from a user grid (`command` is not a
+    /// create).
+    pub async fn change_grid(&self, command: GridCommand) -> Result<Written<()>, StoreError> {
+        self.submit(Command::Grid(command), |outcome| match outcome {
+            Outcome::Grid(
+                GridEffect::Deleted { .. }
+                | GridEffect::MemberAdded { .. }
+                | GridEffect::MemberRemoved { .. },
+            ) => Ok(()),
+            other => Err(other),
+        })
+        .await
+    }
+
+    /// Changes the CDNA config (update, switch, reset): the profile before it and the config
+    /// after it.
+    pub async fn change_config(
+        &self,
+        command: CdnaCommand,
+    ) -> Result<Written<(ProfileId, CdnaConfig)>, StoreError> {
+        self.submit(Command::Cdna(command), |outcome| match outcome {
+            Outcome::Cdna(CdnaChange {
+                config: Some(config),
+                ..
+            }) => Ok(config),
+            other => Err(other),
+        })
+        .await
+    }
+
+    /// Starts, stops or expires the quarantine: its status after the command.
+    pub async fn change_quarantine(
+        &self,
+        command: CdnaCommand,
+    ) -> Result<Written<QuarantineStatus>, StoreError> {
+        self.submit(Command::Cdna(command), |outcome| match outcome {
+            Outcome::Cdna(CdnaChange {
+                quarantine: Some(status),
+                ..
+            }) => Ok(status),
+            other => Err(other),
+        })
+        .await
+    }
+}
