@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::consistency::{answer_read, answer_write};
+use super::consistency::{answer_write, begin_read, call_writes};
 use super::convert_cdna::config_changes;
 use super::error::not_found;
 use super::paging;
@@ -54,23 +54,24 @@ fn preset(profile_id: &str) -> Result<&'static Profile, Status> {
 impl CdnaService for CdnaApi {
     async fn get_config(
         &self,
-        _request: Request<pb::GetConfigRequest>,
+        request: Request<pb::GetConfigRequest>,
     ) -> Result<Response<pb::CdnaConfig>, Status> {
-        answer_read(&self.store, (&self.cdna.config()).into()).await
+        let read = begin_read(&self.store, request.metadata()).await?;
+        read.answer((&self.cdna.config()).into()).await
     }
 
     async fn update_config(
         &self,
         request: Request<pb::UpdateConfigRequest>,
     ) -> Result<Response<pb::CdnaConfig>, Status> {
+        let writes = call_writes(&self.writes, request.metadata())?;
         let request = request.into_inner();
         let changes = config_changes(
             request.config.as_ref(),
             request.update_mask.as_ref(),
             request.validate.unwrap_or(true),
         )?;
-        let changed = self
-            .writes
+        let changed = writes
             .change_config(CdnaCommand::UpdateConfig {
                 changes,
                 expected_revision: request.expected_revision,
@@ -82,32 +83,34 @@ impl CdnaService for CdnaApi {
 
     async fn list_profiles(
         &self,
-        _request: Request<pb::ListProfilesRequest>,
+        request: Request<pb::ListProfilesRequest>,
     ) -> Result<Response<pb::ListProfilesResponse>, Status> {
+        let read = begin_read(&self.store, request.metadata()).await?;
         let response = pb::ListProfilesResponse {
             profiles: PROFILES.iter().map(pb::Profile::from).collect(),
         };
-        answer_read(&self.store, response).await
+        read.answer(response).await
     }
 
     async fn get_profile(
         &self,
         request: Request<pb::GetProfileRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
+        let read = begin_read(&self.store, request.metadata()).await?;
         let profile = preset(&request.into_inner().profile_id)?;
-        answer_read(&self.store, profile.into()).await
+        read.answer(profile.into()).await
     }
 
     async fn switch_profile(
         &self,
         request: Request<pb::SwitchProfileRequest>,
     ) -> Result<Response<pb::SwitchProfileResponse>, Status> {
+        let writes = call_writes(&self.writes, request.metadata())?;
         let request = request.into_inner();
         let profile = preset(&request.profile_id)?;
         // Presets always pass the limit rules (a unit test proves it); warnings may remain.
         let (_, report) = validate_scales(&profile.scales)?;
-        let switched = self
-            .writes
+        let switched = writes
             .change_config(CdnaCommand::SwitchProfile {
                 profile: profile.id,
                 expected_revision: request.expected_revision,
@@ -128,6 +131,7 @@ impl CdnaService for CdnaApi {
         &self,
         request: Request<pb::ValidateScalesRequest>,
     ) -> Result<Response<pb::ValidateScalesResponse>, Status> {
+        let read = begin_read(&self.store, request.metadata()).await?;
         let scales = request.into_inner().scales;
         let (_, report) = validate_scales(&scales).map_err(|v| v.prefixed("scales"))?;
         let response = pb::ValidateScalesResponse {
@@ -135,17 +139,17 @@ impl CdnaService for CdnaApi {
             errors: report.errors().map(|i| i.message.clone()).collect(),
             warnings: report.warnings().map(|i| i.message.clone()).collect(),
         };
-        answer_read(&self.store, response).await
+        read.answer(response).await
     }
 
     async fn start_quarantine(
         &self,
         request: Request<pb::StartQuarantineRequest>,
     ) -> Result<Response<pb::QuarantineStatus>, Status> {
+        let writes = call_writes(&self.writes, request.metadata())?;
         let duration_seconds = quarantine_duration(request.into_inner().duration_seconds)
             .map_err(|rule| Violations::one("duration_seconds", rule))?;
-        let started = self
-            .writes
+        let started = writes
             .change_quarantine(CdnaCommand::StartQuarantine {
                 duration_seconds,
                 at: self.cdna.now(),
@@ -158,8 +162,8 @@ impl CdnaService for CdnaApi {
         &self,
         request: Request<pb::StopQuarantineRequest>,
     ) -> Result<Response<pb::QuarantineStatus>, Status> {
-        let stopped = self
-            .writes
+        let writes = call_writes(&self.writes, request.metadata())?;
+        let stopped = writes
             .change_quarantine(CdnaCommand::StopQuarantine {
                 apply: request.into_inner().apply,
                 at: self.cdna.now(),
@@ -170,15 +174,17 @@ impl CdnaService for CdnaApi {
 
     async fn get_quarantine_status(
         &self,
-        _request: Request<pb::GetQuarantineStatusRequest>,
+        request: Request<pb::GetQuarantineStatusRequest>,
     ) -> Result<Response<pb::QuarantineStatus>, Status> {
-        answer_read(&self.store, (&self.cdna.quarantine_status()).into()).await
+        let read = begin_read(&self.store, request.metadata()).await?;
+        read.answer((&self.cdna.quarantine_status()).into()).await
     }
 
     async fn get_history(
         &self,
         request: Request<pb::GetHistoryRequest>,
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
+        let read = begin_read(&self.store, request.metadata()).await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let size = violations.take(paging::page_size(request.page_size));
@@ -196,16 +202,16 @@ impl CdnaService for CdnaApi {
             next_page_token,
             total_size: i64::try_from(page.total).unwrap_or(i64::MAX),
         };
-        answer_read(&self.store, response).await
+        read.answer(response).await
     }
 
     async fn reset_config(
         &self,
         request: Request<pb::ResetConfigRequest>,
     ) -> Result<Response<pb::CdnaConfig>, Status> {
+        let writes = call_writes(&self.writes, request.metadata())?;
         let request = request.into_inner();
-        let reset = self
-            .writes
+        let reset = writes
             .change_config(CdnaCommand::Reset {
                 clear_history: request.clear_history,
                 expected_revision: request.expected_revision,

@@ -55,8 +55,12 @@ pub fn to_status(error: StoreError) -> Status {
         | StoreError::QuarantineNotDue => Status::failed_precondition(message),
         StoreError::StaleRevision { .. } | StoreError::FeedLagged(_) => Status::aborted(message),
         StoreError::FeedClosed | StoreError::Unavailable(_) => Status::unavailable(message),
+        StoreError::RequestIdReused { .. } => invalid(Violations::one(REQUEST_ID, message)),
     }
 }
+
+/// The request metadata key of idempotent writes (API.md §9).
+pub const REQUEST_ID: &str = "x-neurograph-request-id";
 
 /// The status of a write to the token the request names in `field` (`id`, `token.id`): a
 /// token that no longer exists is named by that field.

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use super::consistency::{answer_read, answer_write};
+use super::consistency::{answer_write, begin_read, call_writes};
 use super::convert::{self, token_not_found};
 use super::offload::offload;
 use super::pb::{self, grid_service_server::GridService};
@@ -127,13 +128,15 @@ impl GridApi {
     /// violation, an id no token can have NOT_FOUND; the write path checks the rest.
     async fn change_membership(
         &self,
+        metadata: &MetadataMap,
         grid: GridId,
         raw_token: u32,
         command: fn(GridId, TokenId) -> GridCommand,
     ) -> Result<Written<()>, Status> {
         let token = convert::existing_id(raw_token, "token_id")?
             .ok_or_else(|| token_not_found("token_id", raw_token))?;
-        Ok(self.writes.change_grid(command(grid, token)).await?)
+        let writes = call_writes(&self.writes, metadata)?;
+        Ok(writes.change_grid(command(grid, token)).await?)
     }
 }
 
@@ -152,6 +155,7 @@ impl GridService for GridApi {
         request: Request<pb::FindNeighborsRequest>,
     ) -> Result<Response<pb::FindNeighborsResponse>, Status> {
         let metadata = request.metadata().clone();
+        let read = begin_read(&self.store, &metadata).await?;
         let r = request.into_inner();
         let mut violations = Violations::default();
         let space = violations.take(convert::space(r.space, "space"));
@@ -178,7 +182,7 @@ impl GridService for GridApi {
         let response = pb::FindNeighborsResponse {
             neighbors: neighbors(hits),
         };
-        answer_read(&self.store, response).await
+        read.answer(response).await
     }
 
     async fn range_query(
@@ -186,6 +190,7 @@ impl GridService for GridApi {
         request: Request<pb::RangeQueryRequest>,
     ) -> Result<Response<pb::RangeQueryResponse>, Status> {
         let metadata = request.metadata().clone();
+        let read = begin_read(&self.store, &metadata).await?;
         let r = request.into_inner();
         let mut violations = Violations::default();
         let query = violations.take(PointQuery::parse(r.space, r.center.as_ref(), r.radius));
@@ -203,7 +208,7 @@ impl GridService for GridApi {
             results: neighbors(found.hits),
             total_in_range: found.total,
         };
-        answer_read(&self.store, response).await
+        read.answer(response).await
     }
 
     async fn calculate_density(
@@ -211,6 +216,7 @@ impl GridService for GridApi {
         request: Request<pb::CalculateDensityRequest>,
     ) -> Result<Response<pb::CalculateDensityResponse>, Status> {
         let metadata = request.metadata().clone();
+        let read = begin_read(&self.store, &metadata).await?;
         let r = request.into_inner();
         let q = PointQuery::parse(r.space, r.center.as_ref(), r.radius)?;
         let grid = self.query_grid(r.grid_id)?;
@@ -225,7 +231,7 @@ impl GridService for GridApi {
             tokens_in_range: count,
             dense: density >= threshold,
         };
-        answer_read(&self.store, response).await
+        read.answer(response).await
     }
 
     async fn field_influence(
@@ -233,6 +239,7 @@ impl GridService for GridApi {
         request: Request<pb::FieldInfluenceRequest>,
     ) -> Result<Response<pb::FieldInfluenceResponse>, Status> {
         let metadata = request.metadata().clone();
+        let read = begin_read(&self.store, &metadata).await?;
         let r = request.into_inner();
         let q = PointQuery::parse(r.space, r.center.as_ref(), r.radius)?;
         let grid = self.query_grid(r.grid_id)?;
@@ -245,15 +252,16 @@ impl GridService for GridApi {
             influence: grid::reported_influence(sum.sum, sum.contributors, &config),
             contributors: sum.contributors,
         };
-        answer_read(&self.store, response).await
+        read.answer(response).await
     }
 
     async fn create_grid(
         &self,
         request: Request<pb::CreateGridRequest>,
     ) -> Result<Response<pb::Grid>, Status> {
+        let writes = call_writes(&self.writes, request.metadata())?;
         let config = convert::grid_config(request.get_ref().config.as_ref())?;
-        let created = self.writes.create_grid(config).await?;
+        let created = writes.create_grid(config).await?;
         Ok(answer_write(created, |(grid, config)| pb::Grid {
             grid_id: grid,
             config: Some(config.into()),
@@ -265,32 +273,32 @@ impl GridService for GridApi {
         &self,
         request: Request<pb::GetGridRequest>,
     ) -> Result<Response<pb::Grid>, Status> {
+        let read = begin_read(&self.store, request.metadata()).await?;
         let id = request.get_ref().grid_id;
         let grid = match self.query_grid(id)? {
             QueryGrid::Default(_) => self.default_grid(),
             QueryGrid::User(grid) => user_grid(&grid),
         };
-        answer_read(&self.store, grid).await
+        read.answer(grid).await
     }
 
     async fn list_grids(
         &self,
-        _request: Request<pb::ListGridsRequest>,
+        request: Request<pb::ListGridsRequest>,
     ) -> Result<Response<pb::ListGridsResponse>, Status> {
+        let read = begin_read(&self.store, request.metadata()).await?;
         let mut grids = vec![self.default_grid()];
         grids.extend(self.grids.list().iter().map(|g| user_grid(g)));
-        answer_read(&self.store, pb::ListGridsResponse { grids }).await
+        read.answer(pb::ListGridsResponse { grids }).await
     }
 
     async fn delete_grid(
         &self,
         request: Request<pb::DeleteGridRequest>,
     ) -> Result<Response<pb::DeleteGridResponse>, Status> {
+        let writes = call_writes(&self.writes, request.metadata())?;
         let grid = request.get_ref().grid_id;
-        let deleted = self
-            .writes
-            .change_grid(GridCommand::Delete { grid })
-            .await?;
+        let deleted = writes.change_grid(GridCommand::Delete { grid }).await?;
         Ok(answer_write(deleted, |()| pb::DeleteGridResponse {}))
     }
 
@@ -298,9 +306,10 @@ impl GridService for GridApi {
         &self,
         request: Request<pb::AddTokenRequest>,
     ) -> Result<Response<pb::AddTokenResponse>, Status> {
+        let metadata = request.metadata().clone();
         let r = request.into_inner();
         let changed = self
-            .change_membership(r.grid_id, r.token_id, |grid, token| {
+            .change_membership(&metadata, r.grid_id, r.token_id, |grid, token| {
                 GridCommand::AddMember { grid, token }
             })
             .await?;
@@ -311,9 +320,10 @@ impl GridService for GridApi {
         &self,
         request: Request<pb::RemoveTokenRequest>,
     ) -> Result<Response<pb::RemoveTokenResponse>, Status> {
+        let metadata = request.metadata().clone();
         let r = request.into_inner();
         let changed = self
-            .change_membership(r.grid_id, r.token_id, |grid, token| {
+            .change_membership(&metadata, r.grid_id, r.token_id, |grid, token| {
                 GridCommand::RemoveMember { grid, token }
             })
             .await?;

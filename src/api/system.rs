@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use tonic::{Request, Response, Status};
 
+use super::consistency::with_commit_sequence;
 use super::error::failed_precondition;
 use super::offload::offload;
 use super::pb::{self, system_server::System};
@@ -218,9 +219,10 @@ impl System for SystemApi {
         .map_err(|e: crate::store::durable::DurableError| {
             Status::internal(format!("backup failed: {e}"))
         })?;
-        Ok(Response::new(pb::CreateBackupResponse {
+        let response = Response::new(pb::CreateBackupResponse {
             path: backup.path.display().to_string(),
             sequence: backup.sequence,
-        }))
+        });
+        Ok(with_commit_sequence(response, backup.sequence))
     }
 }

@@ -8,7 +8,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::consistency::{answer_read, answer_write};
+use super::consistency::{answer_write, begin_read, call_writes, with_commit_sequence};
 use super::convert::{existing_id, required, token_filter, token_not_found, token_patch};
 use super::error::{request_stream_status, target_status, to_status};
 use super::import::ImportReport;
@@ -108,10 +108,11 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::Token>, Status> {
+        let writes = call_writes(&self.writes, request.metadata())?;
         let request = request.into_inner();
         let token = required(request.token.as_ref(), "token")?;
         let draft = draft(token, "token.")?;
-        let created = self.writes.create_token(draft, unix_now()).await?;
+        let created = writes.create_token(draft, unix_now()).await?;
         Ok(answer_write(created, |token| pb::Token::from(&token)))
     }
 
@@ -119,17 +120,19 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::GetTokenRequest>,
     ) -> Result<Response<pb::Token>, Status> {
+        let read = begin_read(&self.store, request.metadata()).await?;
         let raw = request.into_inner().id;
         let token = existing_id(raw, "id")?
             .and_then(|id| self.store.get(id))
             .ok_or_else(|| token_not_found("id", raw))?;
-        answer_read(&self.store, pb::Token::from(&token)).await
+        read.answer(pb::Token::from(&token)).await
     }
 
     async fn update_token(
         &self,
         request: Request<pb::UpdateTokenRequest>,
     ) -> Result<Response<pb::Token>, Status> {
+        let writes = call_writes(&self.writes, request.metadata())?;
         let request = request.into_inner();
         let token = required(request.token.as_ref(), "token")?;
         let mut violations = Violations::default();
@@ -139,8 +142,7 @@ impl TokenService for TokenApi {
             return Err(violations.into());
         };
         let id = id.ok_or_else(|| token_not_found("token.id", token.id))?;
-        let updated = self
-            .writes
+        let updated = writes
             .update_token(id, patch, unix_now())
             .await
             .map_err(|e| target_status(e, "token.id"))?;
@@ -151,10 +153,10 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::DeleteTokenRequest>,
     ) -> Result<Response<pb::DeleteTokenResponse>, Status> {
+        let writes = call_writes(&self.writes, request.metadata())?;
         let raw = request.into_inner().id;
         let id = existing_id(raw, "id")?.ok_or_else(|| token_not_found("id", raw))?;
-        let deleted = self
-            .writes
+        let deleted = writes
             .delete_token(id)
             .await
             .map_err(|e| target_status(e, "id"))?;
@@ -165,6 +167,7 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let read = begin_read(&self.store, request.metadata()).await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let size = violations.take(paging::page_size(request.page_size));
@@ -184,16 +187,17 @@ impl TokenService for TokenApi {
             next_page_token,
             total_size: i64::try_from(total_size).unwrap_or(i64::MAX),
         };
-        answer_read(&self.store, response).await
+        read.answer(response).await
     }
 
     async fn count_tokens(
         &self,
         request: Request<pb::CountTokensRequest>,
     ) -> Result<Response<pb::CountTokensResponse>, Status> {
+        let read = begin_read(&self.store, request.metadata()).await?;
         let filter = token_filter(request.into_inner().filter.as_ref())?;
         let count = self.store.count(&filter);
-        answer_read(&self.store, pb::CountTokensResponse { count }).await
+        read.answer(pb::CountTokensResponse { count }).await
     }
 
     async fn clear_tokens(
@@ -201,7 +205,7 @@ impl TokenService for TokenApi {
         request: Request<pb::ClearTokensRequest>,
     ) -> Result<Response<pb::ClearTokensResponse>, Status> {
         // Dropping a million tokens and their trees is heavy work too.
-        let writes = self.writes.clone();
+        let writes = call_writes(&self.writes, request.metadata())?;
         let cleared = write_heavy(&self.heavy, call_deadline(request.metadata()), move || {
             Ok((Some(writes.clear_tokens()), ()))
         })
@@ -220,8 +224,8 @@ impl TokenService for TokenApi {
         // More than `codec::MAX_BATCH` tokens never get here: the codec refuses them before
         // decoding.
         let metadata = request.metadata().clone();
+        let writes = call_writes(&self.writes, &metadata)?;
         let tokens = request.into_inner().tokens;
-        let writes = self.writes.clone();
         let (created, ()) = write_heavy(&self.heavy, call_deadline(&metadata), move || {
             let mut violations = Violations::default();
             let mut drafts = Vec::with_capacity(tokens.len());
@@ -249,8 +253,13 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::ImportTokensResponse>, Status> {
         // One deadline for the whole call, not one per message.
         let deadline = call_deadline(request.metadata());
+        let writes = call_writes(&self.writes, request.metadata())?;
         let mut messages = request.into_inner();
         let mut report = ImportReport::default();
+        // The commit sequence of the last committed message (without any, the state the
+        // answer reflects).
+        let mut last_sequence = self.store.sequence();
+        let mut message_number = 0;
         let mut shutdown = self.shutdown.clone();
         // Each message commits on its own: a break later on leaves the earlier ones in place.
         loop {
@@ -261,14 +270,20 @@ impl TokenService for TokenApi {
             let Some(message) = next else { break };
             // Validation and apply of up to 10,000 tokens run as heavy work; the report
             // travels with them.
-            let writes = self.writes.clone();
+            let writes = writes.clone();
+            let number = message_number;
+            message_number += 1;
             let (imported, (back, rejected)) = write_heavy(&self.heavy, deadline, move || {
                 let (drafts, rejected) = report.validate(&message.tokens);
-                let pending = (!drafts.is_empty()).then(|| writes.import(drafts, unix_now()));
+                let pending =
+                    (!drafts.is_empty()).then(|| writes.import(number, drafts, unix_now()));
                 Ok((pending, (report, rejected)))
             })
             .await?;
             report = back;
+            if let Some(imported) = &imported {
+                last_sequence = imported.sequence;
+            }
             report.record(rejected, imported.as_ref().map(|i| &i.value));
         }
         // The messages left batches and trees in the index; once the stream is done, rebuild
@@ -282,13 +297,17 @@ impl TokenService for TokenApi {
                 index.compact();
             });
         }
-        Ok(Response::new(report.into()))
+        Ok(with_commit_sequence(
+            Response::new(report.into()),
+            last_sequence,
+        ))
     }
 
     async fn watch_tokens(
         &self,
-        _request: Request<pb::WatchTokensRequest>,
+        request: Request<pb::WatchTokensRequest>,
     ) -> Result<Response<BoxStream<pb::TokenEvent>>, Status> {
+        let read = begin_read(&self.store, request.metadata()).await?;
         // Subscribed before the response goes out: every commit after the call is seen.
         let subscription = self.feed.subscribe();
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
@@ -298,13 +317,14 @@ impl TokenService for TokenApi {
             self.shutdown.clone(),
             sender,
         ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(read.stamp(Response::new(Box::pin(ReceiverStream::new(receiver)))))
     }
 
     async fn stream_tokens(
         &self,
         request: Request<pb::StreamTokensRequest>,
     ) -> Result<Response<BoxStream<pb::Token>>, Status> {
+        let read = begin_read(&self.store, request.metadata()).await?;
         let filter = token_filter(request.into_inner().filter.as_ref())?;
         let (sender, receiver) = mpsc::channel(STREAM_CHUNK);
         let store = Arc::clone(&self.store);
@@ -335,6 +355,6 @@ impl TokenService for TokenApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(read.stamp(Response::new(Box::pin(ReceiverStream::new(receiver)))))
     }
 }

@@ -715,7 +715,7 @@ impl Quarantine {
 }
 
 /// What clients see of the quarantine: the active one, or the figures of the last one.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QuarantineStatus {
     /// Whether one is running.
     pub active: bool,

@@ -454,7 +454,7 @@ impl TokenData {
 }
 
 /// A stored token: its id and values.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Token {
     /// The id.
     pub id: TokenId,

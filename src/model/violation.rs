@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// One input field that broke a rule, e.g. `l2_sensory.x`: `4.5 is outside [-3.2767, 3.2767]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FieldViolation {
     /// Path of the field in proto field names, relative to the value that was checked.
     pub field: String,

@@ -165,7 +165,7 @@ pub enum CdnaEffect {
 }
 
 /// What a CDNA command changed, for the call that sent it.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CdnaChange {
     /// The config after the command, with the profile before it, when the command changed it.
     pub config: Option<(ProfileId, CdnaConfig)>,

@@ -75,8 +75,9 @@ impl Command {
 }
 
 /// What applying a command produced for the call that sent it: one variant per kind of
-/// command, so that each write gets a typed answer (`store::Writes`).
-#[derive(Clone, Debug, PartialEq)]
+/// command, so that each write gets a typed answer (`store::Writes`). Stored with the request
+/// id of an idempotent write, so that a retry gets the same answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The token a CreateToken made.
     Created(Token),

@@ -15,9 +15,10 @@ use super::durable::{recovery, Durability, DurableError, Journal};
 use super::events::ChangeFeed;
 use super::grids::Grids;
 use super::log::LocalLog;
+use super::requests::RequestLedger;
 use super::spatial::SpatialIndex;
 use super::tokens::TokenTables;
-use super::write_path::{Components, Store};
+use super::write_path::{Components, Resumed, Store};
 use super::writes::Writes;
 
 /// Where and how an engine keeps its state.
@@ -140,11 +141,15 @@ impl Engine {
             options.durability,
             options.batch_delay,
         ));
+        let resumed = Resumed {
+            tables,
+            sequence: recovered.sequence,
+            ids: recovered.ids,
+            requests: RequestLedger::recovered(recovered.requests),
+        };
         let store = Arc::new(Store::recovered(
             components(&cdna, &index, &grids, &feed),
-            tables,
-            recovered.sequence,
-            recovered.ids,
+            resumed,
             journal,
         ));
         let writes = local_writes(&store);

@@ -125,6 +125,12 @@ pub enum StoreError {
     /// The change feed has closed.
     #[error("the change feed has closed")]
     FeedClosed,
+    /// A request id already named a write of another method.
+    #[error("was sent with a {method} call in the last 10 minutes; a request id names one write")]
+    RequestIdReused {
+        /// The method of the first write.
+        method: String,
+    },
     /// The store cannot take writes or answer now (storage failed, shutting down, …).
     #[error("{0}")]
     Unavailable(String),

@@ -57,7 +57,7 @@ impl GridCommand {
 }
 
 /// What a grid command changed.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum GridEffect {
     /// A user grid exists.
     Created {

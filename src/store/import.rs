@@ -20,7 +20,7 @@ pub struct ImportDraft {
 }
 
 /// What applying one import message does: the tokens to create and the tokens skipped.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ImportPlan {
     /// Tokens to create, with their ids, in stream order.
     pub created: Vec<(u64, Token)>,

@@ -12,6 +12,7 @@ pub mod grids;
 pub mod ids;
 pub mod import;
 pub mod log;
+pub mod requests;
 pub mod spatial;
 pub mod tokens;
 pub mod trim;

@@ -29,6 +29,8 @@ use super::error::{StoreError, TokenAt};
 use super::grids::Grids;
 use super::ids::IdCounters;
 use super::import::plan_import;
+use super::log::LogEntry;
+use super::requests::{AnsweredRequest, RequestLedger};
 use super::tokens::TokenTables;
 use crate::model::token::IdRequest;
 use crate::model::{Token, TokenDraft, TokenFilter, TokenId};
@@ -67,6 +69,20 @@ struct WriterState {
     sequence: u64,
     /// The id counters of every (domain, entity_type) pair.
     ids: IdCounters,
+    /// Request ids of recent idempotent writes.
+    requests: RequestLedger,
+}
+
+/// The store's own state read back from storage.
+pub struct Resumed {
+    /// The live tokens.
+    pub tables: TokenTables,
+    /// Commit sequence of the last stored command.
+    pub sequence: u64,
+    /// The id counters.
+    pub ids: IdCounters,
+    /// Request ids of recent idempotent writes.
+    pub requests: RequestLedger,
 }
 
 /// The token store: reads go straight to the tables, writes through `apply`.
@@ -100,37 +116,34 @@ pub fn unix_now() -> u32 {
 impl Store {
     /// An empty store in memory.
     pub fn new(components: Components) -> Store {
-        Store::with_state(
-            components,
-            TokenTables::default(),
-            0,
-            IdCounters::default(),
-            None,
-        )
+        let fresh = Resumed {
+            tables: TokenTables::default(),
+            sequence: 0,
+            ids: IdCounters::default(),
+            requests: RequestLedger::default(),
+        };
+        Store::with_state(components, fresh, None)
     }
 
-    /// A store resuming recovered `tables` at commit `sequence` with the id counters `ids`,
-    /// recording every later commit in `journal`.
-    pub fn recovered(
-        components: Components,
-        tables: TokenTables,
-        sequence: u64,
-        ids: IdCounters,
-        journal: Arc<Journal>,
-    ) -> Store {
-        Store::with_state(components, tables, sequence, ids, Some(journal))
+    /// A store resuming recovered state, recording every later commit in `journal`.
+    pub fn recovered(components: Components, state: Resumed, journal: Arc<Journal>) -> Store {
+        Store::with_state(components, state, Some(journal))
     }
 
-    fn with_state(
-        components: Components,
-        tables: TokenTables,
-        sequence: u64,
-        ids: IdCounters,
-        journal: Option<Arc<Journal>>,
-    ) -> Store {
+    fn with_state(components: Components, state: Resumed, journal: Option<Arc<Journal>>) -> Store {
+        let Resumed {
+            tables,
+            sequence,
+            ids,
+            requests,
+        } = state;
         Store {
             tables: ArcSwap::from_pointee(tables),
-            writer: Mutex::new(WriterState { sequence, ids }),
+            writer: Mutex::new(WriterState {
+                sequence,
+                ids,
+                requests,
+            }),
             components,
             journal,
             visible: AtomicU64::new(sequence),
@@ -198,12 +211,32 @@ impl Store {
         }
     }
 
-    /// Applies one command at the next sequence: all of it or, on error, nothing (a failed
-    /// command takes no sequence).
+    /// Applies one command at the next sequence (an entry stamped now, without request id).
     pub fn apply(&self, command: Command) -> Result<Applied, StoreError> {
+        self.apply_entry(LogEntry::new(command))
+    }
+
+    /// Applies one log entry at the next sequence: all of it or, on error, nothing (a failed
+    /// command takes no sequence). An entry that repeats the request id of an earlier
+    /// successful one of the same method (within the window) is answered with that one's
+    /// sequence and outcome and changes nothing.
+    pub fn apply_entry(&self, entry: LogEntry) -> Result<Applied, StoreError> {
+        let LogEntry {
+            at_ms,
+            request_id,
+            command,
+        } = entry;
         let mut writer = self.writer.lock();
         if let Some(failure) = self.journal.as_ref().and_then(|j| j.failure()) {
             return Err(StoreError::Unavailable(failure.to_string()));
+        }
+        if let Some(id) = &request_id {
+            if let Some(first) = writer.requests.repeated(id, command.method(), at_ms)? {
+                return Ok(Applied {
+                    sequence: first.sequence,
+                    outcome: first.outcome.clone(),
+                });
+            }
         }
         let tables = self.tables.load_full();
         // Readers may see this command's changes from here on; the read barrier waits for
@@ -225,10 +258,24 @@ impl Store {
             effects,
         };
         self.follow(&committed);
+        let mut writes = match &self.journal {
+            Some(_) => self.durable_writes(&committed),
+            None => Vec::new(),
+        };
+        if let Some(id) = &request_id {
+            let answered = AnsweredRequest {
+                method: command.method().to_string(),
+                sequence: committed.sequence,
+                at_ms,
+                outcome: outcome.clone(),
+            };
+            writer.requests.record(id, answered, &mut writes);
+        }
+        writer.requests.expire(at_ms, &mut writes);
         if let Some(journal) = &self.journal {
             journal.append(Record {
                 sequence: committed.sequence,
-                writes: self.durable_writes(&committed),
+                writes,
             });
         }
         self.applied.send_replace(committed.sequence);
@@ -597,13 +644,13 @@ mod durability_tests {
             Durability::Batched,
             Duration::from_secs(600),
         ));
-        let store = Store::recovered(
-            Components::default(),
-            TokenTables::default(),
-            recovered.sequence,
-            recovered.ids,
-            Arc::clone(&journal),
-        );
+        let resumed = Resumed {
+            tables: TokenTables::default(),
+            sequence: recovered.sequence,
+            ids: recovered.ids,
+            requests: RequestLedger::default(),
+        };
+        let store = Store::recovered(Components::default(), resumed, Arc::clone(&journal));
         (store, journal)
     }
 

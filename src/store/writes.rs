@@ -11,6 +11,7 @@ use super::command::{Command, Outcome};
 use super::error::StoreError;
 use super::grids::{GridCommand, GridEffect};
 use super::import::{ImportDraft, ImportPlan};
+use super::log::entry::unix_millis;
 use super::log::{CommandLog, LogEntry};
 use crate::model::cdna::{CdnaConfig, ProfileId, QuarantineStatus};
 use crate::model::grid::{GridConfig, GridId};
@@ -29,12 +30,26 @@ pub struct Written<T> {
 #[derive(Clone)]
 pub struct Writes {
     log: Arc<dyn CommandLog>,
+    /// The request id of the call these writes belong to, if it sent one.
+    request_id: Option<Arc<str>>,
 }
 
 impl Writes {
     /// Writes through `log`.
     pub fn new(log: Arc<dyn CommandLog>) -> Writes {
-        Writes { log }
+        Writes {
+            log,
+            request_id: None,
+        }
+    }
+
+    /// The same writes on behalf of a call that sent `request_id` (idempotent retries, see
+    /// `store::requests`).
+    pub fn with_request_id(&self, request_id: Option<&str>) -> Writes {
+        Writes {
+            log: Arc::clone(&self.log),
+            request_id: request_id.map(Arc::from),
+        }
     }
 
     /// Appends `command` now and resolves with what `take` finds in its outcome. The append
@@ -45,8 +60,26 @@ impl Writes {
         command: Command,
         take: fn(Outcome) -> Result<T, Outcome>,
     ) -> impl Future<Output = Result<Written<T>, StoreError>> + Send + 'static {
+        self.submit_as(
+            self.request_id.as_deref().map(str::to_string),
+            command,
+            take,
+        )
+    }
+
+    /// `submit` under an explicit request id.
+    fn submit_as<T: Send + 'static>(
+        &self,
+        request_id: Option<String>,
+        command: Command,
+        take: fn(Outcome) -> Result<T, Outcome>,
+    ) -> impl Future<Output = Result<Written<T>, StoreError>> + Send + 'static {
         let method = command.method();
-        let pending = self.log.append(LogEntry::new(command));
+        let pending = self.log.append(LogEntry {
+            at_ms: unix_millis(),
+            request_id,
+            command,
+        });
         async move {
             let applied = pending.await?;
             let value = take(applied.outcome).map_err(|other| {
@@ -118,19 +151,25 @@ impl Writes {
         )
     }
 
-    /// Creates the tokens of one import message that pass the state checks (appended at once).
+    /// Creates the tokens of import message number `message` that pass the state checks
+    /// (appended at once). Under a request id, each message is its own idempotent write, so
+    /// that a retried stream gets every message's first answer.
     pub fn import(
         &self,
+        message: u64,
         drafts: Vec<ImportDraft>,
         at: u32,
     ) -> impl Future<Output = Result<Written<ImportPlan>, StoreError>> + Send + 'static {
-        self.submit(
-            Command::ImportTokens { drafts, at },
-            |outcome| match outcome {
-                Outcome::Imported(plan) => Ok(plan),
-                other => Err(other),
-            },
-        )
+        // Request ids are printable ASCII, so a NUL keeps message keys apart from other ids.
+        let request_id = self
+            .request_id
+            .as_ref()
+            .map(|id| format!("{id}\0{message}"));
+        let command = Command::ImportTokens { drafts, at };
+        self.submit_as(request_id, command, |outcome| match outcome {
+            Outcome::Imported(plan) => Ok(plan),
+            other => Err(other),
+        })
     }
 
     /// Deletes every token; how many there were (appended at once).

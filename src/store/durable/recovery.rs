@@ -10,7 +10,7 @@ use roaring::RoaringBitmap;
 
 use super::schema::{
     self, decode, StoredCdna, COUNTERS, FORMAT, GRIDS, HISTORY, MEMBERS, META, META_CDNA,
-    META_FORMAT, META_HIGHEST_GRID, META_SEQUENCE, TOKENS,
+    META_FORMAT, META_HIGHEST_GRID, META_SEQUENCE, REQUESTS, TOKENS,
 };
 use super::{DurableError, STORE_FILE};
 use crate::model::cdna::HistoryEntry;
@@ -18,6 +18,7 @@ use crate::model::grid::{GridConfig, GridId};
 use crate::model::{IdPair, Token, TokenData, TokenId};
 use crate::store::cdna::CdnaState;
 use crate::store::ids::IdCounters;
+use crate::store::requests::AnsweredRequest;
 
 /// A user grid as stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,6 +46,8 @@ pub struct Recovered {
     pub highest_grid: GridId,
     /// The CDNA state; `None` for a store that never had one written.
     pub cdna: Option<CdnaState>,
+    /// Request ids of recent idempotent writes and their first answers.
+    pub requests: Vec<(String, AnsweredRequest)>,
 }
 
 /// The store file inside `dir`.
@@ -239,9 +242,26 @@ pub fn read_back(db: &Database, path: &Path) -> Result<Recovered, DurableError> 
         }
     };
 
+    // Stores written before idempotent writes existed have no such table: nothing to read.
+    let mut requests = Vec::new();
+    match txn.open_table(REQUESTS) {
+        Ok(table) => {
+            for entry in table.iter().map_err(|e| redb_error(e.into()))? {
+                let (key, value) = entry.map_err(|e| redb_error(e.into()))?;
+                let answered: AnsweredRequest =
+                    decode(value.value(), &format!("request id {:?}", key.value()))
+                        .map_err(corrupt)?;
+                requests.push((key.value().to_string(), answered));
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(open_error(e)),
+    }
+
     Ok(Recovered {
         sequence,
         ids,
+        requests,
         tokens,
         grids: grids.into_values().collect(),
         highest_grid,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::cdna::{CdnaConfig, HistoryEntry, Quarantine};
 use crate::model::grid::{GridConfig, GridId};
 use crate::model::{IdPair, Token, TokenId};
+use crate::store::requests::AnsweredRequest;
 
 /// Live tokens: id → postcard `TokenData`.
 pub const TOKENS: TableDefinition<u32, &[u8]> = TableDefinition::new("tokens");
@@ -19,6 +20,8 @@ pub const GRIDS: TableDefinition<u32, &[u8]> = TableDefinition::new("grids");
 pub const MEMBERS: TableDefinition<(u32, u32), ()> = TableDefinition::new("grid_members");
 /// CDNA history: entry sequence → postcard `HistoryEntry`.
 pub const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("cdna_history");
+/// Request ids of recent idempotent writes: id → postcard `AnsweredRequest`.
+pub const REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("request_ids");
 /// Single values, under the `META_*` keys.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -48,7 +51,7 @@ pub struct StoredCdna {
 }
 
 /// One change a committed command makes to the stored state. Components describe their own
-/// changes (`WriteHook::durable_writes`); the journal applies them in commit order.
+/// changes (`durable_writes`); the journal applies them in commit order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DurableWrite {
     /// Store a created or updated token.
@@ -98,6 +101,15 @@ pub enum DurableWrite {
         /// Sequence of the oldest entry still kept (older ones fell off or were cleared).
         keep_from: u64,
     },
+    /// Remember the first answer to a request id.
+    PutRequest {
+        /// The request id.
+        id: String,
+        /// Its first answer.
+        answered: Box<AnsweredRequest>,
+    },
+    /// Forget a request id.
+    DeleteRequest(String),
 }
 
 /// Encodes a value for a table.
@@ -118,6 +130,7 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(MEMBERS)?;
     txn.open_table(HISTORY)?;
     txn.open_table(META)?;
+    txn.open_table(REQUESTS)?;
     Ok(())
 }
 
@@ -132,6 +145,7 @@ pub fn apply_writes<'w>(
     let mut members = txn.open_table(MEMBERS)?;
     let mut history = txn.open_table(HISTORY)?;
     let mut meta = txn.open_table(META)?;
+    let mut requests = txn.open_table(REQUESTS)?;
     for write in writes {
         match write {
             DurableWrite::PutToken(token) => {
@@ -184,6 +198,12 @@ pub fn apply_writes<'w>(
                     history.insert(entry.sequence, encode(entry).as_slice())?;
                 }
                 history.retain_in(..*keep_from, |_, _| false)?;
+            }
+            DurableWrite::PutRequest { id, answered } => {
+                requests.insert(id.as_str(), encode(answered.as_ref()).as_slice())?;
+            }
+            DurableWrite::DeleteRequest(id) => {
+                requests.remove(id.as_str())?;
             }
         }
     }

@@ -12,6 +12,9 @@ pub const ENTRY_FORMAT: u16 = 1;
 /// One command in the log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
+    /// When the entry was made (Unix milliseconds): the clock apply reads for what is not
+    /// in the command itself (the age of request ids).
+    pub at_ms: u64,
     /// The client's `x-neurograph-request-id`, when it sent one (idempotent retries).
     pub request_id: Option<String>,
     /// The command.
@@ -33,9 +36,10 @@ pub enum EntryError {
 }
 
 impl LogEntry {
-    /// An entry for `command` without a request id.
+    /// An entry for `command` stamped now, without a request id.
     pub fn new(command: Command) -> LogEntry {
         LogEntry {
+            at_ms: unix_millis(),
             request_id: None,
             command,
         }
@@ -55,6 +59,14 @@ impl LogEntry {
         }
         postcard::from_bytes(rest).map_err(|e| EntryError::Malformed(e.to_string()))
     }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -118,6 +130,7 @@ mod tests {
         ];
         for command in commands {
             let entry = LogEntry {
+                at_ms: 1_700_000_000_123,
                 request_id: Some("retry-1".into()),
                 command,
             };

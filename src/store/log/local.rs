@@ -21,7 +21,7 @@ impl LocalLog {
 
 impl CommandLog for LocalLog {
     fn append(&self, entry: LogEntry) -> Pending {
-        let applied = self.store.apply(entry.command);
+        let applied = self.store.apply_entry(entry);
         let store = Arc::clone(&self.store);
         Box::pin(async move {
             let applied = applied?;
