@@ -60,6 +60,7 @@ fn preloaded(rng: &mut XorShift, tokens: usize) -> Engine {
         max_grid_memberships: 10_000_000,
         watch_lag_limit: 10_000,
         store_cache_bytes: 64 << 20,
+        replicated: false,
     });
     let started = Instant::now();
     for chunk in 0..tokens / CHUNK {

@@ -138,6 +138,24 @@ pub struct Config {
     )]
     pub durability: Durability,
 
+    /// Keep the command log in a NATS JetStream stream on these servers and run as one of
+    /// its replicas (API.md §9): `nats://HOST:PORT[,nats://HOST:PORT…]`.
+    #[arg(long = "log", env = "NEUROGRAPH_LOG", value_parser = parse_log_servers)]
+    pub log_servers: Option<LogServers>,
+
+    /// The JetStream stream of the command log.
+    #[arg(long, env = "NEUROGRAPH_LOG_STREAM", default_value = "neurograph", value_parser = parse_stream_name)]
+    pub log_stream: String,
+
+    /// Replicas of the log's stream when this process creates it.
+    #[arg(
+        long,
+        env = "NEUROGRAPH_LOG_REPLICAS",
+        default_value_t = 3,
+        value_parser = clap::value_parser!(u8).range(1..=5)
+    )]
+    pub log_replicas: u8,
+
     /// Longest wait of `batched` durability for more writes to share one fsync.
     #[arg(long, env = "NEUROGRAPH_BATCH_DELAY_MS", default_value_t = 2)]
     pub batch_delay_ms: u64,
@@ -276,6 +294,45 @@ pub struct Config {
 }
 
 /// A duration above zero, e.g. `60s` or `500ms`.
+/// The NATS servers of the replicated log, each `nats://host:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogServers(pub Vec<String>);
+
+/// `nats://h:p,h:p,…`: a comma-separated list of servers; the scheme may be left out after
+/// the first.
+fn parse_log_servers(value: &str) -> Result<LogServers, String> {
+    let mut servers = Vec::new();
+    for part in value.split(',').map(str::trim) {
+        let address = part.strip_prefix("nats://").unwrap_or(part);
+        let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !valid || address.contains("://") {
+            return Err(format!(
+                "{part:?} is not a NATS server: expected nats://HOST:PORT[,HOST:PORT…]"
+            ));
+        }
+        servers.push(format!("nats://{address}"));
+    }
+    Ok(LogServers(servers))
+}
+
+/// A JetStream stream name: letters, digits, `-` and `_`.
+fn parse_stream_name(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "{value:?} is not a stream name: 1 to 64 letters, digits, '-' or '_'"
+        ))
+    }
+}
+
 fn parse_positive_duration(value: &str) -> Result<Duration, String> {
     match humantime::parse_duration(value) {
         Ok(d) if !d.is_zero() => Ok(d),
@@ -455,5 +512,34 @@ impl Config {
     /// How long `batched` durability waits for company.
     pub fn batch_delay(&self) -> Duration {
         Duration::from_millis(self.batch_delay_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_servers_are_nats_urls_with_ports() {
+        assert_eq!(
+            parse_log_servers("nats://127.0.0.1:4222,10.0.0.2:4223, nats://n3:4224"),
+            Ok(LogServers(vec![
+                "nats://127.0.0.1:4222".into(),
+                "nats://10.0.0.2:4223".into(),
+                "nats://n3:4224".into(),
+            ]))
+        );
+        for bad in ["", "nats://host", "http://h:1", "h:0", "h:port", ":4222"] {
+            let error = parse_log_servers(bad).expect_err(bad);
+            assert!(error.contains("nats://HOST:PORT"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn stream_names_are_plain_words() {
+        assert_eq!(parse_stream_name("ng_test-1"), Ok("ng_test-1".into()));
+        for bad in ["", "a.b", "a b", "a*"] {
+            assert!(parse_stream_name(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -36,7 +36,14 @@ async fn health_and_ready_report_every_existing_component() {
     names.sort();
     assert_eq!(
         names,
-        ["cdna", "grids", "spatial_index", "storage", "token_store"]
+        [
+            "cdna",
+            "grids",
+            "log",
+            "spatial_index",
+            "storage",
+            "token_store"
+        ]
     );
     assert!(ready.checks.values().all(|v| v == "ok"));
 }
@@ -75,6 +82,9 @@ async fn status_reports_real_figures() {
     assert_eq!(status.cdna_profile, "default");
     assert_eq!(status.storage_backend, "memory");
     assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(status.log, "local: memory");
+    assert_eq!(status.state_digest.len(), 64, "hex SHA-256");
+    assert_eq!(status.applied_sequence, 2, "two creates");
     assert_eq!(
         status.components.get("token_store").map(String::as_str),
         Some("ok")

@@ -119,8 +119,9 @@ async fn wait_applied(
 /// The writes of a call: under its `x-neurograph-request-id`, if it sent one
 /// (INVALID_ARGUMENT unless 1 to 128 printable ASCII characters).
 pub fn call_writes(writes: &Writes, metadata: &MetadataMap) -> Result<Writes, Status> {
+    let writes = writes.with_deadline(super::offload::call_deadline(metadata));
     let Some(value) = metadata.get(REQUEST_ID) else {
-        return Ok(writes.clone());
+        return Ok(writes);
     };
     let bytes = value.as_bytes();
     let printable = bytes.iter().all(|b| (0x20..=0x7E).contains(b));

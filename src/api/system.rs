@@ -15,6 +15,7 @@ use super::ShutdownSignal;
 use crate::heavy::HeavyWork;
 use crate::model::TokenFilter;
 use crate::store::durable::{create_backup, prune_backups};
+use crate::store::log::LogHealth;
 use crate::store::Engine;
 use crate::telemetry::{process_start, ConnectionStats, ProcessSampler};
 
@@ -101,10 +102,15 @@ impl SystemApi {
             None => "starting".to_string(),
         };
         let state = if engine.is_some() { "ok" } else { "starting" };
+        let log = match engine.map(|e| e.writes.log().health()) {
+            Some(LogHealth::Ok) => "ok".to_string(),
+            Some(LogHealth::Failed(why)) => format!("error: {why}"),
+            Some(LogHealth::Starting) | None => "starting".to_string(),
+        };
         ["token_store", "spatial_index", "grids", "cdna"]
             .into_iter()
             .map(|component| (component.to_string(), state.to_string()))
-            .chain([("storage".to_string(), storage)])
+            .chain([("storage".to_string(), storage), ("log".to_string(), log)])
             .collect()
     }
 
@@ -164,6 +170,9 @@ impl System for SystemApi {
             let tables = e.store.tables();
             (tables.count(&TokenFilter::default()), tables.active())
         });
+        let (applied_sequence, state_digest) =
+            engine.map_or((0, String::new()), |e| e.store.state_digest());
+        let log = engine.map_or("starting".to_string(), |e| e.writes.log().describe());
         Ok(Response::new(pb::StatusResponse {
             state: state as i32,
             uptime_seconds: self.uptime_seconds(),
@@ -180,6 +189,9 @@ impl System for SystemApi {
                 .to_string(),
             storage_backend: self.storage_backend.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            applied_sequence,
+            log,
+            state_digest,
         }))
     }
 

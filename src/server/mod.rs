@@ -38,7 +38,8 @@ use crate::heavy::HeavyWork;
 use crate::metrics::RpcMetricsLayer;
 use crate::overload::OverloadLayer;
 use crate::store::cdna::run_quarantine_timer;
-use crate::store::{Engine, EngineOptions};
+use crate::store::log::jetstream::{JetStreamConfig, JetStreamLog};
+use crate::store::{Engine, EngineOptions, Writes};
 use crate::telemetry::{ConnectionStats, ProcessSampler};
 use reload::Reloader;
 use tls::{LiveTls, TlsFiles};
@@ -331,12 +332,9 @@ pub async fn serve(
         cdna,
         heavy,
     };
-    let engine = if options.data_dir.is_none() {
-        // Nothing to read back: serve at once.
-        let engine = Arc::new(Engine::in_memory(&options));
-        gates.install(&engine, &down, max);
-        probes.set(None).await;
-        Some(engine)
+    let opened = if options.data_dir.is_none() {
+        // Nothing to read back.
+        Some(Engine::in_memory(&options))
     } else {
         let mut recovery = tokio::task::spawn_blocking(move || Engine::open(&options));
         tokio::select! {
@@ -347,16 +345,59 @@ pub async fn serve(
                 close(engine.as_ref());
                 None
             }
-            recovered = &mut recovery => {
-                let engine = Arc::new(
-                    recovered
-                        .map_err(|e| ServeError::Storage(format!("recovery task failed: {e}")))?
-                        .map_err(|e| ServeError::Storage(e.to_string()))?,
-                );
-                gates.install(&engine, &down, max);
-                probes.set(None).await;
-                info!("recovered; serving");
-                Some(engine)
+            recovered = &mut recovery => Some(
+                recovered
+                    .map_err(|e| ServeError::Storage(format!("recovery task failed: {e}")))?
+                    .map_err(|e| ServeError::Storage(e.to_string()))?,
+            ),
+        }
+    };
+    // A replica follows the shared log from its checkpoint before it serves.
+    let (stop_log, stop_log_receiver) = tokio::sync::watch::channel(false);
+    let engine = match (opened, log_config(&config)) {
+        (None, _) => None,
+        (Some(engine), None) => {
+            let engine = Arc::new(engine);
+            gates.install(&engine, &down, max);
+            probes.set(None).await;
+            info!("recovered; serving");
+            Some(engine)
+        }
+        (Some(mut engine), Some(log_config)) => {
+            let start = JetStreamLog::start(
+                log_config,
+                Arc::clone(&engine.store),
+                engine.checkpoint.clone(),
+                stop_log_receiver,
+            );
+            let log = tokio::select! {
+                result = &mut serving => return result.map_err(ServeError::from),
+                () = &mut shutdown => None,
+                log = start => log,
+            };
+            match log {
+                None => {
+                    let _ = stop_log.send(true);
+                    close(Some(&engine));
+                    None
+                }
+                Some(log) => {
+                    let log = Arc::new(log);
+                    engine.writes = Writes::new(log.clone());
+                    let engine = Arc::new(engine);
+                    gates.install(&engine, &down, max);
+                    let probes = Arc::clone(&probes);
+                    tokio::spawn(async move {
+                        if log.ready().await {
+                            probes.set(None).await;
+                            info!("caught up with the command log; serving");
+                        }
+                        let why = log.halted().await;
+                        tracing::error!(reason = %why, "NOT_SERVING: this replica stopped applying the command log");
+                        probes.set(Some("command log halted")).await;
+                    });
+                    Some(engine)
+                }
             }
         }
     };
@@ -387,6 +428,7 @@ pub async fn serve(
     );
     probes.set(Some("shutting down")).await;
     let _ = down_sender.send(true);
+    let _ = stop_log.send(true);
     let drained = tokio::time::timeout(config.shutdown_timeout, serving).await;
     // Whatever the drain did, queued writes reach the disk before the process ends.
     close(engine.as_deref());
@@ -495,6 +537,15 @@ fn close(engine: Option<&Engine>) {
     }
 }
 
+/// The replicated log `config` asks for, if any.
+fn log_config(config: &Config) -> Option<JetStreamConfig> {
+    config.log_servers.as_ref().map(|servers| JetStreamConfig {
+        servers: servers.0.clone(),
+        stream: config.log_stream.clone(),
+        replicas: usize::from(config.log_replicas),
+    })
+}
+
 /// The engine `config` asks for.
 fn engine_options(config: &Config) -> EngineOptions {
     EngineOptions {
@@ -509,5 +560,6 @@ fn engine_options(config: &Config) -> EngineOptions {
         store_cache_bytes: usize::try_from(config.store_cache_mb)
             .unwrap_or(usize::MAX)
             .saturating_mul(1024 * 1024),
+        replicated: config.log_servers.is_some(),
     }
 }

@@ -506,6 +506,16 @@ impl Cdna {
         }
     }
 
+    /// Starts over from the fresh state of time `at` (a new replica takes the time its log
+    /// began, so that every replica starts from the same state); what to store.
+    pub fn restart_fresh(&self, at: WallTime) -> DurableWrite {
+        let fresh = CdnaState::fresh(at);
+        let write = fresh.durable_write(0);
+        *self.journaled_history.lock() = fresh.next_history_sequence;
+        *self.state.write() = fresh;
+        write
+    }
+
     /// The current time on this component's clock, for stamping commands.
     pub fn now(&self) -> WallTime {
         self.clock.now()
@@ -661,8 +671,7 @@ pub async fn run_quarantine_timer(
         if let Some(deadline) = deadline {
             let now = cdna.now();
             if deadline <= now {
-                let expire = CdnaCommand::ExpireQuarantine { at: now };
-                match writes.change_quarantine(expire).await {
+                match writes.expire_quarantine(deadline, now).await {
                     Ok(_) => {
                         info!("quarantine expired; the snapshot was restored");
                         continue;

@@ -14,6 +14,7 @@ use super::durable::schema;
 use super::durable::{recovery, Durability, DurableError, Journal};
 use super::events::ChangeFeed;
 use super::grids::Grids;
+use super::log::jetstream::LogCheckpoint;
 use super::log::LocalLog;
 use super::requests::RequestLedger;
 use super::spatial::SpatialIndex;
@@ -36,6 +37,9 @@ pub struct EngineOptions {
     pub watch_lag_limit: usize,
     /// Bytes of the embedded store's page cache (redb's default would be 1 GiB).
     pub store_cache_bytes: usize,
+    /// A replica of a log durable elsewhere: the embedded store is its checkpoint (synced
+    /// about once a second, never waited for) and nothing is applied outside the log.
+    pub replicated: bool,
 }
 
 /// The store and its components.
@@ -52,6 +56,8 @@ pub struct Engine {
     pub cdna: Arc<Cdna>,
     /// The change feed WatchTokens subscribes to.
     pub feed: Arc<ChangeFeed>,
+    /// What the stored state says about the log it came from (replicas).
+    pub checkpoint: LogCheckpoint,
 }
 
 /// The components of a store: CDNA and the grids are dispatched to by the write path; the
@@ -87,6 +93,7 @@ impl Engine {
         Engine {
             store,
             writes,
+            checkpoint: LogCheckpoint::default(),
             index,
             grids,
             cdna,
@@ -135,10 +142,15 @@ impl Engine {
         ));
         let cdna = Arc::new(Cdna::with_state(clock, cdna_state));
         let feed = Arc::new(ChangeFeed::new(options.watch_lag_limit));
+        // A replica's store is a checkpoint: the log it follows is durable elsewhere.
+        let durability = match options.replicated {
+            true => Durability::None,
+            false => options.durability,
+        };
         let journal = Arc::new(Journal::start(
             db,
             recovered.sequence,
-            options.durability,
+            durability,
             options.batch_delay,
         ));
         let resumed = Resumed {
@@ -147,16 +159,21 @@ impl Engine {
             ids: recovered.ids,
             requests: RequestLedger::recovered(recovered.requests),
         };
-        let store = Arc::new(Store::recovered(
-            components(&cdna, &index, &grids, &feed),
-            resumed,
-            journal,
-        ));
+        let store = Store::recovered(components(&cdna, &index, &grids, &feed), resumed, journal);
+        let store = Arc::new(match options.replicated {
+            true => store.checkpoint_only(),
+            false => store,
+        });
+        let checkpoint = LogCheckpoint {
+            identity: recovered.log_identity,
+            last_hash: recovered.log_last_hash,
+        };
         let writes = local_writes(&store);
         // A quarantine whose deadline passed while the server was down ends before any call is
         // answered, so that nobody sees (or keeps) its provisional config.
         let deadline = *cdna.deadlines().borrow();
-        if deadline.is_some_and(|deadline| deadline <= cdna.now()) {
+        // A replica leaves it to the log: the quarantine timer appends the expiry once.
+        if !options.replicated && deadline.is_some_and(|deadline| deadline <= cdna.now()) {
             let expire = Command::Cdna(CdnaCommand::ExpireQuarantine { at: cdna.now() });
             // Recovery is local: apply at once (the journal syncs it with the next write or at
             // close), before the log takes any call.
@@ -177,6 +194,7 @@ impl Engine {
         Ok(Engine {
             store,
             writes,
+            checkpoint,
             index,
             grids,
             cdna,

@@ -193,6 +193,22 @@ impl Grids {
         self.set.read().grids.values().cloned().collect()
     }
 
+    /// Feeds every grid's id, config and members, and the highest grid id, to `digest`.
+    pub fn digest_into(&self, digest: &mut impl FnMut(&[u8])) {
+        let set = self.set.read();
+        digest(&set.highest_id.to_le_bytes());
+        for (id, grid) in &set.grids {
+            digest(&id.to_le_bytes());
+            digest(&postcard::to_allocvec(&grid.config).expect("a config encodes"));
+            let mut members = Vec::new();
+            grid.members
+                .read()
+                .serialize_into(&mut members)
+                .expect("writing to memory");
+            digest(&members);
+        }
+    }
+
     /// Memberships over every grid.
     pub fn memberships(&self) -> u64 {
         self.set.read().memberships

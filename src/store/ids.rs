@@ -44,6 +44,11 @@ impl IdCounters {
         *slot = (*slot).max(local_id.min(MAX_LOCAL_ID));
     }
 
+    /// Every pair's counter, by pair index.
+    pub fn as_slice(&self) -> &[u32] {
+        &self.0
+    }
+
     /// The next unused id of `pair`.
     pub fn allocate(&mut self, pair: IdPair) -> Result<TokenId, IdsUsedUp> {
         let slot = &mut self.0[pair.index()];

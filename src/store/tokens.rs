@@ -32,6 +32,21 @@ pub struct TokenTables {
     ids: RwLock<RoaringBitmap>,
     /// Tokens with `flags.active`.
     active: AtomicU64,
+    /// XOR of every live token's fingerprint (two 64-bit halves): a digest of the tokens that
+    /// costs one hash per write and does not depend on the order they came in.
+    digest: [AtomicU64; 2],
+}
+
+/// Fixed seeds, so that every process computes the same fingerprints.
+const FINGERPRINT_SEEDS: [u64; 2] = [0x6e67_7265_706c_6963, 0x6469_6765_7374_0001];
+
+/// A fingerprint of one token's id and values, the same in every process of this build.
+fn fingerprint(id: u32, data: &TokenData) -> [u64; 2] {
+    use std::hash::BuildHasher;
+    let mut bytes = [0u8; 96];
+    let encoded = postcard::to_slice(data, &mut bytes).expect("a token encodes in 96 bytes");
+    FINGERPRINT_SEEDS
+        .map(|seed| foldhash::fast::FixedState::with_seed(seed).hash_one((id, &*encoded)))
 }
 
 /// Number of ids in `ids` matching `filter`.
@@ -154,13 +169,31 @@ impl TokenTables {
             self.map.insert(token.id.get(), token.data);
             ids.insert(token.id.get());
             active += u64::from(token.data.flags().get(FlagName::Active));
+            self.fold(token);
         }
         self.active.fetch_add(active, Ordering::Relaxed);
+    }
+
+    /// Folds a token into the digest, or out of it again (XOR).
+    fn fold(&self, token: &Token) {
+        let print = fingerprint(token.id.get(), &token.data);
+        for (half, value) in self.digest.iter().zip(print) {
+            half.fetch_xor(value, Ordering::Relaxed);
+        }
+    }
+
+    /// The digest of the live tokens (equal for equal sets of tokens, whatever their order).
+    pub fn digest(&self) -> [u64; 2] {
+        self.digest
+            .each_ref()
+            .map(|half| half.load(Ordering::Relaxed))
     }
 
     /// Replaces a live token's values.
     pub(crate) fn replace(&self, before: &Token, after: &Token) {
         self.map.insert(after.id.get(), after.data);
+        self.fold(before);
+        self.fold(after);
         match (
             before.data.flags().get(FlagName::Active),
             after.data.flags().get(FlagName::Active),
@@ -176,6 +209,7 @@ impl TokenTables {
         let mut ids = self.ids.write();
         self.map.remove(&token.id.get());
         ids.remove(token.id.get());
+        self.fold(token);
         if token.data.flags().get(FlagName::Active) {
             self.active.fetch_sub(1, Ordering::Relaxed);
         }

@@ -92,6 +92,9 @@ pub struct Store {
     components: Components,
     /// Where committed commands are made durable; `None` for memory storage.
     journal: Option<Arc<Journal>>,
+    /// Whether reads wait for the journal: yes when it is the log that acknowledges writes,
+    /// no when it only checkpoints a replica of a log that is durable elsewhere.
+    reads_wait_for_journal: bool,
     /// Sequence of the newest command readers may see (set before it changes anything).
     visible: AtomicU64,
     /// Sequence of the last applied command, for those who wait for one.
@@ -130,6 +133,13 @@ impl Store {
         Store::with_state(components, state, Some(journal))
     }
 
+    /// The store as a replica of a log durable elsewhere: its journal only checkpoints, so
+    /// reads do not wait for it.
+    pub fn checkpoint_only(mut self) -> Store {
+        self.reads_wait_for_journal = false;
+        self
+    }
+
     fn with_state(components: Components, state: Resumed, journal: Option<Arc<Journal>>) -> Store {
         let Resumed {
             tables,
@@ -146,6 +156,7 @@ impl Store {
             }),
             components,
             journal,
+            reads_wait_for_journal: true,
             visible: AtomicU64::new(sequence),
             applied: watch::Sender::new(sequence),
         }
@@ -187,7 +198,11 @@ impl Store {
     /// `none` durability; an error once the journal failed (memory may then hold writes that
     /// never reached the disk: fail closed).
     pub async fn read_barrier(&self) -> Result<(), StoreError> {
-        let Some(journal) = &self.journal else {
+        let Some(journal) = self
+            .journal
+            .as_ref()
+            .filter(|_| self.reads_wait_for_journal)
+        else {
             return Ok(());
         };
         let target = self.visible.load(Ordering::SeqCst);
@@ -198,6 +213,39 @@ impl Store {
             Some(failure) => Err(StoreError::Unavailable(failure.to_string())),
             None => Ok(()),
         }
+    }
+
+    /// The applied sequence and a hex SHA-256 of the replicated state at it: tokens, id
+    /// counters, user grids, the CDNA state and the number of remembered request ids. Equal on
+    /// every replica that applied the same entries.
+    pub fn state_digest(&self) -> (u64, String) {
+        use sha2::Digest;
+        let writer = self.writer.lock();
+        let mut hash = sha2::Sha256::new();
+        let tables = self.tables.load();
+        for half in tables.digest() {
+            hash.update(half.to_le_bytes());
+        }
+        hash.update(tables.len().to_le_bytes());
+        for counter in writer.ids.as_slice() {
+            hash.update(counter.to_le_bytes());
+        }
+        self.components
+            .grids
+            .digest_into(&mut |bytes| hash.update(bytes));
+        let cdna = self.components.cdna.state();
+        hash.update(postcard::to_allocvec(&cdna.config).expect("encodes"));
+        hash.update(postcard::to_allocvec(&cdna.quarantine).expect("encodes"));
+        hash.update(postcard::to_allocvec(&cdna.last_quarantine).expect("encodes"));
+        hash.update(postcard::to_allocvec(&cdna.history).expect("encodes"));
+        hash.update(cdna.next_history_sequence.to_le_bytes());
+        hash.update((writer.requests.len() as u64).to_le_bytes());
+        let hex: String = hash
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        (writer.sequence, hex)
     }
 
     /// Resolves once every command up to `sequence` is durable (at once without a journal).
@@ -211,6 +259,36 @@ impl Store {
         }
     }
 
+    /// Stores `writes` with the state as it is now (a replica's log identity), in sequence
+    /// order with the commits around it; nothing without a journal.
+    pub fn checkpoint(&self, writes: Vec<DurableWrite>) {
+        let writer = self.writer.lock();
+        if let Some(journal) = &self.journal {
+            journal.append(Record {
+                sequence: writer.sequence,
+                writes,
+            });
+        }
+    }
+
+    /// Starts a replica that has applied nothing from the fresh state of time `at` (when its
+    /// log began), so that every replica of the log starts from the same state; `false` (and
+    /// nothing changes) once anything was applied.
+    pub fn start_fresh_at(&self, at: crate::model::cdna::WallTime) -> bool {
+        let writer = self.writer.lock();
+        if writer.sequence != 0 {
+            return false;
+        }
+        let write = self.components.cdna.restart_fresh(at);
+        if let Some(journal) = &self.journal {
+            journal.append(Record {
+                sequence: writer.sequence,
+                writes: vec![write],
+            });
+        }
+        true
+    }
+
     /// Applies one command at the next sequence (an entry stamped now, without request id).
     pub fn apply(&self, command: Command) -> Result<Applied, StoreError> {
         self.apply_entry(LogEntry::new(command))
@@ -219,70 +297,121 @@ impl Store {
     /// Applies one log entry at the next sequence: all of it or, on error, nothing (a failed
     /// command takes no sequence). An entry that repeats the request id of an earlier
     /// successful one of the same method (within the window) is answered with that one's
-    /// sequence and outcome and changes nothing.
+    /// sequence and outcome and changes nothing. What the local log does.
     pub fn apply_entry(&self, entry: LogEntry) -> Result<Applied, StoreError> {
+        let mut writer = self.writer.lock();
+        if let Some(failure) = self.journal.as_ref().and_then(|j| j.failure()) {
+            return Err(StoreError::Unavailable(failure.to_string()));
+        }
+        let next = writer.sequence + 1;
+        self.apply_locked(&mut writer, entry, next, Vec::new(), false)
+    }
+
+    /// Applies the entry the log holds at `sequence`, which must follow the last applied one
+    /// (what a replica following a shared log does). Unlike `apply_entry`, a refused command
+    /// takes its sequence too (the log holds it): its outcome is the refusal, and the state
+    /// moves on unchanged. `checkpoint` is stored with the entry's changes (the log position).
+    /// `Err` is a fault that must stop the replica: a gap, or storage that failed.
+    pub fn apply_at(
+        &self,
+        sequence: u64,
+        entry: LogEntry,
+        checkpoint: Vec<DurableWrite>,
+    ) -> Result<Result<Applied, StoreError>, String> {
+        let mut writer = self.writer.lock();
+        if let Some(failure) = self.journal.as_ref().and_then(|j| j.failure()) {
+            return Err(failure.to_string());
+        }
+        if sequence != writer.sequence + 1 {
+            return Err(format!(
+                "the log delivered sequence {sequence} after {}: a replica never skips",
+                writer.sequence
+            ));
+        }
+        Ok(self.apply_locked(&mut writer, entry, sequence, checkpoint, true))
+    }
+
+    /// Applies `entry` at `sequence` under the writer lock. With `always_advance`, a refused
+    /// or repeated entry still takes its sequence.
+    fn apply_locked(
+        &self,
+        writer: &mut WriterState,
+        entry: LogEntry,
+        sequence: u64,
+        mut writes: Vec<DurableWrite>,
+        always_advance: bool,
+    ) -> Result<Applied, StoreError> {
         let LogEntry {
             at_ms,
             request_id,
             command,
         } = entry;
-        let mut writer = self.writer.lock();
-        if let Some(failure) = self.journal.as_ref().and_then(|j| j.failure()) {
-            return Err(StoreError::Unavailable(failure.to_string()));
-        }
-        if let Some(id) = &request_id {
-            if let Some(first) = writer.requests.repeated(id, command.method(), at_ms)? {
-                return Ok(Applied {
-                    sequence: first.sequence,
-                    outcome: first.outcome.clone(),
-                });
+        let repeated = match &request_id {
+            Some(id) => writer
+                .requests
+                .repeated(id, command.method(), at_ms)
+                .map(|first| first.map(|f| (f.sequence, f.outcome.clone()))),
+            None => Ok(None),
+        };
+        let result = match repeated {
+            Err(error) => Err(error),
+            Ok(Some((first, outcome))) => Ok((
+                Applied {
+                    sequence: first,
+                    outcome,
+                },
+                None,
+            )),
+            Ok(None) => {
+                let tables = self.tables.load_full();
+                // Readers may see this command's changes from here on; the read barrier
+                // waits for this sequence (or for the rollback below).
+                self.visible.store(sequence, Ordering::SeqCst);
+                match self.execute(&command, &tables, writer) {
+                    Ok((outcome, effects)) => Ok((
+                        Applied { sequence, outcome },
+                        Some(Committed { sequence, effects }),
+                    )),
+                    Err(error) => {
+                        self.visible.store(writer.sequence, Ordering::SeqCst);
+                        Err(error)
+                    }
+                }
             }
-        }
-        let tables = self.tables.load_full();
-        // Readers may see this command's changes from here on; the read barrier waits for
-        // this sequence (or for the rollback below).
-        self.visible.store(writer.sequence + 1, Ordering::SeqCst);
-        let (outcome, effects) = match self.execute(&command, &tables, &mut writer) {
-            Ok(done) => done,
-            Err(error) => {
-                self.visible.store(writer.sequence, Ordering::SeqCst);
+        };
+        let committed = match &result {
+            Ok((_, Some(committed))) => Some(committed),
+            _ if !always_advance => {
                 if let Some(journal) = &self.journal {
                     journal.nudge();
                 }
-                return Err(error);
+                return result.map(|(applied, _)| applied);
             }
+            _ => None,
         };
-        writer.sequence += 1;
-        let committed = Committed {
-            sequence: writer.sequence,
-            effects,
-        };
-        self.follow(&committed);
-        let mut writes = match &self.journal {
-            Some(_) => self.durable_writes(&committed),
-            None => Vec::new(),
-        };
-        if let Some(id) = &request_id {
-            let answered = AnsweredRequest {
-                method: command.method().to_string(),
-                sequence: committed.sequence,
-                at_ms,
-                outcome: outcome.clone(),
-            };
-            writer.requests.record(id, answered, &mut writes);
+        writer.sequence = sequence;
+        if let Some(committed) = committed {
+            self.follow(committed);
+            if self.journal.is_some() {
+                writes.extend(self.durable_writes(committed));
+            }
+            if let (Some(id), Ok((applied, _))) = (&request_id, &result) {
+                let answered = AnsweredRequest {
+                    method: command.method().to_string(),
+                    sequence,
+                    at_ms,
+                    outcome: applied.outcome.clone(),
+                };
+                writer.requests.record(id, answered, &mut writes);
+            }
         }
         writer.requests.expire(at_ms, &mut writes);
         if let Some(journal) = &self.journal {
-            journal.append(Record {
-                sequence: committed.sequence,
-                writes,
-            });
+            journal.append(Record { sequence, writes });
         }
-        self.applied.send_replace(committed.sequence);
-        Ok(Applied {
-            sequence: committed.sequence,
-            outcome,
-        })
+        self.visible.store(sequence, Ordering::SeqCst);
+        self.applied.send_replace(sequence);
+        result.map(|(applied, _)| applied)
     }
 
     /// Checks and applies `command`: its outcome and its effects for the followers. Nothing

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::cdna::{CdnaChange, CdnaCommand};
 use super::command::{Command, Outcome};
@@ -12,8 +13,8 @@ use super::error::StoreError;
 use super::grids::{GridCommand, GridEffect};
 use super::import::{ImportDraft, ImportPlan};
 use super::log::entry::unix_millis;
-use super::log::{CommandLog, LogEntry};
-use crate::model::cdna::{CdnaConfig, ProfileId, QuarantineStatus};
+use super::log::{AppendOptions, CommandLog, LogEntry};
+use crate::model::cdna::{CdnaConfig, ProfileId, QuarantineStatus, WallTime};
 use crate::model::grid::{GridConfig, GridId};
 use crate::model::{Token, TokenDraft, TokenId, TokenPatch};
 
@@ -32,6 +33,8 @@ pub struct Writes {
     log: Arc<dyn CommandLog>,
     /// The request id of the call these writes belong to, if it sent one.
     request_id: Option<Arc<str>>,
+    /// When the call gives up.
+    deadline: Option<Instant>,
 }
 
 impl Writes {
@@ -40,15 +43,29 @@ impl Writes {
         Writes {
             log,
             request_id: None,
+            deadline: None,
         }
+    }
+
+    /// The log these writes go through.
+    pub fn log(&self) -> &Arc<dyn CommandLog> {
+        &self.log
     }
 
     /// The same writes on behalf of a call that sent `request_id` (idempotent retries, see
     /// `store::requests`).
     pub fn with_request_id(&self, request_id: Option<&str>) -> Writes {
         Writes {
-            log: Arc::clone(&self.log),
             request_id: request_id.map(Arc::from),
+            ..self.clone()
+        }
+    }
+
+    /// The same writes on behalf of a call that gives up at `deadline`.
+    pub fn with_deadline(&self, deadline: Option<Instant>) -> Writes {
+        Writes {
+            deadline,
+            ..self.clone()
         }
     }
 
@@ -60,26 +77,29 @@ impl Writes {
         command: Command,
         take: fn(Outcome) -> Result<T, Outcome>,
     ) -> impl Future<Output = Result<Written<T>, StoreError>> + Send + 'static {
-        self.submit_as(
-            self.request_id.as_deref().map(str::to_string),
-            command,
-            take,
-        )
+        let request_id = self.request_id.as_deref().map(str::to_string);
+        self.submit_as(request_id, None, command, take)
     }
 
     /// `submit` under an explicit request id.
     fn submit_as<T: Send + 'static>(
         &self,
         request_id: Option<String>,
+        dedupe_key: Option<String>,
         command: Command,
         take: fn(Outcome) -> Result<T, Outcome>,
     ) -> impl Future<Output = Result<Written<T>, StoreError>> + Send + 'static {
         let method = command.method();
-        let pending = self.log.append(LogEntry {
+        let entry = LogEntry {
             at_ms: unix_millis(),
             request_id,
             command,
-        });
+        };
+        let options = AppendOptions {
+            deadline: self.deadline,
+            dedupe_key,
+        };
+        let pending = self.log.append(entry, options);
         async move {
             let applied = pending.await?;
             let value = take(applied.outcome).map_err(|other| {
@@ -166,7 +186,7 @@ impl Writes {
             .as_ref()
             .map(|id| format!("{id}\0{message}"));
         let command = Command::ImportTokens { drafts, at };
-        self.submit_as(request_id, command, |outcome| match outcome {
+        self.submit_as(request_id, None, command, |outcome| match outcome {
             Outcome::Imported(plan) => Ok(plan),
             other => Err(other),
         })
@@ -220,6 +240,25 @@ impl Writes {
                 config: Some(config),
                 ..
             }) => Ok(config),
+            other => Err(other),
+        })
+        .await
+    }
+
+    /// Ends the quarantine whose deadline has passed, at `at`: appended once however many
+    /// replicas see the deadline.
+    pub async fn expire_quarantine(
+        &self,
+        deadline: WallTime,
+        at: WallTime,
+    ) -> Result<Written<QuarantineStatus>, StoreError> {
+        let command = Command::Cdna(CdnaCommand::ExpireQuarantine { at });
+        let key = format!("expire-quarantine-{}", deadline.0);
+        self.submit_as(None, Some(key), command, |outcome| match outcome {
+            Outcome::Cdna(CdnaChange {
+                quarantine: Some(status),
+                ..
+            }) => Ok(status),
             other => Err(other),
         })
         .await

@@ -10,7 +10,8 @@ use roaring::RoaringBitmap;
 
 use super::schema::{
     self, decode, StoredCdna, COUNTERS, FORMAT, GRIDS, HISTORY, MEMBERS, META, META_CDNA,
-    META_FORMAT, META_HIGHEST_GRID, META_SEQUENCE, REQUESTS, TOKENS,
+    META_FORMAT, META_HIGHEST_GRID, META_LOG_IDENTITY, META_LOG_LAST_HASH, META_SEQUENCE, REQUESTS,
+    TOKENS,
 };
 use super::{DurableError, STORE_FILE};
 use crate::model::cdna::HistoryEntry;
@@ -48,6 +49,10 @@ pub struct Recovered {
     pub cdna: Option<CdnaState>,
     /// Request ids of recent idempotent writes and their first answers.
     pub requests: Vec<(String, AnsweredRequest)>,
+    /// The identity of the command log the state came from (replicas only).
+    pub log_identity: Option<String>,
+    /// The SHA-256 of the last log entry applied (replicas only).
+    pub log_last_hash: Option<Vec<u8>>,
 }
 
 /// The store file inside `dir`.
@@ -258,10 +263,18 @@ pub fn read_back(db: &Database, path: &Path) -> Result<Recovered, DurableError> 
         Err(e) => return Err(open_error(e)),
     }
 
+    let log_identity = meta_value(META_LOG_IDENTITY)?
+        .map(|bytes| {
+            String::from_utf8(bytes).map_err(|_| corrupt("log identity is not UTF-8".into()))
+        })
+        .transpose()?;
+    let log_last_hash = meta_value(META_LOG_LAST_HASH)?;
     Ok(Recovered {
         sequence,
         ids,
         requests,
+        log_identity,
+        log_last_hash,
         tokens,
         grids: grids.into_values().collect(),
         highest_grid,

@@ -35,6 +35,10 @@ pub const META_SEQUENCE: &str = "sequence";
 pub const META_HIGHEST_GRID: &str = "highest_grid";
 /// Key of the CDNA state without its history (postcard `StoredCdna`).
 pub const META_CDNA: &str = "cdna";
+/// Key of the identity of the command log a replica's state came from (UTF-8).
+pub const META_LOG_IDENTITY: &str = "log_identity";
+/// Key of the SHA-256 of the last log entry a replica applied (32 bytes).
+pub const META_LOG_LAST_HASH: &str = "log_last_hash";
 
 /// The CDNA state minus its history, which lives in `HISTORY` one entry per key so that a
 /// change writes only its new entries.
@@ -110,6 +114,13 @@ pub enum DurableWrite {
     },
     /// Forget a request id.
     DeleteRequest(String),
+    /// Store a single value under a `META_*` key (a replica's log position).
+    PutMeta {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: Vec<u8>,
+    },
 }
 
 /// Encodes a value for a table.
@@ -204,6 +215,9 @@ pub fn apply_writes<'w>(
             }
             DurableWrite::DeleteRequest(id) => {
                 requests.remove(id.as_str())?;
+            }
+            DurableWrite::PutMeta { key, value } => {
+                meta.insert(*key, value.as_slice())?;
             }
         }
     }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{CommandLog, LogEntry, Pending};
+use super::{AppendOptions, CommandLog, LogEntry, LogHealth, Pending};
 use crate::store::write_path::Store;
 
 /// The command log of a single node.
@@ -20,7 +20,7 @@ impl LocalLog {
 }
 
 impl CommandLog for LocalLog {
-    fn append(&self, entry: LogEntry) -> Pending {
+    fn append(&self, entry: LogEntry, _options: AppendOptions) -> Pending {
         let applied = self.store.apply_entry(entry);
         let store = Arc::clone(&self.store);
         Box::pin(async move {
@@ -28,5 +28,19 @@ impl CommandLog for LocalLog {
             store.wait_durable(applied.sequence).await?;
             Ok(applied)
         })
+    }
+
+    fn describe(&self) -> String {
+        match self.store.journal() {
+            Some(_) => "local: redb journal".to_string(),
+            None => "local: memory".to_string(),
+        }
+    }
+
+    fn health(&self) -> LogHealth {
+        match self.store.journal().and_then(|journal| journal.failure()) {
+            Some(failure) => LogHealth::Failed(failure.to_string()),
+            None => LogHealth::Ok,
+        }
     }
 }
