@@ -156,6 +156,16 @@ pub struct Config {
     )]
     pub log_replicas: u8,
 
+    /// Applied log entries between snapshots of a replica's state in the log's object store
+    /// (taken by one replica at a time; the log is then purged up to the older of the two
+    /// newest); 0 takes none.
+    #[arg(
+        long,
+        env = "NEUROGRAPH_LOG_SNAPSHOT_ENTRIES",
+        default_value_t = 100_000
+    )]
+    pub log_snapshot_entries: u64,
+
     /// Longest wait of `batched` durability for more writes to share one fsync.
     #[arg(long, env = "NEUROGRAPH_BATCH_DELAY_MS", default_value_t = 2)]
     pub batch_delay_ms: u64,

@@ -38,7 +38,8 @@ use crate::heavy::HeavyWork;
 use crate::metrics::RpcMetricsLayer;
 use crate::overload::OverloadLayer;
 use crate::store::cdna::run_quarantine_timer;
-use crate::store::log::jetstream::{JetStreamConfig, JetStreamLog};
+use crate::store::log::jetstream::{connect_context, JetStreamConfig, JetStreamLog};
+use crate::store::log::snapshots::restore_newest;
 use crate::store::{Engine, EngineOptions, Writes};
 use crate::telemetry::{ConnectionStats, ProcessSampler};
 use reload::Reloader;
@@ -332,6 +333,28 @@ pub async fn serve(
         cdna,
         heavy,
     };
+    // A new replica starts from the newest snapshot of the log, if there is one.
+    let (stop_log, stop_log_receiver) = tokio::sync::watch::channel(false);
+    if let (Some(dir), Some(log_config)) = (&options.data_dir, log_config(&config)) {
+        if !crate::store::durable::recovery::store_path(dir).exists() {
+            let restore = async {
+                let context = connect_context(&log_config, stop_log_receiver.clone()).await?;
+                Some(restore_newest(&context, &log_config, dir).await)
+            };
+            tokio::select! {
+                result = &mut serving => return result.map_err(ServeError::from),
+                () = &mut shutdown => {
+                    let _ = stop_log.send(true);
+                    return Ok(());
+                }
+                restored = restore => {
+                    if let Some(Err(e)) = restored {
+                        return Err(ServeError::Storage(format!("cannot restore the newest snapshot of the command log: {e}")));
+                    }
+                }
+            }
+        }
+    }
     let opened = if options.data_dir.is_none() {
         // Nothing to read back.
         Some(Engine::in_memory(&options))
@@ -353,7 +376,6 @@ pub async fn serve(
         }
     };
     // A replica follows the shared log from its checkpoint before it serves.
-    let (stop_log, stop_log_receiver) = tokio::sync::watch::channel(false);
     let engine = match (opened, log_config(&config)) {
         (None, _) => None,
         (Some(engine), None) => {
@@ -543,6 +565,7 @@ fn log_config(config: &Config) -> Option<JetStreamConfig> {
         servers: servers.0.clone(),
         stream: config.log_stream.clone(),
         replicas: usize::from(config.log_replicas),
+        snapshot_every: config.log_snapshot_entries,
     })
 }
 

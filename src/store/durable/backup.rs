@@ -12,7 +12,9 @@ use redb::{
 };
 
 use super::recovery::{read_back, store_path};
-use super::schema::{self, COUNTERS, GRIDS, HISTORY, MEMBERS, META, META_SEQUENCE, TOKENS};
+use super::schema::{
+    self, COUNTERS, GRIDS, HISTORY, MEMBERS, META, META_SEQUENCE, REQUESTS, TOKENS,
+};
 use super::{DurableError, STORE_FILE};
 
 /// A finished backup.
@@ -72,6 +74,11 @@ pub fn create_backup(db: &Database, backup_dir: &Path) -> Result<Backup, Durable
         copy_table(&snapshot, &txn, MEMBERS)?;
         copy_table(&snapshot, &txn, HISTORY)?;
         copy_table(&snapshot, &txn, META)?;
+        // Stores written before idempotent writes have no request ids to copy.
+        match copy_table(&snapshot, &txn, REQUESTS) {
+            Err(redb::Error::TableDoesNotExist(_)) | Ok(()) => {}
+            Err(e) => return Err(e),
+        }
         txn.commit()?;
         Ok(())
     };

@@ -58,6 +58,8 @@ pub struct JetStreamConfig {
     pub stream: String,
     /// Replicas of the stream when this process creates it.
     pub replicas: usize,
+    /// Applied entries between snapshots (0: never).
+    pub snapshot_every: u64,
 }
 
 /// What the replica's checkpoint says about the log it came from.
@@ -109,10 +111,7 @@ impl JetStreamLog {
         checkpoint: LogCheckpoint,
         stop: watch::Receiver<bool>,
     ) -> Option<JetStreamLog> {
-        let client = connect(&config, stop.clone()).await?;
-        let context = jetstream::context::ContextBuilder::new()
-            .timeout(REQUEST_TIMEOUT)
-            .build(client);
+        let context = connect_context(&config, stop.clone()).await?;
         let mut stream = open_stream(&context, &config, stop.clone()).await?;
         let info = stream.cached_info().clone();
         let identity = format!("{}@{}", config.stream, info.created.unix_timestamp_nanos());
@@ -145,6 +144,18 @@ impl JetStreamLog {
                     stream_last = info.state.last_sequence,
                     "following the command log"
                 );
+                if let Some(journal) = shared.store.journal().cloned() {
+                    if shared.config.snapshot_every > 0 {
+                        tokio::spawn(super::snapshots::run_snapshotter(
+                            shared.context.clone(),
+                            shared.config.clone(),
+                            Arc::clone(&shared.store),
+                            journal,
+                            shared.config.snapshot_every,
+                            stop.clone(),
+                        ));
+                    }
+                }
                 tokio::spawn(Arc::clone(&shared).follow(stream, stop));
             }
             Err(why) => shared.halt(why),
@@ -174,6 +185,19 @@ impl JetStreamLog {
             });
         halted.unwrap_or_else(|_| "the log is gone".into())
     }
+}
+
+/// A JetStream context on the log's servers (see `connect`).
+pub async fn connect_context(
+    config: &JetStreamConfig,
+    stop: watch::Receiver<bool>,
+) -> Option<jetstream::Context> {
+    let client = connect(config, stop).await?;
+    Some(
+        jetstream::context::ContextBuilder::new()
+            .timeout(REQUEST_TIMEOUT)
+            .build(client),
+    )
 }
 
 /// Connects to any of the servers, retrying with a growing pause (the log may start after

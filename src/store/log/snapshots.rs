@@ -1,0 +1,258 @@
+//! Snapshots of the replicated state in a JetStream object-store bucket (`<stream>_snapshots`),
+//! so that a new replica need not replay the whole log, and the log need not keep it.
+//!
+//! - **Taking**: one replica at a time holds a lease (key `snapshotter` of the KV bucket
+//!   `<stream>_meta`, created with compare-and-set and kept alive by updates at a revision; it
+//!   expires 30 s after its holder stops refreshing it). Every `--log-snapshot-entries` applied
+//!   entries the holder copies its checkpoint (a consistent read of the redb store, as a
+//!   backup is made) and uploads the file as `snapshot-<sequence>`.
+//! - **Purging**: the two newest snapshots are kept; the stream is then purged up to the older
+//!   of them, so a replica that is a little behind the newest snapshot still finds its next
+//!   entry. One further behind stops with a gap (it never skips) and starts again on an empty
+//!   data directory.
+//! - **Restoring**: a replica whose data directory holds no store downloads the newest
+//!   snapshot into it before it opens the store; the snapshot carries the log's identity and
+//!   the hash of its last entry, so the usual checks apply, and the replica follows the log
+//!   from the snapshot's sequence.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, object_store, stream};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use tracing::{info, warn};
+
+use super::jetstream::JetStreamConfig;
+use crate::store::durable::{create_backup, Journal, STORE_FILE};
+use crate::store::write_path::Store;
+
+/// How often the snapshotter looks at the applied sequence and refreshes its lease.
+const TICK: Duration = Duration::from_secs(2);
+/// Snapshots kept in the bucket; the stream keeps what follows the oldest of them.
+const KEPT: usize = 2;
+/// The lease's key.
+const LEASE: &str = "snapshotter";
+
+/// The bucket of a stream's snapshots.
+fn bucket(stream: &str) -> String {
+    format!("{stream}_snapshots")
+}
+
+/// The object name of the snapshot at `sequence` (zero-padded, so names sort by sequence).
+fn object_name(sequence: u64) -> String {
+    format!("snapshot-{sequence:020}")
+}
+
+/// The sequence of a snapshot object's name.
+fn sequence_of(name: &str) -> Option<u64> {
+    name.strip_prefix("snapshot-")?.parse().ok()
+}
+
+/// The sequences of the snapshots in the bucket, ascending (none when there is no bucket).
+async fn snapshots(store: &object_store::ObjectStore) -> Result<Vec<u64>, String> {
+    let mut list = store.list().await.map_err(|e| e.to_string())?;
+    let mut found = Vec::new();
+    while let Some(object) = list.next().await {
+        let object = object.map_err(|e| e.to_string())?;
+        if let Some(sequence) = sequence_of(&object.name).filter(|_| !object.deleted) {
+            found.push(sequence);
+        }
+    }
+    found.sort_unstable();
+    Ok(found)
+}
+
+/// Downloads the newest snapshot of the log into `data_dir`, which holds no store yet: the
+/// sequence it holds, or `None` when there is none to take.
+pub async fn restore_newest(
+    context: &jetstream::Context,
+    config: &JetStreamConfig,
+    data_dir: &Path,
+) -> Result<Option<u64>, String> {
+    let Ok(objects) = context.get_object_store(bucket(&config.stream)).await else {
+        return Ok(None);
+    };
+    let Some(&newest) = snapshots(&objects).await?.last() else {
+        return Ok(None);
+    };
+    let name = object_name(newest);
+    let mut object = objects
+        .get(&name)
+        .await
+        .map_err(|e| format!("cannot download {name}: {e}"))?;
+    tokio::fs::create_dir_all(data_dir)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let partial = data_dir.join(format!("{STORE_FILE}.downloading"));
+    let mut file = tokio::fs::File::create(&partial)
+        .await
+        .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+    tokio::io::copy(&mut object, &mut file)
+        .await
+        .map_err(|e| format!("cannot download {name}: {e}"))?;
+    file.flush().await.map_err(|e| e.to_string())?;
+    file.sync_all().await.map_err(|e| e.to_string())?;
+    drop(file);
+    // Renamed only when complete: a crash mid-download leaves no store behind.
+    tokio::fs::rename(&partial, data_dir.join(STORE_FILE))
+        .await
+        .map_err(|e| format!("cannot move the snapshot into place: {e}"))?;
+    info!(
+        sequence = newest,
+        "restored the newest snapshot of the command log"
+    );
+    Ok(Some(newest))
+}
+
+/// Takes a snapshot every `every` applied entries while this replica holds the lease, until
+/// `stop` is set.
+pub async fn run_snapshotter(
+    context: jetstream::Context,
+    config: JetStreamConfig,
+    store: Arc<Store>,
+    journal: Arc<Journal>,
+    every: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let holder = format!("{:x}-{}", std::process::id(), super::entry::unix_millis());
+    let mut lease: Option<u64> = None;
+    let mut last: Option<u64> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(TICK) => {}
+            _ = stop.wait_for(|down| *down) => return,
+        }
+        let applied = store.sequence();
+        let due = last.map_or(applied >= every, |last| applied >= last + every);
+        if !due {
+            continue;
+        }
+        let Ok(meta) = meta_bucket(&context, &config).await else {
+            continue;
+        };
+        lease = hold_lease(&meta, &holder, lease).await;
+        if lease.is_none() {
+            continue;
+        }
+        match snapshot_once(&context, &config, &journal).await {
+            Ok(Some(sequence)) => last = Some(sequence),
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "taking a snapshot of the replicated state failed"),
+        }
+    }
+}
+
+/// The KV bucket of the log's metadata (the snapshot lease), created when missing.
+async fn meta_bucket(
+    context: &jetstream::Context,
+    config: &JetStreamConfig,
+) -> Result<kv::Store, String> {
+    let name = format!("{}_meta", config.stream);
+    if let Ok(store) = context.get_key_value(&name).await {
+        return Ok(store);
+    }
+    context
+        .create_key_value(kv::Config {
+            bucket: name,
+            history: 1,
+            max_age: Duration::from_secs(30),
+            num_replicas: config.replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Takes or refreshes the lease: its revision while this replica holds it.
+async fn hold_lease(meta: &kv::Store, holder: &str, held: Option<u64>) -> Option<u64> {
+    let value = bytes::Bytes::copy_from_slice(holder.as_bytes());
+    if let Some(revision) = held {
+        if let Ok(revision) = meta.update(LEASE, value.clone(), revision).await {
+            return Some(revision);
+        }
+    }
+    meta.create(LEASE, value).await.ok()
+}
+
+/// Copies the checkpoint, uploads it, keeps the newest `KEPT` snapshots and purges the
+/// stream up to the oldest kept one: the snapshot's sequence, `None` when it had one already.
+async fn snapshot_once(
+    context: &jetstream::Context,
+    config: &JetStreamConfig,
+    journal: &Arc<Journal>,
+) -> Result<Option<u64>, String> {
+    let objects = match context.get_object_store(bucket(&config.stream)).await {
+        Ok(objects) => objects,
+        Err(_) => context
+            .create_object_store(object_store::Config {
+                bucket: bucket(&config.stream),
+                num_replicas: config.replicas,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot create the snapshot bucket: {e}"))?,
+    };
+    let scratch = tempfile_dir()?;
+    let journal = Arc::clone(journal);
+    let target = scratch.clone();
+    let backup = tokio::task::spawn_blocking(move || create_backup(journal.database(), &target))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let taken = snapshots(&objects).await?;
+    if taken.contains(&backup.sequence) || backup.sequence == 0 {
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Ok(None);
+    }
+    let name = object_name(backup.sequence);
+    let mut file = tokio::fs::File::open(backup.path.join(STORE_FILE))
+        .await
+        .map_err(|e| e.to_string())?;
+    let uploaded = objects.put(name.as_str(), &mut file).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    uploaded.map_err(|e| format!("cannot upload {name}: {e}"))?;
+    info!(
+        sequence = backup.sequence,
+        "took a snapshot of the replicated state"
+    );
+    let mut kept = snapshots(&objects).await?;
+    while kept.len() > KEPT {
+        let oldest = kept.remove(0);
+        if let Err(e) = objects.delete(object_name(oldest)).await {
+            warn!(error = %e, "cannot delete an old snapshot");
+        }
+    }
+    if kept.len() == KEPT {
+        let keep_from = kept[0] + 1;
+        let stream = context
+            .get_stream(&config.stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let purged = stream
+            .purge()
+            .sequence(keep_from)
+            .await
+            .map_err(|e| format!("cannot purge the stream: {e}"))?;
+        info!(
+            purged = purged.purged,
+            keep_from, "purged the command log up to the older kept snapshot"
+        );
+    }
+    Ok(Some(backup.sequence))
+}
+
+/// A fresh scratch directory for one snapshot.
+fn tempfile_dir() -> Result<std::path::PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "neurograph-snapshot-{}-{}",
+        std::process::id(),
+        super::entry::unix_millis()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
