@@ -18,6 +18,10 @@ use crate::model::cdna::{CdnaConfig, ProfileId, QuarantineStatus, WallTime};
 use crate::model::grid::{GridConfig, GridId};
 use crate::model::{Token, TokenDraft, TokenId, TokenPatch};
 
+/// Most tokens in one import log entry: about 100 bytes each encoded, so that an entry stays
+/// far below JetStream's default 1 MB message limit.
+pub const IMPORT_ENTRY_TOKENS: usize = 2_000;
+
 /// What a write produced, with the commit sequence of its command.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Written<T> {
@@ -172,24 +176,49 @@ impl Writes {
     }
 
     /// Creates the tokens of import message number `message` that pass the state checks
-    /// (appended at once). Under a request id, each message is its own idempotent write, so
-    /// that a retried stream gets every message's first answer.
+    /// (appended at once). The message goes to the log in entries of at most
+    /// `IMPORT_ENTRY_TOKENS` tokens (a log entry must stay well below JetStream's 1 MB message
+    /// limit; an import never fails as a whole, so splitting it changes no outcome); the
+    /// answer is the last entry's sequence and every entry's tokens. Under a request id, each
+    /// entry is its own idempotent write, so that a retried stream gets every first answer.
     pub fn import(
         &self,
         message: u64,
         drafts: Vec<ImportDraft>,
         at: u32,
     ) -> impl Future<Output = Result<Written<ImportPlan>, StoreError>> + Send + 'static {
-        // Request ids are printable ASCII, so a NUL keeps message keys apart from other ids.
-        let request_id = self
-            .request_id
-            .as_ref()
-            .map(|id| format!("{id}\0{message}"));
-        let command = Command::ImportTokens { drafts, at };
-        self.submit_as(request_id, None, command, |outcome| match outcome {
-            Outcome::Imported(plan) => Ok(plan),
-            other => Err(other),
-        })
+        let pending: Vec<_> = drafts
+            .chunks(IMPORT_ENTRY_TOKENS)
+            .enumerate()
+            .map(|(chunk, drafts)| {
+                // Request ids are printable ASCII, so a NUL keeps these keys apart from others.
+                let request_id = self
+                    .request_id
+                    .as_ref()
+                    .map(|id| format!("{id}\0{message}\0{chunk}"));
+                let command = Command::ImportTokens {
+                    drafts: drafts.to_vec(),
+                    at,
+                };
+                self.submit_as(request_id, None, command, |outcome| match outcome {
+                    Outcome::Imported(plan) => Ok(plan),
+                    other => Err(other),
+                })
+            })
+            .collect();
+        async move {
+            let mut merged = Written {
+                sequence: 0,
+                value: ImportPlan::default(),
+            };
+            for entry in pending {
+                let written = entry.await?;
+                merged.sequence = merged.sequence.max(written.sequence);
+                merged.value.created.extend(written.value.created);
+                merged.value.skipped.extend(written.value.skipped);
+            }
+            Ok(merged)
+        }
     }
 
     /// Deletes every token; how many there were (appended at once).
