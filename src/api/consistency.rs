@@ -8,7 +8,7 @@
 //! - Every write answers with `x-neurograph-commit-sequence`, and runs under the call's
 //!   `x-neurograph-request-id` (`call_writes`), so that a retry is answered, not applied again.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Response, Status};
@@ -81,6 +81,12 @@ fn min_sequence(metadata: &MetadataMap) -> Result<Option<u64>, Status> {
     })
 }
 
+/// How long a call with `timeout` may wait before it must answer: a tenth of it (at most
+/// 200 ms) early, so that the client hears why rather than its own deadline.
+fn answer_within(timeout: Duration) -> Duration {
+    timeout - (timeout / 10).min(Duration::from_millis(200))
+}
+
 /// Waits until `wanted` is applied: at most `deadline` (then DEADLINE_EXCEEDED), or
 /// `MIN_SEQUENCE_WAIT` without one (then UNAVAILABLE).
 async fn wait_applied(
@@ -89,12 +95,7 @@ async fn wait_applied(
     deadline: Option<Duration>,
 ) -> Result<(), Status> {
     let mut applied = store.applied();
-    // Give up a little before the client does, so that it hears why (a tenth of the deadline,
-    // at most 200 ms).
-    let limit = match deadline {
-        Some(deadline) => deadline - (deadline / 10).min(Duration::from_millis(200)),
-        None => MIN_SEQUENCE_WAIT,
-    };
+    let limit = deadline.map_or(MIN_SEQUENCE_WAIT, answer_within);
     let waited = tokio::time::timeout(limit, applied.wait_for(|s| *s >= wanted)).await;
     match waited {
         Ok(Ok(_)) => Ok(()),
@@ -119,7 +120,8 @@ async fn wait_applied(
 /// The writes of a call: under its `x-neurograph-request-id`, if it sent one
 /// (INVALID_ARGUMENT unless 1 to 128 printable ASCII characters).
 pub fn call_writes(writes: &Writes, metadata: &MetadataMap) -> Result<Writes, Status> {
-    let writes = writes.with_deadline(super::offload::call_deadline(metadata));
+    let deadline = call_timeout(metadata).map(|timeout| Instant::now() + answer_within(timeout));
+    let writes = writes.with_deadline(deadline);
     let Some(value) = metadata.get(REQUEST_ID) else {
         return Ok(writes);
     };
