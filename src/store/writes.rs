@@ -283,14 +283,8 @@ impl Writes {
     ) -> Result<Written<QuarantineStatus>, StoreError> {
         let command = Command::Cdna(CdnaCommand::ExpireQuarantine { at });
         let key = format!("expire-quarantine-{}", deadline.0);
-        self.submit_as(None, Some(key), command, |outcome| match outcome {
-            Outcome::Cdna(CdnaChange {
-                quarantine: Some(status),
-                ..
-            }) => Ok(status),
-            other => Err(other),
-        })
-        .await
+        self.submit_as(None, Some(key), command, quarantine_status)
+            .await
     }
 
     /// Starts, stops or expires the quarantine: its status after the command.
@@ -298,13 +292,17 @@ impl Writes {
         &self,
         command: CdnaCommand,
     ) -> Result<Written<QuarantineStatus>, StoreError> {
-        self.submit(Command::Cdna(command), |outcome| match outcome {
-            Outcome::Cdna(CdnaChange {
-                quarantine: Some(status),
-                ..
-            }) => Ok(status),
-            other => Err(other),
-        })
-        .await
+        self.submit(Command::Cdna(command), quarantine_status).await
+    }
+}
+
+/// The quarantine's status after a quarantine command.
+fn quarantine_status(outcome: Outcome) -> Result<QuarantineStatus, Outcome> {
+    match outcome {
+        Outcome::Cdna(CdnaChange {
+            quarantine: Some(status),
+            ..
+        }) => Ok(status),
+        other => Err(other),
     }
 }
