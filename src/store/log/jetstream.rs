@@ -485,7 +485,14 @@ impl Shared {
             };
             match tokio::time::timeout_at(deadline.into(), attempt).await {
                 Ok(Ok(ack)) => return Ok(ack),
-                Ok(Err(e)) => last_error = e.to_string(),
+                Ok(Err(e)) => {
+                    let error = e.to_string();
+                    // A retry meets "duplicate message id is in process" (10158) while an
+                    // earlier attempt waits for a quorum: the earlier error says why.
+                    if !error.contains("10158") || last_error == "no answer" {
+                        last_error = error;
+                    }
+                }
                 Err(_) => break,
             }
             if Instant::now() + RETRY_PAUSE >= deadline {
