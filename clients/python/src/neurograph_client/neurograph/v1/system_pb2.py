@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aneurograph/v1/system.proto\x12\rneurograph.v1\"\x0f\n\rHealthRequest\"\x95\x01\n\x0eHealthResponse\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.neurograph.v1.HealthStatus\x12\x16\n\x0euptime_seconds\x18\x02 \x01(\r\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0ctokens_count\x18\x04 \x01(\x04\x12\x17\n\x0fstorage_backend\x18\x05 \x01(\t\"\x0e\n\x0cReadyRequest\"\x87\x01\n\rReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x38\n\x06\x63hecks\x18\x02 \x03(\x0b\x32(.neurograph.v1.ReadyResponse.ChecksEntry\x1a-\n\x0b\x43hecksEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x15\n\x13\x43reateBackupRequest\"6\n\x14\x43reateBackupResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"\x0f\n\rStatusRequest\",\n\x0bTokenCounts\x12\r\n\x05total\x18\x01 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\x02 \x01(\x04\"1\n\x10\x43onnectionCounts\x12\r\n\x05total\x18\x01 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\x02 \x01(\x04\"\x9f\x03\n\x0eStatusResponse\x12)\n\x05state\x18\x01 \x01(\x0e\x32\x1a.neurograph.v1.ServerState\x12\x16\n\x0euptime_seconds\x18\x02 \x01(\r\x12*\n\x06tokens\x18\x03 \x01(\x0b\x32\x1a.neurograph.v1.TokenCounts\x12\x34\n\x0b\x63onnections\x18\x04 \x01(\x0b\x32\x1f.neurograph.v1.ConnectionCounts\x12\x17\n\x0fmemory_usage_mb\x18\x05 \x01(\x01\x12\x19\n\x11\x63pu_usage_percent\x18\x06 \x01(\x01\x12\x41\n\ncomponents\x18\x07 \x03(\x0b\x32-.neurograph.v1.StatusResponse.ComponentsEntry\x12\x14\n\x0c\x63\x64na_profile\x18\x08 \x01(\t\x12\x17\n\x0fstorage_backend\x18\t \x01(\t\x12\x0f\n\x07version\x18\n \x01(\t\x1a\x31\n\x0f\x43omponentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*d\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_HEALTHY\x10\x01\x12\x1a\n\x16HEALTH_STATUS_DEGRADED\x10\x02*\x9b\x01\n\x0bServerState\x12\x1c\n\x18SERVER_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SERVER_STATE_STARTING\x10\x01\x12\x18\n\x14SERVER_STATE_RUNNING\x10\x02\x12\x19\n\x15SERVER_STATE_DEGRADED\x10\x03\x12\x1e\n\x1aSERVER_STATE_SHUTTING_DOWN\x10\x04\x32\xb3\x02\n\x06System\x12\x45\n\x06Health\x12\x1c.neurograph.v1.HealthRequest\x1a\x1d.neurograph.v1.HealthResponse\x12\x42\n\x05Ready\x12\x1b.neurograph.v1.ReadyRequest\x1a\x1c.neurograph.v1.ReadyResponse\x12W\n\x0c\x43reateBackup\x12\".neurograph.v1.CreateBackupRequest\x1a#.neurograph.v1.CreateBackupResponse\x12\x45\n\x06Status\x12\x1c.neurograph.v1.StatusRequest\x1a\x1d.neurograph.v1.StatusResponseBf\n\x11\x63om.neurograph.v1B\x0bSystemProtoP\x01ZBgithub.com/neurograph/neurograph/gen/go/neurograph/v1;neurographv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aneurograph/v1/system.proto\x12\rneurograph.v1\"\x0f\n\rHealthRequest\"\x95\x01\n\x0eHealthResponse\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.neurograph.v1.HealthStatus\x12\x16\n\x0euptime_seconds\x18\x02 \x01(\r\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0ctokens_count\x18\x04 \x01(\x04\x12\x17\n\x0fstorage_backend\x18\x05 \x01(\t\"\x0e\n\x0cReadyRequest\"\x87\x01\n\rReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x38\n\x06\x63hecks\x18\x02 \x03(\x0b\x32(.neurograph.v1.ReadyResponse.ChecksEntry\x1a-\n\x0b\x43hecksEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x15\n\x13\x43reateBackupRequest\"6\n\x14\x43reateBackupResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"\x0f\n\rStatusRequest\",\n\x0bTokenCounts\x12\r\n\x05total\x18\x01 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\x02 \x01(\x04\"1\n\x10\x43onnectionCounts\x12\r\n\x05total\x18\x01 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\x02 \x01(\x04\"\xdc\x03\n\x0eStatusResponse\x12)\n\x05state\x18\x01 \x01(\x0e\x32\x1a.neurograph.v1.ServerState\x12\x16\n\x0euptime_seconds\x18\x02 \x01(\r\x12*\n\x06tokens\x18\x03 \x01(\x0b\x32\x1a.neurograph.v1.TokenCounts\x12\x34\n\x0b\x63onnections\x18\x04 \x01(\x0b\x32\x1f.neurograph.v1.ConnectionCounts\x12\x17\n\x0fmemory_usage_mb\x18\x05 \x01(\x01\x12\x19\n\x11\x63pu_usage_percent\x18\x06 \x01(\x01\x12\x41\n\ncomponents\x18\x07 \x03(\x0b\x32-.neurograph.v1.StatusResponse.ComponentsEntry\x12\x14\n\x0c\x63\x64na_profile\x18\x08 \x01(\t\x12\x17\n\x0fstorage_backend\x18\t \x01(\t\x12\x0f\n\x07version\x18\n \x01(\t\x12\x18\n\x10\x61pplied_sequence\x18\x0b \x01(\x04\x12\x0b\n\x03log\x18\x0c \x01(\t\x12\x14\n\x0cstate_digest\x18\r \x01(\t\x1a\x31\n\x0f\x43omponentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*d\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_HEALTHY\x10\x01\x12\x1a\n\x16HEALTH_STATUS_DEGRADED\x10\x02*\x9b\x01\n\x0bServerState\x12\x1c\n\x18SERVER_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SERVER_STATE_STARTING\x10\x01\x12\x18\n\x14SERVER_STATE_RUNNING\x10\x02\x12\x19\n\x15SERVER_STATE_DEGRADED\x10\x03\x12\x1e\n\x1aSERVER_STATE_SHUTTING_DOWN\x10\x04\x32\xb3\x02\n\x06System\x12\x45\n\x06Health\x12\x1c.neurograph.v1.HealthRequest\x1a\x1d.neurograph.v1.HealthResponse\x12\x42\n\x05Ready\x12\x1b.neurograph.v1.ReadyRequest\x1a\x1c.neurograph.v1.ReadyResponse\x12W\n\x0c\x43reateBackup\x12\".neurograph.v1.CreateBackupRequest\x1a#.neurograph.v1.CreateBackupResponse\x12\x45\n\x06Status\x12\x1c.neurograph.v1.StatusRequest\x1a\x1d.neurograph.v1.StatusResponseBf\n\x11\x63om.neurograph.v1B\x0bSystemProtoP\x01ZBgithub.com/neurograph/neurograph/gen/go/neurograph/v1;neurographv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,10 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_READYRESPONSE_CHECKSENTRY']._serialized_options = b'8\001'
   _globals['_STATUSRESPONSE_COMPONENTSENTRY']._loaded_options = None
   _globals['_STATUSRESPONSE_COMPONENTSENTRY']._serialized_options = b'8\001'
-  _globals['_HEALTHSTATUS']._serialized_start=979
-  _globals['_HEALTHSTATUS']._serialized_end=1079
-  _globals['_SERVERSTATE']._serialized_start=1082
-  _globals['_SERVERSTATE']._serialized_end=1237
+  _globals['_HEALTHSTATUS']._serialized_start=1040
+  _globals['_HEALTHSTATUS']._serialized_end=1140
+  _globals['_SERVERSTATE']._serialized_start=1143
+  _globals['_SERVERSTATE']._serialized_end=1298
   _globals['_HEALTHREQUEST']._serialized_start=45
   _globals['_HEALTHREQUEST']._serialized_end=60
   _globals['_HEALTHRESPONSE']._serialized_start=63
@@ -61,9 +61,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONNECTIONCOUNTS']._serialized_start=510
   _globals['_CONNECTIONCOUNTS']._serialized_end=559
   _globals['_STATUSRESPONSE']._serialized_start=562
-  _globals['_STATUSRESPONSE']._serialized_end=977
-  _globals['_STATUSRESPONSE_COMPONENTSENTRY']._serialized_start=928
-  _globals['_STATUSRESPONSE_COMPONENTSENTRY']._serialized_end=977
-  _globals['_SYSTEM']._serialized_start=1240
-  _globals['_SYSTEM']._serialized_end=1547
+  _globals['_STATUSRESPONSE']._serialized_end=1038
+  _globals['_STATUSRESPONSE_COMPONENTSENTRY']._serialized_start=989
+  _globals['_STATUSRESPONSE_COMPONENTSENTRY']._serialized_end=1038
+  _globals['_SYSTEM']._serialized_start=1301
+  _globals['_SYSTEM']._serialized_end=1608
 # @@protoc_insertion_point(module_scope)

@@ -99,7 +99,7 @@ class ConnectionCounts(_message.Message):
     def __init__(self, total: _Optional[int] = ..., active: _Optional[int] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("state", "uptime_seconds", "tokens", "connections", "memory_usage_mb", "cpu_usage_percent", "components", "cdna_profile", "storage_backend", "version")
+    __slots__ = ("state", "uptime_seconds", "tokens", "connections", "memory_usage_mb", "cpu_usage_percent", "components", "cdna_profile", "storage_backend", "version", "applied_sequence", "log", "state_digest")
     class ComponentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,9 @@ class StatusResponse(_message.Message):
     CDNA_PROFILE_FIELD_NUMBER: _ClassVar[int]
     STORAGE_BACKEND_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    STATE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     state: ServerState
     uptime_seconds: int
     tokens: TokenCounts
@@ -127,4 +130,7 @@ class StatusResponse(_message.Message):
     cdna_profile: str
     storage_backend: str
     version: str
-    def __init__(self, state: _Optional[_Union[ServerState, str]] = ..., uptime_seconds: _Optional[int] = ..., tokens: _Optional[_Union[TokenCounts, _Mapping]] = ..., connections: _Optional[_Union[ConnectionCounts, _Mapping]] = ..., memory_usage_mb: _Optional[float] = ..., cpu_usage_percent: _Optional[float] = ..., components: _Optional[_Mapping[str, str]] = ..., cdna_profile: _Optional[str] = ..., storage_backend: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    applied_sequence: int
+    log: str
+    state_digest: str
+    def __init__(self, state: _Optional[_Union[ServerState, str]] = ..., uptime_seconds: _Optional[int] = ..., tokens: _Optional[_Union[TokenCounts, _Mapping]] = ..., connections: _Optional[_Union[ConnectionCounts, _Mapping]] = ..., memory_usage_mb: _Optional[float] = ..., cpu_usage_percent: _Optional[float] = ..., components: _Optional[_Mapping[str, str]] = ..., cdna_profile: _Optional[str] = ..., storage_backend: _Optional[str] = ..., version: _Optional[str] = ..., applied_sequence: _Optional[int] = ..., log: _Optional[str] = ..., state_digest: _Optional[str] = ...) -> None: ...
