@@ -46,6 +46,8 @@ const PARTITIONS: u32 = 16;
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between publish attempts while the stream is unavailable.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Longest pull request of the follower (its heartbeat is half of it).
+const FOLLOW_PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// Timeout of JetStream API requests and of each publish ack.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -368,6 +370,11 @@ impl Shared {
                     deliver_policy: DeliverPolicy::ByStartSequence {
                         start_sequence: next,
                     },
+                    // Short pull requests with 1 s heartbeats: when the server holding this
+                    // consumer dies (the stream leader, say), the missed heartbeats show it
+                    // within about 2 s and the consumer is recreated elsewhere; the default
+                    // 30 s requests stalled apply for 45 s after a leader kill.
+                    max_expires: FOLLOW_PULL_EXPIRES,
                     ..Default::default()
                 })
                 .await;
