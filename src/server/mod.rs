@@ -566,6 +566,7 @@ fn log_config(config: &Config) -> Option<JetStreamConfig> {
         stream: config.log_stream.clone(),
         replicas: usize::from(config.log_replicas),
         snapshot_every: config.log_snapshot_entries,
+        scratch_dir: config.data_dir.join("snapshot-scratch"),
     })
 }
 

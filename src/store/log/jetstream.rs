@@ -62,6 +62,8 @@ pub struct JetStreamConfig {
     pub replicas: usize,
     /// Applied entries between snapshots (0: never).
     pub snapshot_every: u64,
+    /// Where snapshots are prepared before upload (inside the data directory).
+    pub scratch_dir: std::path::PathBuf,
 }
 
 /// What the replica's checkpoint says about the log it came from.

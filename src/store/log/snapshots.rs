@@ -117,6 +117,8 @@ pub async fn run_snapshotter(
     every: u64,
     mut stop: watch::Receiver<bool>,
 ) {
+    // What a snapshot cut short by a crash left behind.
+    let _ = std::fs::remove_dir_all(&config.scratch_dir);
     let holder = format!("{:x}-{}", std::process::id(), super::entry::unix_millis());
     let mut lease: Option<u64> = None;
     let mut last: Option<u64> = None;
@@ -197,7 +199,9 @@ async fn snapshot_once(
             .await
             .map_err(|e| format!("cannot create the snapshot bucket: {e}"))?,
     };
-    let scratch = tempfile_dir()?;
+    let scratch = config.scratch_dir.clone();
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
     let journal = Arc::clone(journal);
     let target = scratch.clone();
     let backup = tokio::task::spawn_blocking(move || create_backup(journal.database(), &target))
@@ -244,15 +248,4 @@ async fn snapshot_once(
         );
     }
     Ok(Some(backup.sequence))
-}
-
-/// A fresh scratch directory for one snapshot.
-fn tempfile_dir() -> Result<std::path::PathBuf, String> {
-    let dir = std::env::temp_dir().join(format!(
-        "neurograph-snapshot-{}-{}",
-        std::process::id(),
-        super::entry::unix_millis()
-    ));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    Ok(dir)
 }
