@@ -1284,3 +1284,74 @@ fn a_new_replica_starts_from_a_snapshot_after_the_log_was_purged() {
         setup.report("the new replica started from a snapshot, not from the purged log")
     );
 }
+
+#[test]
+fn a_quarantine_expiry_seen_by_every_replica_is_appended_once() {
+    let rt = runtime();
+    let setup = Replicated::start("expiry", 3, &rt);
+    rt.block_on(async {
+        let mut cdna = CdnaServiceClient::new(channel(&setup.addr(0)).await);
+        let started = cdna
+            .start_quarantine(deadline(
+                pb::StartQuarantineRequest {
+                    duration_seconds: 60,
+                },
+                CALL,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{}", setup.report(&format!("start: {e:?}"))));
+        let start_sequence = sequence(started.metadata(), COMMIT);
+        // Every replica's timer fires at the deadline; the log must hold one expiry.
+        let (applied, _) = setup.converge(&[0, 1, 2], start_sequence + 1).await;
+        let limit = Instant::now() + Duration::from_secs(90);
+        let mut histories = Vec::new();
+        for r in 0..3 {
+            let mut cdna = CdnaServiceClient::new(channel(&setup.addr(r)).await);
+            loop {
+                let status = cdna
+                    .get_quarantine_status(deadline(pb::GetQuarantineStatusRequest {}, CALL))
+                    .await
+                    .unwrap_or_else(|e| panic!("{}", setup.report(&format!("status: {e:?}"))))
+                    .into_inner();
+                if !status.active {
+                    break;
+                }
+                assert!(
+                    Instant::now() < limit,
+                    "{}",
+                    setup.report("the quarantine did not expire within 90 s")
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let history = cdna
+                .get_history(deadline(
+                    pb::GetHistoryRequest {
+                        page_size: 100,
+                        page_token: String::new(),
+                    },
+                    CALL,
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("{}", setup.report(&format!("history: {e:?}"))))
+                .into_inner();
+            histories.push(history);
+        }
+        // Give late timers time to append a second expiry, if they would.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (after, _) = setup.converge(&[0, 1, 2], applied).await;
+        assert_eq!(
+            after,
+            start_sequence + 1,
+            "{}",
+            setup.report("one expiry entry in the log, not one per replica")
+        );
+        let expired = histories[0]
+            .entries
+            .iter()
+            .filter(|e| e.action == pb::HistoryAction::QuarantineExpired as i32)
+            .count();
+        assert_eq!(expired, 1);
+        assert_eq!(histories[1], histories[0]);
+        assert_eq!(histories[2], histories[0]);
+    });
+}
