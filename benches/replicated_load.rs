@@ -61,12 +61,17 @@ mod nats;
 #[path = "../tests/common/tools.rs"]
 mod tools;
 
+#[allow(dead_code)]
+#[path = "../tests/common/metadata.rs"]
+mod metadata;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use metadata::{sequence, with_metadata, COMMIT, REQUEST_ID};
 use nats::NatsCluster;
 use neurograph::api::pb;
 use neurograph::api::pb::system_client::SystemClient;
@@ -84,10 +89,6 @@ use tonic_health::pb::HealthCheckRequest;
 
 /// The stream of the command log.
 const STREAM: &str = "replicated_load";
-/// Response metadata: the commit sequence of a write.
-const COMMIT: &str = "x-neurograph-commit-sequence";
-/// Request metadata: the idempotency key of a write.
-const REQUEST_ID: &str = "x-neurograph-request-id";
 /// Deadline of each call that is expected to succeed.
 const CALL: Duration = Duration::from_secs(10);
 /// Deadline of one write attempt of part 4.
@@ -328,11 +329,7 @@ fn deadline<T>(message: T, timeout: Duration) -> Request<T> {
 
 /// The commit sequence a write's answer carries.
 fn commit_of(metadata: &MetadataMap) -> u64 {
-    metadata
-        .get(COMMIT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {COMMIT} in {metadata:?}"))
+    sequence(metadata, COMMIT)
 }
 
 async fn tokens_client(addr: &str) -> TokenServiceClient<Channel> {
@@ -714,10 +711,11 @@ async fn kill_writer(addr: String, stop: Arc<AtomicBool>, acked: Arc<AtomicU64>)
         let token = wire::token(&mut rng, KILL_PAIR);
         let first_try = Instant::now();
         loop {
-            let mut request = deadline(pb::CreateTokenRequest { token: Some(token) }, ATTEMPT);
-            request
-                .metadata_mut()
-                .insert(REQUEST_ID, request_id.parse().expect("ascii"));
+            let request = with_metadata(
+                deadline(pb::CreateTokenRequest { token: Some(token) }, ATTEMPT),
+                REQUEST_ID,
+                &request_id,
+            );
             match tokens.create_token(request).await {
                 Ok(created) => {
                     done.acks.push(Ack {

@@ -7,35 +7,15 @@ mod common;
 use std::time::Duration;
 
 use common::binary::{channel, wait_serving, Server};
+use common::metadata::{sequence, with_metadata, APPLIED, COMMIT, MIN, REQUEST_ID};
 use common::{token_at, violation_fields, TestServer};
 use neurograph::api::pb;
 use neurograph::api::pb::token_service_client::TokenServiceClient;
-use tonic::metadata::MetadataMap;
 use tonic::{Code, Request};
-
-const COMMIT: &str = "x-neurograph-commit-sequence";
-const APPLIED: &str = "x-neurograph-applied-sequence";
-const MIN: &str = "x-neurograph-min-sequence";
-const REQUEST_ID: &str = "x-neurograph-request-id";
-
-/// The sequence a response carries under `key`.
-fn sequence(metadata: &MetadataMap, key: &str) -> u64 {
-    metadata
-        .get(key)
-        .unwrap_or_else(|| panic!("{key} missing in {metadata:?}"))
-        .to_str()
-        .expect("ascii")
-        .parse()
-        .expect("a decimal sequence")
-}
 
 /// `message` with request metadata `key: value`.
 fn with<T>(message: T, key: &'static str, value: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert(key, value.parse().expect("ascii"));
-    request
+    with_metadata(Request::new(message), key, value)
 }
 
 fn create(token: pb::Token) -> pb::CreateTokenRequest {

@@ -19,6 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::binary::{channel, Server};
+use common::metadata::{sequence, with_metadata, APPLIED, COMMIT, MIN, REQUEST_ID};
 use common::nats::{NatsCluster, START_TIMEOUT};
 use common::token_at;
 use neurograph::api::pb;
@@ -27,17 +28,11 @@ use neurograph::api::pb::grid_service_client::GridServiceClient;
 use neurograph::api::pb::system_client::SystemClient;
 use neurograph::api::pb::token_service_client::TokenServiceClient;
 use tempfile::TempDir;
-use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-
-const COMMIT: &str = "x-neurograph-commit-sequence";
-const APPLIED: &str = "x-neurograph-applied-sequence";
-const MIN: &str = "x-neurograph-min-sequence";
-const REQUEST_ID: &str = "x-neurograph-request-id";
 
 /// Deadline of every call that is expected to succeed.
 const CALL: Duration = Duration::from_secs(10);
@@ -304,22 +299,7 @@ fn deadline<T>(message: T, timeout: Duration) -> Request<T> {
 
 /// `message` with a deadline and request metadata `key: value`.
 fn with<T>(message: T, key: &'static str, value: &str, timeout: Duration) -> Request<T> {
-    let mut request = deadline(message, timeout);
-    request
-        .metadata_mut()
-        .insert(key, value.parse().expect("ascii"));
-    request
-}
-
-/// The sequence a response carries under `key`.
-fn sequence(metadata: &MetadataMap, key: &str) -> u64 {
-    metadata
-        .get(key)
-        .unwrap_or_else(|| panic!("{key} missing in {metadata:?}"))
-        .to_str()
-        .expect("ascii")
-        .parse()
-        .expect("a decimal sequence")
+    with_metadata(deadline(message, timeout), key, value)
 }
 
 fn create(token: pb::Token) -> pb::CreateTokenRequest {

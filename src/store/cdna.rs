@@ -476,7 +476,8 @@ pub struct HistoryPage {
     pub total: u64,
 }
 
-/// The CDNA component: plugs into the write path as a `WriteHook`, answers reads directly.
+/// The CDNA component: applies CDNA commands and bounds token weights for the write path,
+/// answers reads directly.
 pub struct Cdna {
     state: RwLock<CdnaState>,
     /// `next_history_sequence` when the journal last heard of the state: entries from here on

@@ -259,31 +259,24 @@ impl Store {
         }
     }
 
-    /// Stores `writes` with the state as it is now (a replica's log identity), in sequence
-    /// order with the commits around it; nothing without a journal.
-    pub fn checkpoint(&self, writes: Vec<DurableWrite>) {
-        let writer = self.writer.lock();
-        if let Some(journal) = &self.journal {
-            journal.append(Record {
-                sequence: writer.sequence,
-                writes,
-            });
-        }
-    }
-
     /// Starts a replica that has applied nothing from the fresh state of time `at` (when its
-    /// log began), so that every replica of the log starts from the same state; `false` (and
-    /// nothing changes) once anything was applied.
-    pub fn start_fresh_at(&self, at: crate::model::cdna::WallTime) -> bool {
+    /// log began), so that every replica of the log starts from the same state, and stores
+    /// that with `writes` (the log's identity) in one record; `false` (and nothing changes)
+    /// once anything was applied.
+    pub fn start_fresh_at(
+        &self,
+        at: crate::model::cdna::WallTime,
+        mut writes: Vec<DurableWrite>,
+    ) -> bool {
         let writer = self.writer.lock();
         if writer.sequence != 0 {
             return false;
         }
-        let write = self.components.cdna.restart_fresh(at);
+        writes.push(self.components.cdna.restart_fresh(at));
         if let Some(journal) = &self.journal {
             journal.append(Record {
                 sequence: writer.sequence,
-                writes: vec![write],
+                writes,
             });
         }
         true

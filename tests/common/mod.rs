@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod certs;
+pub mod metadata;
 pub mod nats;
 pub mod raw_h2;
 pub mod tools;

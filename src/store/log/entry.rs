@@ -63,10 +63,8 @@ impl LogEntry {
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    use crate::store::cdna::Clock;
+    crate::store::cdna::SystemClock.now().0
 }
 
 #[cfg(test)]

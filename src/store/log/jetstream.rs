@@ -316,11 +316,12 @@ impl Shared {
                 // The state at sequence 0 is the fresh state of the time the log began, the
                 // same on every replica.
                 let began = u64::try_from(created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-                self.store.start_fresh_at(crate::model::cdna::WallTime(began));
-                self.store.checkpoint(vec![DurableWrite::PutMeta {
+                let identity = DurableWrite::PutMeta {
                     key: META_LOG_IDENTITY,
                     value: identity.as_bytes().to_vec(),
-                }]);
+                };
+                self.store
+                    .start_fresh_at(crate::model::cdna::WallTime(began), vec![identity]);
             }
         }
         let info = stream
