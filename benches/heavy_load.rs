@@ -144,7 +144,13 @@ async fn import(
 
 /// `ImportTokensRequest` of `tokens`, encoded.
 fn encode(tokens: Vec<pb::Token>) -> Bytes {
-    Bytes::from(pb::ImportTokensRequest { tokens }.encode_to_vec())
+    Bytes::from(
+        pb::ImportTokensRequest {
+            tokens,
+            ttl_seconds: 0,
+        }
+        .encode_to_vec(),
+    )
 }
 
 /// Preload message `m` of `total` tokens: tokens `m × IMPORT_CHUNK ..`, each with the id
@@ -328,7 +334,10 @@ async fn writer(addr: String, window: Window) -> Calls {
     let token = wire::token(&mut XorShift(0x2545_F491_4F6C_DD1D), 7);
     paced(CALL_EVERY, window, || {
         let mut tokens = tokens.clone();
-        let request = pb::CreateTokenRequest { token: Some(token) };
+        let request = pb::CreateTokenRequest {
+            token: Some(token),
+            ttl_seconds: 0,
+        };
         Box::pin(async move { tokens.create_token(request).await.map(drop) })
     })
     .await

@@ -63,11 +63,10 @@ async fn import(
     tokens: &mut TokenServiceClient<Channel>,
     messages: Vec<Vec<pb::Token>>,
 ) -> Result<pb::ImportTokensResponse, tonic::Status> {
-    let stream = tokio_stream::iter(
-        messages
-            .into_iter()
-            .map(|tokens| pb::ImportTokensRequest { tokens }),
-    );
+    let stream = tokio_stream::iter(messages.into_iter().map(|tokens| pb::ImportTokensRequest {
+        tokens,
+        ttl_seconds: 0,
+    }));
     tokens.import_tokens(stream).await.map(|r| r.into_inner())
 }
 
@@ -82,6 +81,7 @@ async fn batch_create(
         created += tokens
             .batch_create_tokens(pb::BatchCreateTokensRequest {
                 tokens: batch.to_vec(),
+                ttl_seconds: 0,
             })
             .await
             .expect("BatchCreateTokens")

@@ -261,6 +261,7 @@ async fn seed(target: &Target, count: usize) -> Vec<u32> {
         let len = BATCH.min(count - start);
         let message = pb::BatchCreateTokensRequest {
             tokens: (0..len).map(|_| wire::token(&mut rng, batch)).collect(),
+            ttl_seconds: 0,
         };
         let created = tokens
             .batch_create_tokens(target.request(message))

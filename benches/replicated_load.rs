@@ -437,6 +437,7 @@ async fn sequential(addr: &str, warm_up: usize, count: usize) -> Writes {
     for n in 0..warm_up + count {
         let request = pb::CreateTokenRequest {
             token: Some(wire::token(&mut rng, SEQUENTIAL_PAIR)),
+            ttl_seconds: 0,
         };
         let started = Instant::now();
         match tokens.create_token(deadline(request, CALL)).await {
@@ -496,6 +497,7 @@ async fn writer(
         let outcome = if batch == 1 {
             let request = pb::CreateTokenRequest {
                 token: Some(wire::token(&mut rng, pair)),
+                ttl_seconds: 0,
             };
             tokens
                 .create_token(deadline(request, CALL))
@@ -504,6 +506,7 @@ async fn writer(
         } else {
             let request = pb::BatchCreateTokensRequest {
                 tokens: (0..batch).map(|_| wire::token(&mut rng, pair)).collect(),
+                ttl_seconds: 0,
             };
             tokens
                 .batch_create_tokens(deadline(request, CALL))
@@ -712,7 +715,13 @@ async fn kill_writer(addr: String, stop: Arc<AtomicBool>, acked: Arc<AtomicU64>)
         let first_try = Instant::now();
         loop {
             let request = with_metadata(
-                deadline(pb::CreateTokenRequest { token: Some(token) }, ATTEMPT),
+                deadline(
+                    pb::CreateTokenRequest {
+                        token: Some(token),
+                        ttl_seconds: 0,
+                    },
+                    ATTEMPT,
+                ),
                 REQUEST_ID,
                 &request_id,
             );

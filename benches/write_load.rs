@@ -79,6 +79,7 @@ async fn client(addr: String, index: usize, measure_from: Instant, end: Instant)
         }
         let request = pb::CreateTokenRequest {
             token: Some(wire::token(&mut rng, index)),
+            ttl_seconds: 0,
         };
         match tokens.create_token(request).await {
             Ok(_) if started >= measure_from => result.latencies.push(started.elapsed()),

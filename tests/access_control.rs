@@ -376,6 +376,7 @@ async fn a_valid_jwt_and_an_x_api_key_are_credentials() {
     let created = writer
         .create_token(pb::CreateTokenRequest {
             token: Some(token_at(0.5, 1.0, 2.0, 3.0)),
+            ttl_seconds: 0,
         })
         .await
         .expect("a writer JWT creates");
@@ -454,6 +455,7 @@ async fn refused_calls_change_nothing() {
         writer
             .create_token(pb::CreateTokenRequest {
                 token: Some(token_at(0.5, x, x, x)),
+                ttl_seconds: 0,
             })
             .await
             .expect("a writer creates");
@@ -469,6 +471,7 @@ async fn refused_calls_change_nothing() {
     let denied = reader
         .create_token(pb::CreateTokenRequest {
             token: Some(token_at(0.5, 3.0, 3.0, 3.0)),
+            ttl_seconds: 0,
         })
         .await
         .expect_err("a reader may not create");

@@ -52,6 +52,7 @@ async fn import(channel: Channel, total: usize) {
             };
             IMPORT_CHUNK
         ],
+        ttl_seconds: 0,
     });
     let report = TokenServiceClient::new(channel)
         .import_tokens(tokio_stream::iter(messages))

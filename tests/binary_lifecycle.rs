@@ -28,6 +28,7 @@ async fn create_one_async(addr: &str) {
                 weight: 0.5,
                 ..Default::default()
             }),
+            ttl_seconds: 0,
         })
         .await
         .expect("create");

@@ -526,6 +526,7 @@ mod weight_limits {
             let status = tokens
                 .create_token(pb::CreateTokenRequest {
                     token: Some(token_at(weight, 0.0, 0.0, 0.0)),
+                    ttl_seconds: 0,
                 })
                 .await
                 .expect_err("outside the limits");
@@ -1019,6 +1020,7 @@ mod quarantine {
         tokens
             .create_token(pb::CreateTokenRequest {
                 token: Some(token_at(2.0, 0.0, 0.0, 0.0)),
+                ttl_seconds: 0,
             })
             .await
             .expect_err("invalid");

@@ -19,7 +19,10 @@ fn with<T>(message: T, key: &'static str, value: &str) -> Request<T> {
 }
 
 fn create(token: pb::Token) -> pb::CreateTokenRequest {
-    pb::CreateTokenRequest { token: Some(token) }
+    pb::CreateTokenRequest {
+        token: Some(token),
+        ttl_seconds: 0,
+    }
 }
 
 fn count_request() -> pb::CountTokensRequest {
@@ -41,6 +44,7 @@ async fn every_write_answers_its_commit_sequence_in_order() {
     let batch = tokens
         .batch_create_tokens(pb::BatchCreateTokensRequest {
             tokens: vec![token_at(0.1, 0.0, 0.0, 0.0); 3],
+            ttl_seconds: 0,
         })
         .await
         .expect("batch");
@@ -240,6 +244,7 @@ async fn a_retried_write_is_answered_with_its_first_result_and_applied_once() {
         with(
             pb::BatchCreateTokensRequest {
                 tokens: vec![token_at(0.2, 0.0, 0.0, 0.0); 4],
+                ttl_seconds: 0,
             },
             REQUEST_ID,
             "batch-1",
@@ -326,6 +331,7 @@ async fn a_retried_import_stream_answers_every_message_once() {
         let messages: Vec<pb::ImportTokensRequest> = (0..3)
             .map(|_| pb::ImportTokensRequest {
                 tokens: vec![token_at(0.5, 0.0, 0.0, 0.0); 10],
+                ttl_seconds: 0,
             })
             .collect();
         with(tokio_stream::iter(messages), REQUEST_ID, "import-1")

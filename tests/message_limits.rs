@@ -107,7 +107,10 @@ async fn raw_batch(
 }
 
 fn encoded(tokens: Vec<pb::Token>) -> Vec<u8> {
-    prost::Message::encode_to_vec(&pb::ImportTokensRequest { tokens })
+    prost::Message::encode_to_vec(&pb::ImportTokensRequest {
+        tokens,
+        ttl_seconds: 0,
+    })
 }
 
 fn assert_names_tokens(status: &tonic::Status, rule: &str) {

@@ -97,6 +97,7 @@ async fn metrics_count_calls_codes_and_messages_exactly() {
         tokens
             .create_token(pb::CreateTokenRequest {
                 token: Some(full_token()),
+                ttl_seconds: 0,
             })
             .await
             .expect("create");
@@ -107,6 +108,7 @@ async fn metrics_count_calls_codes_and_messages_exactly() {
                 weight: 2.0,
                 ..pb::Token::default()
             }),
+            ttl_seconds: 0,
         })
         .await
         .expect_err("weight 2");
@@ -306,6 +308,7 @@ async fn heavy_work_gauges_count_up_and_back_down() {
     tokens
         .create_token(pb::CreateTokenRequest {
             token: Some(full_token()),
+            ttl_seconds: 0,
         })
         .await
         .expect("create");

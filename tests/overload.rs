@@ -105,12 +105,20 @@ async fn streams_have_a_bound_of_their_own() {
     .await;
     let mut client = server.tokens().await;
     let watch = client
-        .watch_tokens(pb::WatchTokensRequest {})
+        .watch_tokens(pb::WatchTokensRequest {
+            from_sequence: None,
+            filter: None,
+            region: None,
+        })
         .await
         .expect("the first stream")
         .into_inner();
     let refused = client
-        .watch_tokens(pb::WatchTokensRequest {})
+        .watch_tokens(pb::WatchTokensRequest {
+            from_sequence: None,
+            filter: None,
+            region: None,
+        })
         .await
         .expect_err("a second stream");
     assert_refused(&refused, OVERLOADED);
@@ -124,7 +132,11 @@ async fn streams_have_a_bound_of_their_own() {
     drop(watch);
     let started = Instant::now();
     while client
-        .watch_tokens(pb::WatchTokensRequest {})
+        .watch_tokens(pb::WatchTokensRequest {
+            from_sequence: None,
+            filter: None,
+            region: None,
+        })
         .await
         .is_err()
     {

@@ -121,6 +121,7 @@ async fn write_some_of_everything(addr: &str) {
         let created = tokens
             .create_token(pb::CreateTokenRequest {
                 token: Some(token(0, i as f32)),
+                ttl_seconds: 0,
             })
             .await
             .expect("create")
@@ -130,6 +131,7 @@ async fn write_some_of_everything(addr: &str) {
     tokens
         .batch_create_tokens(pb::BatchCreateTokensRequest {
             tokens: (0..5).map(|i| token(0x1200_0000 + 50 + i, 3.0)).collect(),
+            ttl_seconds: 0,
         })
         .await
         .expect("batch");
@@ -220,6 +222,7 @@ async fn write_some_of_everything(addr: &str) {
     tokens
         .create_token(pb::CreateTokenRequest {
             token: Some(token(0, 7.0)),
+            ttl_seconds: 0,
         })
         .await
         .expect("create during quarantine");
@@ -252,6 +255,7 @@ fn clean_restart_keeps_tokens_counters_grids_and_cdna() {
         let next = tokens
             .create_token(pb::CreateTokenRequest {
                 token: Some(token(0, 1.0)),
+                ttl_seconds: 0,
             })
             .await
             .expect("create after restart")
@@ -312,6 +316,7 @@ async fn writer(
                 client
                     .create_token(pb::CreateTokenRequest {
                         token: Some(token(id, step as f32)),
+                        ttl_seconds: 0,
                     })
                     .await
                     .map(|r| vec![r.into_inner()])
@@ -323,6 +328,7 @@ async fn writer(
                 client
                     .batch_create_tokens(pb::BatchCreateTokensRequest {
                         tokens: ids.iter().map(|id| token(*id, 2.0)).collect(),
+                        ttl_seconds: 0,
                     })
                     .await
                     .map(|r| r.into_inner().tokens)
@@ -334,6 +340,7 @@ async fn writer(
                         entity_type: (pair + 0x20) & 0xF,
                         ..token(0, 5.0)
                     }),
+                    ttl_seconds: 0,
                 })
                 .await
                 .map(|r| vec![r.into_inner()]),
@@ -814,6 +821,7 @@ fn no_read_shows_a_write_before_it_is_durable() {
             writer
                 .create_token(pb::CreateTokenRequest {
                     token: Some(token(77, 1.0)),
+                    ttl_seconds: 0,
                 })
                 .await
         });

@@ -303,7 +303,10 @@ fn with<T>(message: T, key: &'static str, value: &str, timeout: Duration) -> Req
 }
 
 fn create(token: pb::Token) -> pb::CreateTokenRequest {
-    pb::CreateTokenRequest { token: Some(token) }
+    pb::CreateTokenRequest {
+        token: Some(token),
+        ttl_seconds: 0,
+    }
 }
 
 async fn token_client(addr: &str) -> TokenServiceClient<Channel> {
@@ -419,7 +422,10 @@ async fn random_writes(addr: String, worker: usize, ops: usize) -> Result<Writte
                         (0..2 + rng.below(4)).map(|_| rng.token()).collect();
                     let created = tokens
                         .batch_create_tokens(deadline(
-                            pb::BatchCreateTokensRequest { tokens: batch },
+                            pb::BatchCreateTokensRequest {
+                                tokens: batch,
+                                ttl_seconds: 0,
+                            },
                             CALL,
                         ))
                         .await
@@ -1028,7 +1034,10 @@ fn an_empty_replica_catches_up_from_the_stream() {
                 .collect();
             let created = tokens
                 .batch_create_tokens(deadline(
-                    pb::BatchCreateTokensRequest { tokens: batch },
+                    pb::BatchCreateTokensRequest {
+                        tokens: batch,
+                        ttl_seconds: 0,
+                    },
                     CALL,
                 ))
                 .await

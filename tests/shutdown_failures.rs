@@ -80,6 +80,7 @@ async fn an_import_open_at_shutdown_ends_unavailable_and_keeps_its_commits() {
     messages
         .send(pb::ImportTokensRequest {
             tokens: tokens(COMMITTED),
+            ttl_seconds: 0,
         })
         .await
         .expect("the call takes messages");
@@ -136,6 +137,7 @@ async fn a_server_whose_storage_failed_exits_non_zero() {
         let written = client
             .batch_create_tokens(pb::BatchCreateTokensRequest {
                 tokens: tokens(1_000),
+                ttl_seconds: 0,
             })
             .await;
         match written {
@@ -171,6 +173,7 @@ async fn a_server_whose_storage_failed_exits_non_zero() {
     let refused = client
         .create_token(pb::CreateTokenRequest {
             token: Some(common::full_token()),
+            ttl_seconds: 0,
         })
         .await
         .expect_err("no write after the storage failed");

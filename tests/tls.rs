@@ -53,6 +53,7 @@ async fn calls_go_over_tls_and_health_needs_no_credential() {
     let created = tokens
         .create_token(pb::CreateTokenRequest {
             token: Some(token_at(0.5, 1.0, 2.0, 3.0)),
+            ttl_seconds: 0,
         })
         .await
         .expect("create over TLS")
@@ -124,6 +125,7 @@ async fn a_verified_client_certificate_is_a_credential_named_by_its_common_name(
     as_certificate
         .create_token(pb::CreateTokenRequest {
             token: Some(token_at(0.5, 1.0, 1.0, 1.0)),
+            ttl_seconds: 0,
         })
         .await
         .expect("the certificate is a writer");
@@ -171,6 +173,7 @@ async fn tls_client_role_sets_the_role_of_certificates() {
     let denied = tokens
         .create_token(pb::CreateTokenRequest {
             token: Some(token_at(0.5, 1.0, 1.0, 1.0)),
+            ttl_seconds: 0,
         })
         .await
         .expect_err("a reader may not write");

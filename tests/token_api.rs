@@ -67,6 +67,7 @@ async fn explicit_ids_raise_the_counter_and_may_reuse_deleted_ids() {
                 id: 0x0300_0010,
                 ..token_at(0.5, 0.0, 0.0, 0.0)
             }),
+            ttl_seconds: 0,
         })
         .await
         .expect_err("id is live");
@@ -105,6 +106,7 @@ async fn create_exhausts_a_pair_at_the_highest_local_id() {
                 entity_type: 1,
                 ..token_at(0.5, 0.0, 0.0, 0.0)
             }),
+            ttl_seconds: 0,
         })
         .await
         .expect_err("pair used up");
@@ -519,6 +521,7 @@ async fn paging_neither_skips_nor_repeats_tokens_under_concurrent_writes() {
             let _ = writer
                 .create_token(pb::CreateTokenRequest {
                     token: Some(pb::Token { id, ..full_token() }),
+                    ttl_seconds: 0,
                 })
                 .await;
         }

@@ -20,7 +20,10 @@ async fn assert_create_rejected(
 ) {
     let before = count(client).await;
     let status = client
-        .create_token(pb::CreateTokenRequest { token: Some(token) })
+        .create_token(pb::CreateTokenRequest {
+            token: Some(token),
+            ttl_seconds: 0,
+        })
         .await
         .expect_err("must be rejected");
     assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
@@ -206,7 +209,10 @@ async fn create_without_token_is_invalid() {
     let server = TestServer::start().await;
     let mut client = server.tokens().await;
     let status = client
-        .create_token(pb::CreateTokenRequest { token: None })
+        .create_token(pb::CreateTokenRequest {
+            token: None,
+            ttl_seconds: 0,
+        })
         .await
         .expect_err("token required");
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -228,7 +234,10 @@ async fn every_violation_of_a_request_is_reported() {
         ..pb::Token::default()
     };
     let status = client
-        .create_token(pb::CreateTokenRequest { token: Some(token) })
+        .create_token(pb::CreateTokenRequest {
+            token: Some(token),
+            ttl_seconds: 0,
+        })
         .await
         .expect_err("invalid");
     assert_eq!(

@@ -19,7 +19,11 @@ type Client = TokenServiceClient<Channel>;
 /// Subscribes to the change feed.
 async fn watch(client: &mut Client) -> Streaming<pb::TokenEvent> {
     client
-        .watch_tokens(pb::WatchTokensRequest {})
+        .watch_tokens(pb::WatchTokensRequest {
+            from_sequence: None,
+            filter: None,
+            region: None,
+        })
         .await
         .expect("watch")
         .into_inner()
@@ -50,7 +54,10 @@ async fn import(
 ) -> Result<pb::ImportTokensResponse, tonic::Status> {
     let requests: Vec<_> = messages
         .into_iter()
-        .map(|tokens| pb::ImportTokensRequest { tokens })
+        .map(|tokens| pb::ImportTokensRequest {
+            tokens,
+            ttl_seconds: 0,
+        })
         .collect();
     client
         .import_tokens(tokio_stream::iter(requests))
@@ -443,6 +450,7 @@ async fn chunks_before_a_broken_import_stay_committed() {
     sender
         .send(pb::ImportTokensRequest {
             tokens: row(5, 0.0),
+            ttl_seconds: 0,
         })
         .await
         .expect("first message sent");

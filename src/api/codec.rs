@@ -147,6 +147,7 @@ mod tests {
     fn encoded_import(tokens: usize) -> Vec<u8> {
         pb::ImportTokensRequest {
             tokens: vec![pb::Token::default(); tokens],
+            ttl_seconds: 0,
         }
         .encode_to_vec()
     }
@@ -187,6 +188,7 @@ mod tests {
         };
         let bytes = pb::BatchCreateTokensRequest {
             tokens: vec![token; 3],
+            ttl_seconds: 7,
         }
         .encode_to_vec();
         let counted = Entries::decode(bytes.as_slice()).expect("parses");

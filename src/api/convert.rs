@@ -5,6 +5,7 @@ use prost_types::Timestamp;
 
 use super::pb;
 use crate::model::grid::GridConfig;
+use crate::model::token::ExpiryInput;
 use crate::model::{
     FlagName, Space, Token, TokenFilter, TokenFlags, TokenId, TokenInput, TokenPatch, UpdatePath,
     Violations,
@@ -58,8 +59,15 @@ fn point_field(token: &pb::Token, space: Space) -> Option<&pb::Point3> {
 }
 
 impl From<&pb::Token> for TokenInput {
+    /// The token as sent; an `expires_at` is checked against the server's time now.
     fn from(token: &pb::Token) -> Self {
+        let now = crate::store::write_path::unix_now();
         TokenInput {
+            expires_at: token.expires_at.as_ref().map(|t| ExpiryInput {
+                seconds: t.seconds,
+                nanos: t.nanos,
+                now,
+            }),
             id: token.id,
             entity_type: token.entity_type,
             domain: token.domain,
@@ -102,6 +110,10 @@ impl From<&Token> for pb::Token {
             l6_social: point(Space::L6Social),
             l7_temporal: point(Space::L7Temporal),
             l8_abstract: point(Space::L8Abstract),
+            expires_at: data.expires_at().map(|second| Timestamp {
+                seconds: i64::from(second),
+                nanos: 0,
+            }),
         }
     }
 }
@@ -113,6 +125,9 @@ impl From<TokenEventKind> for pb::TokenEventKind {
             TokenEventKind::Updated => pb::TokenEventKind::Updated,
             TokenEventKind::Deleted => pb::TokenEventKind::Deleted,
             TokenEventKind::Cleared => pb::TokenEventKind::Cleared,
+            TokenEventKind::Expired => pb::TokenEventKind::Expired,
+            TokenEventKind::Entered => pb::TokenEventKind::Entered,
+            TokenEventKind::Exited => pb::TokenEventKind::Exited,
         }
     }
 }

@@ -369,7 +369,7 @@ const RADIUS_SCALE: f64 = 100.0;
 /// Scale of `field_strength` (steps of 1/255).
 const STRENGTH_SCALE: f64 = 255.0;
 
-/// The compact stored form of a token's values (60 bytes; the id is the map key).
+/// The compact stored form of a token's values (64 bytes; the id is the map key).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[repr(C)]
 pub struct TokenData {
@@ -386,6 +386,8 @@ pub struct TokenData {
     /// The eight flags.
     flags: TokenFlags,
     _reserved: u8,
+    /// Unix seconds when the server deletes the token by itself; 0 = never (API.md §10).
+    expires_at: u32,
 }
 
 impl TokenData {
@@ -439,6 +441,16 @@ impl TokenData {
         self.timestamp
     }
 
+    /// Unix seconds when the token expires, `None` when it never does.
+    pub fn expires_at(&self) -> Option<u32> {
+        (self.expires_at != 0).then_some(self.expires_at)
+    }
+
+    /// Sets when the token expires (`None` = never).
+    pub fn set_expires_at(&mut self, expires_at: Option<u32>) {
+        self.expires_at = expires_at.unwrap_or(0);
+    }
+
     /// A token with every space undefined and every scalar 0.
     pub fn empty(timestamp: u32) -> TokenData {
         TokenData {
@@ -449,6 +461,7 @@ impl TokenData {
             field_strength_q: 0,
             flags: TokenFlags::DEFAULT,
             _reserved: 0,
+            expires_at: 0,
         }
     }
 }
@@ -494,6 +507,70 @@ pub struct TokenInput {
     pub flags: Option<TokenFlags>,
     /// One point per space; `None` = undefined.
     pub points: [Option<[f32; 3]>; SPACE_COUNT],
+    /// When the token should expire, as sent; `None` = never.
+    pub expires_at: Option<ExpiryInput>,
+}
+
+/// An expiry time as a client sent it (a protobuf Timestamp), with the server's time of the
+/// request, which the rule "in the future" is checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpiryInput {
+    /// Seconds since the Unix epoch.
+    pub seconds: i64,
+    /// Fraction of a second in nanoseconds (0..1e9); a fraction rounds up, so that a token
+    /// never goes before the time asked for.
+    pub nanos: i32,
+    /// Unix seconds when the request arrived.
+    pub now: u32,
+}
+
+impl ExpiryInput {
+    /// The expiry `ttl_seconds` after `now`, or why it cannot be stored.
+    pub fn after(now: u32, ttl_seconds: u32) -> Result<ExpiryInput, String> {
+        let seconds = i64::from(now) + i64::from(ttl_seconds);
+        if seconds > i64::from(u32::MAX) {
+            return Err(format!(
+                "{ttl_seconds} s from now is after the last storable second {} (2106-02-07)",
+                u32::MAX
+            ));
+        }
+        Ok(ExpiryInput {
+            seconds,
+            nanos: 0,
+            now,
+        })
+    }
+
+    /// The stored second, or why it is refused: not in the future, or not storable.
+    pub fn check(self) -> Result<u32, String> {
+        if !(0..1_000_000_000).contains(&self.nanos) {
+            return Err(format!("nanos {} is outside [0, 999999999]", self.nanos));
+        }
+        let second = self.seconds.saturating_add(i64::from(self.nanos > 0));
+        if second <= i64::from(self.now) {
+            return Err(format!(
+                "{second} is not in the future (the server's time is {})",
+                self.now
+            ));
+        }
+        u32::try_from(second).map_err(|_| {
+            format!(
+                "{second} is after the last storable second {} (2106-02-07)",
+                u32::MAX
+            )
+        })
+    }
+}
+
+fn check_expiry(expiry: Option<ExpiryInput>, violations: &mut Violations) -> Option<u32> {
+    let expiry = expiry?;
+    match expiry.check() {
+        Ok(second) => Some(second),
+        Err(rule) => {
+            violations.push("expires_at", rule);
+            None
+        }
+    }
 }
 
 /// Where a new token's id comes from.
@@ -562,6 +639,7 @@ impl TokenInput {
         data.field_radius_q = check_radius(self.field_radius, violations);
         data.field_strength_q = check_strength(self.field_strength, violations);
         data.flags = self.flags.unwrap_or(TokenFlags::DEFAULT);
+        data.set_expires_at(check_expiry(self.expires_at, violations));
         for space in Space::ALL {
             if let Some(point) = self.points[space.index()] {
                 let q = check_point(space, point, violations);
@@ -628,6 +706,8 @@ pub enum UpdatePath {
     Flag(FlagName),
     /// `l1_physical` … `l8_abstract` as a whole point
     Point(Space),
+    /// `expires_at`
+    ExpiresAt,
 }
 
 impl UpdatePath {
@@ -648,6 +728,9 @@ impl UpdatePath {
         if input.flags.is_some() {
             paths.push(UpdatePath::Flags);
         }
+        if input.expires_at.is_some() {
+            paths.push(UpdatePath::ExpiresAt);
+        }
         paths.extend(
             Space::ALL
                 .into_iter()
@@ -664,6 +747,7 @@ impl UpdatePath {
             UpdatePath::FieldRadius,
             UpdatePath::FieldStrength,
             UpdatePath::Flags,
+            UpdatePath::ExpiresAt,
         ];
         paths.extend(Space::ALL.map(UpdatePath::Point));
         paths
@@ -676,6 +760,7 @@ impl UpdatePath {
             "field_radius" => Some(UpdatePath::FieldRadius),
             "field_strength" => Some(UpdatePath::FieldStrength),
             "flags" => Some(UpdatePath::Flags),
+            "expires_at" => Some(UpdatePath::ExpiresAt),
             _ => {
                 if let Some(name) = path.strip_prefix("flags.") {
                     FlagName::ALL
@@ -689,7 +774,7 @@ impl UpdatePath {
         };
         parsed.ok_or_else(|| {
             format!(
-                "path {path:?} is not mutable; allowed: weight, field_radius, field_strength, flags, flags.<name>, l1_physical … l8_abstract"
+                "path {path:?} is not mutable; allowed: weight, field_radius, field_strength, flags, flags.<name>, expires_at, l1_physical … l8_abstract"
             )
         })
     }
@@ -728,6 +813,9 @@ impl TokenPatch {
                         input.points[space.index()].map(|p| check_point(space, p, &mut violations));
                     values.set_point(space, point);
                 }
+                UpdatePath::ExpiresAt => {
+                    values.set_expires_at(check_expiry(input.expires_at, &mut violations))
+                }
             }
         }
         let writes_weight = paths.contains(&UpdatePath::Weight);
@@ -749,6 +837,7 @@ impl TokenPatch {
                 UpdatePath::Flags => after.flags = self.values.flags,
                 UpdatePath::Flag(flag) => after.flags.set(flag, self.values.flags.get(flag)),
                 UpdatePath::Point(space) => after.set_point(space, self.values.point(space)),
+                UpdatePath::ExpiresAt => after.expires_at = self.values.expires_at,
             }
         }
         after.timestamp = timestamp;
@@ -779,7 +868,7 @@ mod tests {
 
     #[test]
     fn stored_record_is_60_bytes() {
-        assert_eq!(std::mem::size_of::<TokenData>(), 60);
+        assert_eq!(std::mem::size_of::<TokenData>(), 64);
     }
 
     #[test]

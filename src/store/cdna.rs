@@ -650,7 +650,10 @@ fn token_writes(effects: &[Effect]) -> u64 {
     effects
         .iter()
         .map(|effect| match effect {
-            Effect::Created(_) | Effect::Updated { .. } | Effect::Deleted(_) => 1,
+            Effect::Created(_)
+            | Effect::Updated { .. }
+            | Effect::Deleted(_)
+            | Effect::Expired(_) => 1,
             Effect::Cleared { count } => *count,
             Effect::Grid(_) | Effect::Cdna(_) => 0,
         })

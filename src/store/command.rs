@@ -52,6 +52,15 @@ pub enum Command {
     },
     /// Delete every token at once.
     ClearTokens,
+    /// Delete tokens whose `expires_at` is at or before `at`, the earliest first (by expiry
+    /// second, then id), at most `limit` of them, so that one command never holds the writer
+    /// long. Time-driven: appended by the expiry timer, never by a client.
+    ExpireTokens {
+        /// Unix seconds of the entry: what "now" is when it applies.
+        at: u32,
+        /// Most tokens one command deletes.
+        limit: u32,
+    },
     /// A change of the user grids (owned by `store::grids`).
     Grid(GridCommand),
     /// A change of the CDNA config (owned by `store::cdna`).
@@ -68,6 +77,7 @@ impl Command {
             Command::UpdateToken { .. } => "UpdateToken",
             Command::DeleteToken { .. } => "DeleteToken",
             Command::ClearTokens => "ClearTokens",
+            Command::ExpireTokens { .. } => "ExpireTokens",
             Command::Grid(command) => command.method(),
             Command::Cdna(command) => command.method(),
         }
@@ -91,6 +101,8 @@ pub enum Outcome {
     Deleted(Token),
     /// How many tokens a clear removed.
     Cleared(u64),
+    /// How many tokens an expiry command deleted.
+    Expired(u64),
     /// What a grid command did.
     Grid(GridEffect),
     /// What a CDNA command changed.
@@ -120,6 +132,8 @@ pub enum Effect {
     },
     /// A token is gone; this was its last state.
     Deleted(Token),
+    /// A token reached its `expires_at` and is gone; this was its last state.
+    Expired(Token),
     /// Every token is gone.
     Cleared {
         /// How many there were.

@@ -12,7 +12,7 @@ use super::cdna::{Cdna, CdnaCommand, CdnaState, Clock, SystemClock};
 use super::command::Command;
 use super::durable::schema;
 use super::durable::{recovery, Durability, DurableError, Journal};
-use super::events::ChangeFeed;
+use super::feed::ChangeFeed;
 use super::grids::Grids;
 use super::log::jetstream::LogCheckpoint;
 use super::log::LocalLog;

@@ -332,7 +332,10 @@ impl Grids {
         let concerns_members = committed.effects.iter().any(|effect| {
             matches!(
                 effect,
-                Effect::Updated { .. } | Effect::Deleted(_) | Effect::Cleared { .. }
+                Effect::Updated { .. }
+                    | Effect::Deleted(_)
+                    | Effect::Expired(_)
+                    | Effect::Cleared { .. }
             )
         });
         if !concerns_members {
@@ -348,7 +351,7 @@ impl Grids {
                         }
                     }
                 }
-                Effect::Deleted(token) => {
+                Effect::Deleted(token) | Effect::Expired(token) => {
                     let mut removed = 0;
                     for grid in set.grids.values() {
                         if grid.members.write().remove(token.id.get()) {
@@ -397,7 +400,7 @@ impl Grids {
                     });
                 }
                 // The store's own ClearTokens write empties every grid on disk.
-                Effect::Deleted(token) if any_grid => {
+                Effect::Deleted(token) | Effect::Expired(token) if any_grid => {
                     writes.push(DurableWrite::LeaveAllGrids(token.id.get()));
                 }
                 _ => {}

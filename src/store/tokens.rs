@@ -148,19 +148,26 @@ impl TokenTables {
         }
     }
 
-    /// Inserts new tokens (the write path checked they are absent).
     /// Every live token, in no particular order (for rebuilding indexes).
     pub fn all_tokens(&self) -> Vec<Token> {
-        self.map
-            .iter()
-            .filter_map(|entry| {
-                TokenId::new(*entry.key()).map(|id| Token {
+        let mut tokens = Vec::with_capacity(self.map.len());
+        self.for_each(|token| tokens.push(token));
+        tokens
+    }
+
+    /// Calls `f` with every live token, in no particular order, without copying them all.
+    pub fn for_each(&self, mut f: impl FnMut(Token)) {
+        for entry in self.map.iter() {
+            if let Some(id) = TokenId::new(*entry.key()) {
+                f(Token {
                     id,
                     data: *entry.value(),
-                })
-            })
-            .collect()
+                });
+            }
+        }
     }
+
+    /// Inserts new tokens (the write path checked they are absent).
 
     pub(crate) fn insert_new(&self, tokens: &[Token]) {
         let mut ids = self.ids.write();

@@ -26,6 +26,7 @@ use super::cdna::{Cdna, SystemClock};
 use super::command::{Applied, Command, Committed, Effect, Outcome};
 use super::durable::{DurableWrite, Journal, Record};
 use super::error::{StoreError, TokenAt};
+use super::expiry::ExpiryIndex;
 use super::grids::Grids;
 use super::ids::IdCounters;
 use super::import::plan_import;
@@ -71,6 +72,8 @@ struct WriterState {
     ids: IdCounters,
     /// Request ids of recent idempotent writes.
     requests: RequestLedger,
+    /// When the live tokens expire.
+    expiry: ExpiryIndex,
 }
 
 /// The store's own state read back from storage.
@@ -147,12 +150,14 @@ impl Store {
             ids,
             requests,
         } = state;
+        let expiry = ExpiryIndex::of_tables(&tables);
         Store {
             tables: ArcSwap::from_pointee(tables),
             writer: Mutex::new(WriterState {
                 sequence,
                 ids,
                 requests,
+                expiry,
             }),
             components,
             journal,
@@ -180,6 +185,11 @@ impl Store {
     /// Number of tokens matching `filter`.
     pub fn count(&self, filter: &TokenFilter) -> u64 {
         self.tables.load().count(filter)
+    }
+
+    /// The earliest second a live token expires at, if any has an expiry.
+    pub fn next_expiry(&self) -> Option<u32> {
+        self.writer.lock().expiry.next_due()
     }
 
     /// Commit sequence of the last applied command.
@@ -384,6 +394,7 @@ impl Store {
         };
         writer.sequence = sequence;
         if let Some(committed) = committed {
+            writer.expiry.follow(&committed.effects);
             self.follow(committed);
             if self.journal.is_some() {
                 writes.extend(self.durable_writes(committed));
@@ -469,6 +480,17 @@ impl Store {
                 self.tables.store(Arc::new(TokenTables::default()));
                 (Outcome::Cleared(count), vec![Effect::Cleared { count }])
             }
+            Command::ExpireTokens { at, limit } => {
+                let due = writer.expiry.due(*at, *limit as usize);
+                let mut effects = Vec::with_capacity(due.len());
+                for id in due {
+                    if let Some(token) = tables.get(id) {
+                        tables.remove(&token);
+                        effects.push(Effect::Expired(token));
+                    }
+                }
+                (Outcome::Expired(effects.len() as u64), effects)
+            }
             Command::Grid(command) => {
                 let effect = self.components.grids.apply(command, tables)?;
                 (Outcome::Grid(effect.clone()), vec![Effect::Grid(effect)])
@@ -502,7 +524,9 @@ impl Store {
                     writes.push(DurableWrite::PutToken(*token));
                 }
                 Effect::Updated { after, .. } => writes.push(DurableWrite::PutToken(*after)),
-                Effect::Deleted(token) => writes.push(DurableWrite::DeleteToken(token.id)),
+                Effect::Deleted(token) | Effect::Expired(token) => {
+                    writes.push(DurableWrite::DeleteToken(token.id))
+                }
                 Effect::Cleared { .. } => writes.push(DurableWrite::ClearTokens),
                 Effect::Grid(_) | Effect::Cdna(_) => {}
             }

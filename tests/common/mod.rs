@@ -231,7 +231,10 @@ pub fn full_token() -> pb::Token {
 /// Creates `token` and returns what the server stored.
 pub async fn create(client: &mut TokenServiceClient<Channel>, token: pb::Token) -> pb::Token {
     client
-        .create_token(pb::CreateTokenRequest { token: Some(token) })
+        .create_token(pb::CreateTokenRequest {
+            token: Some(token),
+            ttl_seconds: 0,
+        })
         .await
         .expect("create succeeds")
         .into_inner()
@@ -253,7 +256,10 @@ pub async fn batch(
     tokens: Vec<pb::Token>,
 ) -> Vec<pb::Token> {
     client
-        .batch_create_tokens(pb::BatchCreateTokensRequest { tokens })
+        .batch_create_tokens(pb::BatchCreateTokensRequest {
+            tokens,
+            ttl_seconds: 0,
+        })
         .await
         .expect("batch create succeeds")
         .into_inner()
@@ -266,7 +272,10 @@ pub async fn batch_rejected(
     tokens: Vec<pb::Token>,
 ) -> tonic::Status {
     client
-        .batch_create_tokens(pb::BatchCreateTokensRequest { tokens })
+        .batch_create_tokens(pb::BatchCreateTokensRequest {
+            tokens,
+            ttl_seconds: 0,
+        })
         .await
         .expect_err("the batch must be rejected")
 }

@@ -281,7 +281,10 @@ fn partition(command: &Command) -> u32 {
             crate::model::IdRequest::Explicit(id) => id.get() % PARTITIONS,
             crate::model::IdRequest::Allocate(pair) => pair.index() as u32 % PARTITIONS,
         },
-        Command::BatchCreate { .. } | Command::ImportTokens { .. } | Command::ClearTokens => 0,
+        Command::BatchCreate { .. }
+        | Command::ImportTokens { .. }
+        | Command::ClearTokens
+        | Command::ExpireTokens { .. } => 0,
         Command::Grid(_) => 1,
         Command::Cdna(_) => 2,
     }

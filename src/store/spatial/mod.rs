@@ -636,7 +636,9 @@ impl SpaceTrees {
                 Effect::Updated { before, after } if wanted(after.id.get()) => {
                     self.update(before, after)
                 }
-                Effect::Deleted(token) if wanted(token.id.get()) => self.remove(token),
+                Effect::Deleted(token) | Effect::Expired(token) if wanted(token.id.get()) => {
+                    self.remove(token)
+                }
                 Effect::Cleared { .. } => self.clear(),
                 _ => {}
             }

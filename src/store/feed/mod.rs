@@ -6,6 +6,8 @@
 
 use tokio::sync::broadcast;
 
+pub mod change;
+
 use super::command::{Committed, Effect};
 use super::error::StoreError;
 use super::write_path::Follower;
@@ -25,6 +27,12 @@ pub enum TokenEventKind {
     Deleted,
     /// Every token was deleted at once.
     Cleared,
+    /// The token reached its `expires_at` and was deleted (API.md §10).
+    Expired,
+    /// An update moved the token into the subscriber's region.
+    Entered,
+    /// An update moved the token out of the subscriber's region.
+    Exited,
 }
 
 /// One committed change to one token, or a clear of all.
@@ -53,6 +61,7 @@ pub fn events_of(committed: &Committed) -> impl Iterator<Item = TokenEvent> + '_
             Effect::Created(token) => (TokenEventKind::Created, Some(*token)),
             Effect::Updated { after, .. } => (TokenEventKind::Updated, Some(*after)),
             Effect::Deleted(token) => (TokenEventKind::Deleted, Some(*token)),
+            Effect::Expired(token) => (TokenEventKind::Expired, Some(*token)),
             Effect::Cleared { .. } => (TokenEventKind::Cleared, None),
             _ => return None,
         };
