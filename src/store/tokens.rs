@@ -168,7 +168,6 @@ impl TokenTables {
     }
 
     /// Inserts new tokens (the write path checked they are absent).
-
     pub(crate) fn insert_new(&self, tokens: &[Token]) {
         let mut ids = self.ids.write();
         let mut active = 0;
