@@ -59,6 +59,7 @@ fn preloaded(rng: &mut XorShift, tokens: usize) -> Engine {
         batch_delay: Duration::from_millis(2),
         max_grid_memberships: 10_000_000,
         watch_lag_limit: 10_000,
+        watch_retention: 1_000_000,
         store_cache_bytes: 64 << 20,
         replicated: false,
     });

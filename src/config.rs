@@ -213,6 +213,16 @@ pub struct Config {
     )]
     pub watch_lag_limit: u64,
 
+    /// Change-feed records WatchTokens can resume from (`from_sequence`), kept at least,
+    /// across restarts with embedded storage (API.md §10).
+    #[arg(
+        long,
+        env = "NEUROGRAPH_WATCH_RETENTION",
+        default_value_t = crate::store::feed::history::DEFAULT_RETENTION,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub watch_retention: u64,
+
     /// Credentials, protected mode and TLS (API.md §7).
     #[command(flatten)]
     pub access: AccessConfig,

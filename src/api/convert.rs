@@ -58,6 +58,26 @@ fn point_field(token: &pb::Token, space: Space) -> Option<&pb::Point3> {
     }
 }
 
+/// The expiry a request's `ttl_seconds` gives its tokens that have none of their own
+/// (`None` for 0), counted from `now`.
+pub fn ttl_expiry(ttl_seconds: u32, now: u32) -> Result<Option<ExpiryInput>, Violations> {
+    if ttl_seconds == 0 {
+        return Ok(None);
+    }
+    ExpiryInput::after(now, ttl_seconds)
+        .map(Some)
+        .map_err(|rule| Violations::one("ttl_seconds", rule))
+}
+
+/// The token as sent, expiring at `ttl` unless it has its own `expires_at` (API.md §10).
+pub fn token_input(token: &pb::Token, ttl: Option<ExpiryInput>) -> TokenInput {
+    let mut input = TokenInput::from(token);
+    if input.expires_at.is_none() {
+        input.expires_at = ttl;
+    }
+    input
+}
+
 impl From<&pb::Token> for TokenInput {
     /// The token as sent; an `expires_at` is checked against the server's time now.
     fn from(token: &pb::Token) -> Self {

@@ -55,6 +55,7 @@ pub fn to_status(error: StoreError) -> Status {
         | StoreError::QuarantineNotDue => Status::failed_precondition(message),
         StoreError::StaleRevision { .. } | StoreError::FeedLagged(_) => Status::aborted(message),
         StoreError::FeedClosed | StoreError::Unavailable(_) => Status::unavailable(message),
+        StoreError::FeedTrimmed { .. } => Status::failed_precondition(message),
         StoreError::RequestIdReused { .. } => invalid(Violations::one(REQUEST_ID, message)),
     }
 }
@@ -247,7 +248,15 @@ mod tests {
             (
                 StoreError::FeedLagged(10),
                 Code::Aborted,
-                "subscriber lagged more than 10 events behind the commits (--watch-lag-limit); read faster or call WatchTokens again",
+                "subscriber lagged more than 10 events behind the commits (--watch-lag-limit); read faster, or call WatchTokens again with from_sequence set to the last sequence received",
+            ),
+            (
+                StoreError::FeedTrimmed {
+                    requested: 3,
+                    oldest: 900,
+                },
+                Code::FailedPrecondition,
+                "from_sequence 3 is older than the retained events: the oldest sequence to resume from is 900 (--watch-retention)",
             ),
             (
                 StoreError::Unavailable("x".into()),

@@ -3,8 +3,10 @@
 //! violations, and adds up what every message produced into the one response. The state
 //! checks (ids, CDNA weight limits) happen in the write path (`store::import`).
 
+use super::convert::token_input;
 use super::pb;
-use crate::model::{FieldViolation, TokenInput, Violations};
+use crate::model::token::ExpiryInput;
+use crate::model::{FieldViolation, Violations};
 use crate::store::import::ImportPlan;
 use crate::store::ImportDraft;
 
@@ -28,13 +30,18 @@ pub struct ImportReport {
 impl ImportReport {
     /// Numbers and validates the tokens of the next message: the valid drafts, to be
     /// committed as one command, and the violations of the others.
-    pub fn validate(&mut self, tokens: &[pb::Token]) -> (Vec<ImportDraft>, FieldRejections) {
+    /// Tokens without their own expiry expire at `ttl`.
+    pub fn validate(
+        &mut self,
+        tokens: &[pb::Token],
+        ttl: Option<ExpiryInput>,
+    ) -> (Vec<ImportDraft>, FieldRejections) {
         let mut drafts = Vec::with_capacity(tokens.len());
         let mut rejected = FieldRejections::default();
         for token in tokens {
             let index = self.next_index;
             self.next_index += 1;
-            match TokenInput::from(token).to_draft() {
+            match token_input(token, ttl).to_draft() {
                 Ok(draft) => drafts.push(ImportDraft { index, draft }),
                 Err(violations) => rejected.0.push((index, violations)),
             }
@@ -110,8 +117,8 @@ mod tests {
     #[test]
     fn indexes_run_across_messages() {
         let mut report = ImportReport::default();
-        let (first, _) = report.validate(&[token(0.1), token(0.2)]);
-        let (second, rejected) = report.validate(&[token(2.0), token(0.3)]);
+        let (first, _) = report.validate(&[token(0.1), token(0.2)], None);
+        let (second, rejected) = report.validate(&[token(2.0), token(0.3)], None);
         assert_eq!(first.iter().map(|d| d.index).collect::<Vec<_>>(), [0, 1]);
         assert_eq!(second.iter().map(|d| d.index).collect::<Vec<_>>(), [3]);
         assert_eq!(rejected.0[0].0, 2);
@@ -129,7 +136,7 @@ mod tests {
             }),
             ..token(0.5)
         };
-        let (_, rejected) = report.validate(&[token(0.5), token(0.5), nan_point]);
+        let (_, rejected) = report.validate(&[token(0.5), token(0.5), nan_point], None);
         let plan = ImportPlan {
             created: vec![created(1, 2)],
             skipped: vec![(0, FieldViolation::new("id", "token 1 already exists"))],
@@ -149,7 +156,7 @@ mod tests {
     fn errors_are_capped_but_failures_all_counted() {
         let mut report = ImportReport::default();
         for _ in 0..3 {
-            let (_, rejected) = report.validate(&vec![token(-1.0); 600]);
+            let (_, rejected) = report.validate(&vec![token(-1.0); 600], None);
             report.record(rejected, None);
         }
         let response = pb::ImportTokensResponse::from(report);

@@ -9,7 +9,9 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::consistency::{answer_write, begin_read, call_writes, with_commit_sequence};
-use super::convert::{existing_id, required, token_filter, token_not_found, token_patch};
+use super::convert::{
+    existing_id, required, token_filter, token_input, token_not_found, token_patch, ttl_expiry,
+};
 use super::error::{request_stream_status, target_status, to_status};
 use super::import::ImportReport;
 use super::offload::{call_deadline, write_heavy};
@@ -17,7 +19,8 @@ use super::paging;
 use super::pb::{self, token_service_server::TokenService};
 use super::ShutdownSignal;
 use crate::heavy::HeavyWork;
-use crate::model::{TokenDraft, TokenInput, Violations};
+use crate::model::token::ExpiryInput;
+use crate::model::{TokenDraft, Violations};
 use crate::store::write_path::unix_now;
 use crate::store::{ChangeFeed, Engine, SpatialIndex, Store, StoreError, Subscription, Writes};
 
@@ -95,9 +98,14 @@ async fn forward_events(
     let _ = sender.send(Err(to_status(ended))).await;
 }
 
-/// Validates one token for a create, with violations under `prefix`.
-fn draft(token: &pb::Token, prefix: &str) -> Result<TokenDraft, Violations> {
-    TokenInput::from(token)
+/// Validates one token for a create, expiring at `ttl` unless it has its own expiry, with
+/// violations under `prefix`.
+fn draft(
+    token: &pb::Token,
+    ttl: Option<ExpiryInput>,
+    prefix: &str,
+) -> Result<TokenDraft, Violations> {
+    token_input(token, ttl)
         .to_draft()
         .map_err(|v| v.prefixed(prefix))
 }
@@ -111,8 +119,16 @@ impl TokenService for TokenApi {
         let writes = call_writes(&self.writes, request.metadata())?;
         let request = request.into_inner();
         let token = required(request.token.as_ref(), "token")?;
-        let draft = draft(token, "token.")?;
-        let created = writes.create_token(draft, unix_now()).await?;
+        let now = unix_now();
+        let mut violations = Violations::default();
+        let ttl = violations
+            .take(ttl_expiry(request.ttl_seconds, now))
+            .flatten();
+        let draft = violations.take(draft(token, ttl, "token."));
+        let Some(draft) = draft.filter(|_| violations.is_empty()) else {
+            return Err(violations.into());
+        };
+        let created = writes.create_token(draft, now).await?;
         Ok(answer_write(created, |token| pb::Token::from(&token)))
     }
 
@@ -225,18 +241,21 @@ impl TokenService for TokenApi {
         // decoding.
         let metadata = request.metadata().clone();
         let writes = call_writes(&self.writes, &metadata)?;
-        let tokens = request.into_inner().tokens;
+        let request = request.into_inner();
+        let (tokens, ttl_seconds) = (request.tokens, request.ttl_seconds);
         let (created, ()) = write_heavy(&self.heavy, call_deadline(&metadata), move || {
+            let now = unix_now();
             let mut violations = Violations::default();
+            let ttl = violations.take(ttl_expiry(ttl_seconds, now)).flatten();
             let mut drafts = Vec::with_capacity(tokens.len());
             for (i, token) in tokens.iter().enumerate() {
-                match draft(token, &format!("tokens[{i}].")) {
+                match draft(token, ttl, &format!("tokens[{i}].")) {
                     Ok(d) => drafts.push(d),
                     Err(v) => violations.extend(v),
                 }
             }
             let drafts = violations.into_result(drafts)?;
-            Ok((Some(writes.batch_create(drafts, unix_now())), ()))
+            Ok((Some(writes.batch_create(drafts, now)), ()))
         })
         .await?;
         let created = created.expect("a batch was appended");
@@ -273,10 +292,13 @@ impl TokenService for TokenApi {
             let writes = writes.clone();
             let number = message_number;
             message_number += 1;
+            // A bad ttl ends the call; the messages before it stay committed.
+            let now = unix_now();
+            let ttl = ttl_expiry(message.ttl_seconds, now)
+                .map_err(|v| Status::from(v.prefixed(&format!("messages[{number}]."))))?;
             let (imported, (back, rejected)) = write_heavy(&self.heavy, deadline, move || {
-                let (drafts, rejected) = report.validate(&message.tokens);
-                let pending =
-                    (!drafts.is_empty()).then(|| writes.import(number, drafts, unix_now()));
+                let (drafts, rejected) = report.validate(&message.tokens, ttl);
+                let pending = (!drafts.is_empty()).then(|| writes.import(number, drafts, now));
                 Ok((pending, (report, rejected)))
             })
             .await?;

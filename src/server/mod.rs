@@ -38,6 +38,7 @@ use crate::heavy::HeavyWork;
 use crate::metrics::RpcMetricsLayer;
 use crate::overload::OverloadLayer;
 use crate::store::cdna::run_quarantine_timer;
+use crate::store::expiry::run_expiry_timer;
 use crate::store::log::jetstream::{connect_context, JetStreamConfig, JetStreamLog};
 use crate::store::log::snapshots::restore_newest;
 use crate::store::{Engine, EngineOptions, Writes};
@@ -504,7 +505,8 @@ struct Gates {
 }
 
 impl Gates {
-    /// Starts answering every service from `engine` and its quarantine timer.
+    /// Starts answering every service from `engine`, its quarantine timer and its token expiry
+    /// timer.
     fn install(&self, engine: &Arc<Engine>, down: &ShutdownSignal, max: usize) {
         let _ = self.engine.set(Arc::clone(engine));
         self.tokens.install(
@@ -523,6 +525,12 @@ impl Gates {
             engine.writes.clone(),
             Arc::clone(&engine.cdna),
             async move { timer_down.wait().await },
+        ));
+        let mut expiry_down = down.clone();
+        tokio::spawn(run_expiry_timer(
+            engine.writes.clone(),
+            Arc::clone(&engine.store),
+            async move { expiry_down.wait().await },
         ));
     }
 }
@@ -581,6 +589,7 @@ fn engine_options(config: &Config) -> EngineOptions {
         batch_delay: config.batch_delay(),
         max_grid_memberships: config.max_grid_memberships,
         watch_lag_limit: usize::try_from(config.watch_lag_limit).unwrap_or(usize::MAX),
+        watch_retention: config.watch_retention,
         store_cache_bytes: usize::try_from(config.store_cache_mb)
             .unwrap_or(usize::MAX)
             .saturating_mul(1024 * 1024),

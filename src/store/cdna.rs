@@ -718,7 +718,7 @@ mod tests {
         Arc::new(Store::new(Components {
             cdna: Arc::clone(cdna),
             grids: Arc::new(Grids::new(u64::MAX)),
-            followers: Vec::new(),
+            ..Components::default()
         }))
     }
 

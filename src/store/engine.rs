@@ -12,6 +12,7 @@ use super::cdna::{Cdna, CdnaCommand, CdnaState, Clock, SystemClock};
 use super::command::Command;
 use super::durable::schema;
 use super::durable::{recovery, Durability, DurableError, Journal};
+use super::feed::history::{History, MemoryHistory};
 use super::feed::ChangeFeed;
 use super::grids::Grids;
 use super::log::jetstream::LogCheckpoint;
@@ -35,6 +36,8 @@ pub struct EngineOptions {
     pub max_grid_memberships: u64,
     /// Events a WatchTokens subscriber may fall behind.
     pub watch_lag_limit: usize,
+    /// Change-feed records kept at least for watchers that resume.
+    pub watch_retention: u64,
     /// Bytes of the embedded store's page cache (redb's default would be 1 GiB).
     pub store_cache_bytes: usize,
     /// A replica of a log durable elsewhere: the embedded store is its checkpoint (synced
@@ -56,6 +59,8 @@ pub struct Engine {
     pub cdna: Arc<Cdna>,
     /// The change feed WatchTokens subscribes to.
     pub feed: Arc<ChangeFeed>,
+    /// The retained feed records WatchTokens resumes from.
+    pub history: History,
     /// What the stored state says about the log it came from (replicas).
     pub checkpoint: LogCheckpoint,
 }
@@ -73,6 +78,7 @@ fn components(
         cdna: Arc::clone(cdna),
         grids: Arc::clone(grids),
         followers: vec![index.clone(), feed.clone()],
+        ..Components::default()
     }
 }
 
@@ -88,9 +94,14 @@ impl Engine {
         let index = Arc::new(SpatialIndex::default());
         let grids = Arc::new(Grids::new(options.max_grid_memberships));
         let feed = Arc::new(ChangeFeed::new(options.watch_lag_limit));
-        let store = Arc::new(Store::new(components(&cdna, &index, &grids, &feed)));
+        // Without a store file the retained records live in memory, recorded last.
+        let memory = Arc::new(MemoryHistory::new(options.watch_retention, 0));
+        let mut components = components(&cdna, &index, &grids, &feed);
+        components.followers.push(memory.clone());
+        let store = Arc::new(Store::new(components));
         let writes = local_writes(&store);
         Engine {
+            history: History::Memory(memory),
             store,
             writes,
             checkpoint: LogCheckpoint::default(),
@@ -159,7 +170,10 @@ impl Engine {
             ids: recovered.ids,
             requests: RequestLedger::recovered(recovered.requests),
         };
-        let store = Store::recovered(components(&cdna, &index, &grids, &feed), resumed, journal);
+        let mut components = components(&cdna, &index, &grids, &feed);
+        components.feed_retention = options.watch_retention;
+        let history = History::Stored(Arc::clone(&journal));
+        let store = Store::recovered(components, resumed, journal);
         let store = Arc::new(match options.replicated {
             true => store.checkpoint_only(),
             false => store,
@@ -183,6 +197,15 @@ impl Engine {
                 info!("a quarantine expired while the server was down; its snapshot is restored");
             }
         }
+        // Likewise tokens whose expiry passed while the server was down (a replica leaves
+        // them to the log's expiry commands, appended once by the timer).
+        if !options.replicated {
+            match super::expiry::expire_missed(&store, super::write_path::unix_now()) {
+                Ok(0) => {}
+                Ok(count) => info!(count, "tokens expired while the server was down"),
+                Err(e) => tracing::warn!(error = %e, "missed token expiries were not applied"),
+            }
+        }
         info!(
             tokens = token_count,
             sequence = recovered.sequence,
@@ -192,6 +215,7 @@ impl Engine {
             dir.display()
         );
         Ok(Engine {
+            history,
             store,
             writes,
             checkpoint,

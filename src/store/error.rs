@@ -120,8 +120,16 @@ pub enum StoreError {
     #[error("the quarantine has not reached its deadline")]
     QuarantineNotDue,
     /// A change-feed subscriber fell further behind than the limit.
-    #[error("subscriber lagged more than {0} events behind the commits (--watch-lag-limit); read faster or call WatchTokens again")]
+    #[error("subscriber lagged more than {0} events behind the commits (--watch-lag-limit); read faster, or call WatchTokens again with from_sequence set to the last sequence received")]
     FeedLagged(usize),
+    /// A watcher asked to resume from events no longer retained.
+    #[error("from_sequence {requested} is older than the retained events: the oldest sequence to resume from is {oldest} (--watch-retention)")]
+    FeedTrimmed {
+        /// The sequence asked for.
+        requested: u64,
+        /// The oldest one that may be resumed from.
+        oldest: u64,
+    },
     /// The change feed has closed.
     #[error("the change feed has closed")]
     FeedClosed,

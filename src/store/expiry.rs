@@ -4,10 +4,25 @@
 //! state, and ties break by id).
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::command::Effect;
+use tracing::{debug, warn};
+
+use super::command::{Command, Effect};
+use super::error::StoreError;
 use super::tokens::TokenTables;
+use super::write_path::{unix_now, Store};
+use super::writes::Writes;
 use crate::model::{Token, TokenId};
+
+/// Most tokens one expiry command deletes: small enough that other writes wait at most a few
+/// milliseconds behind it, large enough that a million tokens sharing a second go in seconds.
+pub const EXPIRE_BATCH: u32 = 2000;
+
+/// How often the timer looks for due tokens: a token goes within this much of its second.
+const POLL: Duration = Duration::from_millis(200);
 
 /// Tokens that have an expiry, ordered by (second, id).
 #[derive(Clone, Debug, Default)]
@@ -83,6 +98,60 @@ impl ExpiryIndex {
     fn remove(&mut self, token: &Token) {
         if let Some(second) = token.data.expires_at() {
             self.due.remove(&(second, token.id.get()));
+        }
+    }
+}
+
+/// Deletes every token already due at `now`, applying expiry commands directly: for a
+/// single-node store on start, before any call is answered (API.md §10: a token that expired
+/// while the server was down is gone before the first answer). How many went.
+pub fn expire_missed(store: &Store, now: u32) -> Result<u64, StoreError> {
+    let mut expired = 0;
+    while store.next_expiry().is_some_and(|second| second <= now) {
+        let applied = store.apply(Command::ExpireTokens {
+            at: now,
+            limit: EXPIRE_BATCH,
+        })?;
+        match applied.outcome {
+            super::command::Outcome::Expired(0) => break,
+            super::command::Outcome::Expired(count) => expired += count,
+            _ => break,
+        }
+    }
+    Ok(expired)
+}
+
+/// Expires tokens as their seconds come: whenever the earliest expiry is due, appends an
+/// expiry command through the log (so that replicas agree), again at once while a command
+/// hits its limit. Returns when `shutdown` resolves.
+pub async fn run_expiry_timer(
+    writes: Writes,
+    store: Arc<Store>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let now = unix_now();
+        if store.next_expiry().is_some_and(|second| second <= now) {
+            let after = store.sequence();
+            let expiring = writes.expire_tokens(now, EXPIRE_BATCH, after);
+            tokio::select! {
+                () = &mut shutdown => return,
+                written = expiring => match written {
+                    Ok(written) if written.value > 0 => {
+                        debug!(expired = written.value, sequence = written.sequence, "tokens expired");
+                        continue;
+                    }
+                    // Another replica's command took them first: look again after a pause.
+                    Ok(_) => {}
+                    // The log is unreachable or the replica halted: try again after a pause.
+                    Err(error) => warn!(%error, "token expiry not applied; retrying"),
+                },
+            }
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(POLL) => {}
         }
     }
 }

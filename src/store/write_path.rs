@@ -14,7 +14,7 @@
 //! the journal's sender.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,6 +27,7 @@ use super::command::{Applied, Command, Committed, Effect, Outcome};
 use super::durable::{DurableWrite, Journal, Record};
 use super::error::{StoreError, TokenAt};
 use super::expiry::ExpiryIndex;
+use super::feed::change::changes_of;
 use super::grids::Grids;
 use super::ids::IdCounters;
 use super::import::plan_import;
@@ -51,6 +52,8 @@ pub struct Components {
     pub grids: Arc<Grids>,
     /// Follow every commit, in this order, after the grids (the feed comes last).
     pub followers: Vec<Arc<dyn Follower>>,
+    /// Change-feed records the journal keeps at least (API.md §10), when there is one.
+    pub feed_retention: u64,
 }
 
 impl Default for Components {
@@ -60,6 +63,7 @@ impl Default for Components {
             cdna: Arc::new(Cdna::new(Arc::new(SystemClock))),
             grids: Arc::new(Grids::new(u64::MAX)),
             followers: Vec::new(),
+            feed_retention: super::feed::history::DEFAULT_RETENTION,
         }
     }
 }
@@ -102,6 +106,9 @@ pub struct Store {
     visible: AtomicU64,
     /// Sequence of the last applied command, for those who wait for one.
     applied: watch::Sender<u64>,
+    /// The earliest expiry second of a live token (0 = none), for the expiry timer, which
+    /// must not wait for the writer lock.
+    next_expiry: AtomicU32,
 }
 
 impl Default for Store {
@@ -151,6 +158,7 @@ impl Store {
             requests,
         } = state;
         let expiry = ExpiryIndex::of_tables(&tables);
+        let next_expiry = AtomicU32::new(expiry.next_due().unwrap_or(0));
         Store {
             tables: ArcSwap::from_pointee(tables),
             writer: Mutex::new(WriterState {
@@ -164,6 +172,7 @@ impl Store {
             reads_wait_for_journal: true,
             visible: AtomicU64::new(sequence),
             applied: watch::Sender::new(sequence),
+            next_expiry,
         }
     }
 
@@ -189,7 +198,8 @@ impl Store {
 
     /// The earliest second a live token expires at, if any has an expiry.
     pub fn next_expiry(&self) -> Option<u32> {
-        self.writer.lock().expiry.next_due()
+        let second = self.next_expiry.load(Ordering::Acquire);
+        (second != 0).then_some(second)
     }
 
     /// Commit sequence of the last applied command.
@@ -395,6 +405,8 @@ impl Store {
         writer.sequence = sequence;
         if let Some(committed) = committed {
             writer.expiry.follow(&committed.effects);
+            let next = writer.expiry.next_due().unwrap_or(0);
+            self.next_expiry.store(next, Ordering::Release);
             self.follow(committed);
             if self.journal.is_some() {
                 writes.extend(self.durable_writes(committed));
@@ -538,6 +550,14 @@ impl Store {
         );
         self.components.grids.durable_writes(committed, &mut writes);
         self.components.cdna.durable_writes(committed, &mut writes);
+        let changes: Vec<_> = changes_of(committed).map(|record| record.change).collect();
+        if !changes.is_empty() {
+            writes.push(DurableWrite::PutEvents {
+                sequence: committed.sequence,
+                changes,
+                retain: self.components.feed_retention,
+            });
+        }
         writes
     }
 }

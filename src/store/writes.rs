@@ -231,6 +231,23 @@ impl Writes {
         })
     }
 
+    /// Deletes up to `limit` tokens whose expiry is at or before `at`, earliest first: how
+    /// many it deleted. `after` is the applied sequence the caller saw them due at: replicas
+    /// that see the same state due at the same time append the command once.
+    pub fn expire_tokens(
+        &self,
+        at: u32,
+        limit: u32,
+        after: u64,
+    ) -> impl Future<Output = Result<Written<u64>, StoreError>> + Send + 'static {
+        let key = format!("expire-tokens-after-{after}");
+        let command = Command::ExpireTokens { at, limit };
+        self.submit_as(None, Some(key), command, |outcome| match outcome {
+            Outcome::Expired(count) => Ok(count),
+            other => Err(other),
+        })
+    }
+
     /// Creates a user grid with `config`: its id and config.
     pub async fn create_grid(
         &self,

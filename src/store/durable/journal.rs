@@ -152,6 +152,21 @@ impl Journal {
         }
     }
 
+    /// Resolves when every record up to `sequence` is written to the store, durable or not
+    /// (with `none` durability too), so that a read transaction sees it; an error when the
+    /// journal failed before that.
+    pub async fn wait_written(&self, sequence: u64) -> Result<(), Arc<str>> {
+        let mut watermark = self.watermark.subscribe();
+        let reached = watermark
+            .wait_for(|w| w.failure.is_some() || w.sequence >= sequence)
+            .await;
+        match reached {
+            Ok(w) if w.sequence >= sequence => Ok(()),
+            Ok(w) => Err(w.failure.clone().unwrap_or_else(|| "storage failed".into())),
+            Err(_) => Err("storage failed: the journal stopped".into()),
+        }
+    }
+
     /// Resolves once `done` holds for the durable sequence (re-checked whenever it moves or
     /// `nudge` is called), at once with `none` durability or after a failure.
     pub async fn wait_until(&self, done: impl Fn(u64) -> bool) {

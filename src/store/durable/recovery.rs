@@ -105,6 +105,7 @@ pub fn open_cached(dir: &Path, cache_bytes: usize) -> Result<(Database, Recovere
     if !existing || !has_tables().map_err(|e| DurableError::from_redb(&path, e))? {
         initialise(&db).map_err(|e| DurableError::from_redb(&path, e))?;
     }
+    upgrade(&db).map_err(|e| DurableError::from_redb(&path, e))?;
     let recovered = read_back(&db, &path)?;
     Ok((db, recovered))
 }
@@ -116,6 +117,50 @@ fn initialise(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(META)?
         .insert(META_FORMAT, FORMAT.to_le_bytes().as_slice())?;
     txn.commit()?;
+    Ok(())
+}
+
+/// Upgrades a store of format 1 in one transaction: a token's postcard record gained a
+/// trailing `expires_at` (a varint, 0 = never), so each record gets a 0 byte appended; the
+/// remembered request ids are dropped (their answers hold tokens in the old layout: a retry
+/// of a write made before the upgrade is applied again); the feed retains records from the
+/// next command on. Any other format is left for `read_back` to refuse.
+fn upgrade(db: &Database) -> Result<(), redb::Error> {
+    let format = {
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let value = meta.get(META_FORMAT)?;
+        value.and_then(|v| v.value().try_into().ok().map(u32::from_le_bytes))
+    };
+    if format != Some(1) {
+        return Ok(());
+    }
+    let txn = db.begin_write()?;
+    schema::create_tables(&txn)?;
+    {
+        let mut tokens = txn.open_table(TOKENS)?;
+        let old: Vec<(u32, Vec<u8>)> = tokens
+            .iter()?
+            .map(|entry| entry.map(|(k, v)| (k.value(), v.value().to_vec())))
+            .collect::<Result<_, _>>()?;
+        for (id, mut bytes) in old {
+            bytes.push(0);
+            tokens.insert(id, bytes.as_slice())?;
+        }
+        txn.open_table(REQUESTS)?.retain(|_, _| false)?;
+        let mut meta = txn.open_table(META)?;
+        let sequence = meta
+            .get(META_SEQUENCE)?
+            .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
+            .unwrap_or(0);
+        meta.insert(
+            schema::META_EVENTS_FROM,
+            (sequence + 1).to_le_bytes().as_slice(),
+        )?;
+        meta.insert(META_FORMAT, FORMAT.to_le_bytes().as_slice())?;
+    }
+    txn.commit()?;
+    tracing::info!("upgraded the store from format 1 to {FORMAT} (tokens gained expires_at)");
     Ok(())
 }
 
@@ -326,6 +371,48 @@ mod tests {
     }
 
     /// Applies `batches` (one transaction each), closes the store and reads it back.
+    #[test]
+    fn a_format_1_store_is_upgraded_keeping_its_tokens_without_expiry() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kept = token(0x0100_0001, 0.25);
+        {
+            let (db, _) = open(dir.path()).expect("create");
+            let txn = db.begin_write().expect("write");
+            apply_writes(&txn, &[DurableWrite::PutToken(kept)]).expect("apply");
+            put_sequence(&txn, 41).expect("sequence");
+            {
+                // The layout of format 1: the same record without the trailing expiry byte.
+                let mut tokens = txn.open_table(TOKENS).expect("tokens");
+                let mut bytes = tokens
+                    .get(kept.id.get())
+                    .expect("read")
+                    .expect("stored")
+                    .value()
+                    .to_vec();
+                assert_eq!(bytes.pop(), Some(0), "no expiry encodes as a last 0 byte");
+                tokens
+                    .insert(kept.id.get(), bytes.as_slice())
+                    .expect("insert");
+                let mut meta = txn.open_table(META).expect("meta");
+                meta.insert(META_FORMAT, 1u32.to_le_bytes().as_slice())
+                    .expect("format");
+            }
+            txn.commit().expect("commit");
+        }
+        let (db, recovered) = open(dir.path()).expect("upgraded");
+        assert_eq!(recovered.tokens, [kept]);
+        assert_eq!(recovered.sequence, 41);
+        let history = crate::store::feed::history::History::Stored(std::sync::Arc::new(
+            crate::store::durable::Journal::start(
+                std::sync::Arc::new(db),
+                41,
+                crate::store::durable::Durability::None,
+                std::time::Duration::ZERO,
+            ),
+        ));
+        assert_eq!(history.oldest_resumable().expect("reads"), 41);
+    }
+
     fn round_trip(batches: &[Vec<DurableWrite>]) -> Recovered {
         let dir = tempfile::tempdir().expect("temp dir");
         {

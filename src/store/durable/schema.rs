@@ -2,12 +2,13 @@
 //! encoded (postcard over the model's serde derives), and the writes a commit makes. Nothing
 //! here opens files or runs threads; `journal` and `recovery` do.
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::model::cdna::{CdnaConfig, HistoryEntry, Quarantine};
 use crate::model::grid::{GridConfig, GridId};
 use crate::model::{IdPair, Token, TokenId};
+use crate::store::feed::change::Change;
 use crate::store::requests::AnsweredRequest;
 
 /// Live tokens: id → postcard `TokenData`.
@@ -22,11 +23,15 @@ pub const MEMBERS: TableDefinition<(u32, u32), ()> = TableDefinition::new("grid_
 pub const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("cdna_history");
 /// Request ids of recent idempotent writes: id → postcard `AnsweredRequest`.
 pub const REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("request_ids");
+/// Retained change-feed records (API.md §10): (commit sequence, index within the command) →
+/// postcard `Change`.
+pub const EVENTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("feed_events");
 /// Single values, under the `META_*` keys.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// Layout version of this schema (`META_FORMAT`); a store of another version is refused.
-pub const FORMAT: u32 = 1;
+/// Layout version of this schema (`META_FORMAT`); a store of another version is refused,
+/// except version 1, which `recovery` upgrades (tokens gained `expires_at`).
+pub const FORMAT: u32 = 2;
 /// Key of the layout version (u32 little-endian).
 pub const META_FORMAT: &str = "format";
 /// Key of the commit sequence of the last stored command (u64 little-endian).
@@ -37,6 +42,9 @@ pub const META_HIGHEST_GRID: &str = "highest_grid";
 pub const META_CDNA: &str = "cdna";
 /// Key of the identity of the command log a replica's state came from (UTF-8).
 pub const META_LOG_IDENTITY: &str = "log_identity";
+/// Key of the lowest commit sequence whose feed records are all retained (u64
+/// little-endian); absent = 1, everything.
+pub const META_EVENTS_FROM: &str = "events_from";
 /// Key of the SHA-256 of the last log entry a replica applied (32 bytes).
 pub const META_LOG_LAST_HASH: &str = "log_last_hash";
 
@@ -114,6 +122,16 @@ pub enum DurableWrite {
     },
     /// Forget a request id.
     DeleteRequest(String),
+    /// Retain the feed records of one command, then trim the oldest commands' records while
+    /// more than `retain` (plus a slack, so that trimming runs in steps) are kept.
+    PutEvents {
+        /// The command's commit sequence.
+        sequence: u64,
+        /// Its token changes, in order.
+        changes: Vec<Change>,
+        /// How many records to keep at least.
+        retain: u64,
+    },
     /// Store a single value under a `META_*` key (a replica's log position).
     PutMeta {
         /// The key.
@@ -142,6 +160,7 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(HISTORY)?;
     txn.open_table(META)?;
     txn.open_table(REQUESTS)?;
+    txn.open_table(EVENTS)?;
     Ok(())
 }
 
@@ -157,6 +176,7 @@ pub fn apply_writes<'w>(
     let mut history = txn.open_table(HISTORY)?;
     let mut meta = txn.open_table(META)?;
     let mut requests = txn.open_table(REQUESTS)?;
+    let mut events = txn.open_table(EVENTS)?;
     for write in writes {
         match write {
             DurableWrite::PutToken(token) => {
@@ -219,9 +239,63 @@ pub fn apply_writes<'w>(
             DurableWrite::PutMeta { key, value } => {
                 meta.insert(*key, value.as_slice())?;
             }
+            DurableWrite::PutEvents {
+                sequence,
+                changes,
+                retain,
+            } => {
+                for (index, change) in changes.iter().enumerate() {
+                    events.insert((*sequence, index as u32), encode(change).as_slice())?;
+                }
+                if let Some(from) = trim_events(&mut events, *retain)? {
+                    meta.insert(META_EVENTS_FROM, from.to_le_bytes().as_slice())?;
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// Deletes the oldest commands' feed records once more than `retain` plus a slack are kept,
+/// down to at least `retain`, whole commands only: the new lowest fully retained sequence,
+/// or `None` when nothing was trimmed.
+fn trim_events(
+    events: &mut redb::Table<(u64, u32), &[u8]>,
+    retain: u64,
+) -> Result<Option<u64>, redb::Error> {
+    let kept = events.len()?;
+    // Trimming in steps of a sixteenth keeps its cost per record small.
+    let slack = (retain / 16).max(64);
+    if kept <= retain.saturating_add(slack) {
+        return Ok(None);
+    }
+    let excess = kept - retain;
+    // The last sequence all of whose records fit in the excess.
+    let mut cut = None;
+    let mut counted = 0u64;
+    let mut iter = events.iter()?;
+    let mut current: Option<u64> = None;
+    for entry in iter.by_ref() {
+        let (key, _) = entry?;
+        let sequence = key.value().0;
+        if current != Some(sequence) {
+            if let Some(previous) = current {
+                cut = Some(previous);
+            }
+            current = Some(sequence);
+        }
+        counted += 1;
+        if counted > excess {
+            break;
+        }
+    }
+    drop(iter);
+    if counted <= excess {
+        cut = current;
+    }
+    let Some(cut) = cut else { return Ok(None) };
+    events.retain_in(..=(cut, u32::MAX), |_, _| false)?;
+    Ok(Some(cut + 1))
 }
 
 /// Records the commit sequence the stored state has reached.

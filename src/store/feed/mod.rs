@@ -7,6 +7,7 @@
 use tokio::sync::broadcast;
 
 pub mod change;
+pub mod history;
 
 use super::command::{Committed, Effect};
 use super::error::StoreError;

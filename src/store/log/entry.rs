@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::command::Command;
 
 /// Format of the entries this build writes; bump it with any change to `Command`'s encoding.
-pub const ENTRY_FORMAT: u16 = 1;
+pub const ENTRY_FORMAT: u16 = 2;
 
 /// One command in the log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -139,10 +139,11 @@ mod tests {
     #[test]
     fn another_format_is_refused_not_guessed() {
         let mut bytes = LogEntry::new(Command::ClearTokens).encode();
-        bytes[0] = 2;
+        // Format 1 entries held tokens without `expires_at`.
+        bytes[0] = 1;
         assert_eq!(
             LogEntry::decode(&bytes),
-            Err(EntryError::UnknownFormat { found: 2 })
+            Err(EntryError::UnknownFormat { found: 1 })
         );
         assert!(matches!(
             LogEntry::decode(&bytes[..0]),
