@@ -54,16 +54,17 @@ impl QueryGrid {
     }
 }
 
-/// The common part of the point queries (range, density, influence), validated together.
-struct PointQuery {
-    space: Space,
-    centre: [f64; 3],
-    radius: f64,
+/// The common part of the point queries (range, density, influence) and of a watched
+/// region, validated together.
+pub(super) struct PointQuery {
+    pub(super) space: Space,
+    pub(super) centre: [f64; 3],
+    pub(super) radius: f64,
 }
 
 impl PointQuery {
     /// The validated common part, or every violation of it.
-    fn parse(
+    pub(super) fn parse(
         space: i32,
         centre: Option<&pb::Point3>,
         radius: f64,

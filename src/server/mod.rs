@@ -38,7 +38,7 @@ use crate::heavy::HeavyWork;
 use crate::metrics::RpcMetricsLayer;
 use crate::overload::OverloadLayer;
 use crate::store::cdna::run_quarantine_timer;
-use crate::store::expiry::run_expiry_timer;
+use crate::store::expiry::{expire_due, run_expiry_timer};
 use crate::store::log::jetstream::{connect_context, JetStreamConfig, JetStreamLog};
 use crate::store::log::snapshots::restore_newest;
 use crate::store::{Engine, EngineOptions, Writes};
@@ -410,8 +410,14 @@ pub async fn serve(
                     let engine = Arc::new(engine);
                     gates.install(&engine, &down, max);
                     let probes = Arc::clone(&probes);
+                    let expiring = Arc::clone(&engine);
                     tokio::spawn(async move {
                         if log.ready().await {
+                            // Tokens that expired while this replica was away go before it
+                            // reports SERVING (the timer would take them within a second).
+                            if let Err(e) = expire_due(&expiring.writes, &expiring.store).await {
+                                tracing::warn!(error = %e, "due token expiries not applied yet");
+                            }
                             probes.set(None).await;
                             info!("caught up with the command log; serving");
                         }

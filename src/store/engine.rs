@@ -94,10 +94,13 @@ impl Engine {
         let index = Arc::new(SpatialIndex::default());
         let grids = Arc::new(Grids::new(options.max_grid_memberships));
         let feed = Arc::new(ChangeFeed::new(options.watch_lag_limit));
-        // Without a store file the retained records live in memory, recorded last.
+        // Without a store file the retained records live in memory, recorded before the live
+        // feed hears of a commit: a watcher that registers with the feed after a commit must
+        // find that commit retained.
         let memory = Arc::new(MemoryHistory::new(options.watch_retention, 0));
         let mut components = components(&cdna, &index, &grids, &feed);
-        components.followers.push(memory.clone());
+        let at_feed = components.followers.len() - 1;
+        components.followers.insert(at_feed, memory.clone());
         let store = Arc::new(Store::new(components));
         let writes = local_writes(&store);
         Engine {

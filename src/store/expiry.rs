@@ -121,9 +121,32 @@ pub fn expire_missed(store: &Store, now: u32) -> Result<u64, StoreError> {
     Ok(expired)
 }
 
-/// Expires tokens as their seconds come: whenever the earliest expiry is due, appends an
-/// expiry command through the log (so that replicas agree), again at once while a command
-/// hits its limit. Returns when `shutdown` resolves.
+/// Appends expiry commands through the log until no token is due at the time of the call:
+/// how many tokens went. A replica calls it once caught up, before it reports SERVING.
+pub async fn expire_due(writes: &Writes, store: &Store) -> Result<u64, StoreError> {
+    let now = unix_now();
+    let mut expired = 0;
+    while store.next_expiry().is_some_and(|second| second <= now) {
+        // Keyed by the state it saw: replicas that see the same tokens due append it once.
+        let written = writes
+            .expire_tokens(now, EXPIRE_BATCH, store.sequence())
+            .await?;
+        debug!(
+            expired = written.value,
+            sequence = written.sequence,
+            "tokens expired"
+        );
+        if written.value == 0 {
+            // Another replica's command took them first; the next round looks again.
+            break;
+        }
+        expired += written.value;
+    }
+    Ok(expired)
+}
+
+/// Expires tokens as their seconds come: looks every `POLL` and appends expiry commands for
+/// whatever is due. Returns when `shutdown` resolves.
 pub async fn run_expiry_timer(
     writes: Writes,
     store: Arc<Store>,
@@ -131,23 +154,12 @@ pub async fn run_expiry_timer(
 ) {
     tokio::pin!(shutdown);
     loop {
-        let now = unix_now();
-        if store.next_expiry().is_some_and(|second| second <= now) {
-            let after = store.sequence();
-            let expiring = writes.expire_tokens(now, EXPIRE_BATCH, after);
-            tokio::select! {
-                () = &mut shutdown => return,
-                written = expiring => match written {
-                    Ok(written) if written.value > 0 => {
-                        debug!(expired = written.value, sequence = written.sequence, "tokens expired");
-                        continue;
-                    }
-                    // Another replica's command took them first: look again after a pause.
-                    Ok(_) => {}
-                    // The log is unreachable or the replica halted: try again after a pause.
-                    Err(error) => warn!(%error, "token expiry not applied; retrying"),
-                },
-            }
+        tokio::select! {
+            () = &mut shutdown => return,
+            done = expire_due(&writes, &store) => if let Err(error) = done {
+                // The log is unreachable or the replica halted: the next round tries again.
+                warn!(%error, "token expiry not applied; retrying");
+            },
         }
         tokio::select! {
             () = &mut shutdown => return,

@@ -13,7 +13,7 @@ use redb::{
 
 use super::recovery::{read_back, store_path};
 use super::schema::{
-    self, COUNTERS, GRIDS, HISTORY, MEMBERS, META, META_SEQUENCE, REQUESTS, TOKENS,
+    self, COUNTERS, EVENTS, GRIDS, HISTORY, MEMBERS, META, META_SEQUENCE, REQUESTS, TOKENS,
 };
 use super::{DurableError, STORE_FILE};
 
@@ -79,6 +79,8 @@ pub fn create_backup(db: &Database, backup_dir: &Path) -> Result<Backup, Durable
             Err(redb::Error::TableDoesNotExist(_)) | Ok(()) => {}
             Err(e) => return Err(e),
         }
+        // The retained feed goes along, so that watchers resume across a restore too.
+        copy_table(&snapshot, &txn, EVENTS)?;
         txn.commit()?;
         Ok(())
     };

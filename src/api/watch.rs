@@ -1,0 +1,251 @@
+//! WatchTokens (API.md §2, §10): what a watcher asks for (filter, region, from_sequence), the
+//! replay of the retained records after its sequence, and the hand-over to the live feed at
+//! an exact sequence, so that it sees every event once, in order, with no gap.
+//!
+//! The hand-over: catch up from the retained records while the feed moves on, then register
+//! with the live feed, which answers the last sequence it had followed when the subscription
+//! began (every later event reaches the subscription); replay the records up to that
+//! sequence, then forward live events. Replayed and live records pass the same
+//! `Interest::view`, so a replayed event equals the live one.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::convert::token_filter;
+use super::error::to_status;
+use super::grid::PointQuery;
+use super::pb;
+use super::ShutdownSignal;
+use crate::model::Violations;
+use crate::store::feed::history::{after_sequence, History, RecordKey};
+use crate::store::feed::interest::{Interest, Region};
+use crate::store::{ChangeFeed, Store, StoreError, Subscription, TokenEvent};
+
+/// Records read from the retained feed per step (one read transaction each).
+const REPLAY_STEP: usize = 2048;
+/// A catch-up round that replays fewer records than this ends the catching up: the rest
+/// fits in the live subscription's queue while it is replayed.
+const CLOSE_ENOUGH: usize = 4096;
+
+/// What one WatchTokens call asked for.
+pub struct WatchRequest {
+    /// The events it wants.
+    pub interest: Interest,
+    /// Replay retained events after this sequence first.
+    pub from_sequence: Option<u64>,
+}
+
+impl WatchRequest {
+    /// The validated request, or every violation (`filter.…`, `region.…`).
+    pub fn parse(request: &pb::WatchTokensRequest) -> Result<WatchRequest, Violations> {
+        let mut violations = Violations::default();
+        let filter = violations.take(token_filter(request.filter.as_ref()));
+        let region = match &request.region {
+            None => Some(None),
+            Some(region) => violations
+                .take(
+                    PointQuery::parse(region.space, region.center.as_ref(), region.radius)
+                        .map_err(|v| v.prefixed("region.")),
+                )
+                .map(|q| {
+                    Some(Region {
+                        space: q.space,
+                        centre: q.centre,
+                        radius: q.radius,
+                    })
+                }),
+        };
+        match (filter, region) {
+            (Some(filter), Some(region)) if violations.is_empty() => Ok(WatchRequest {
+                interest: Interest { filter, region },
+                from_sequence: request.from_sequence,
+            }),
+            _ => Err(violations),
+        }
+    }
+}
+
+/// What a watch needs from the engine.
+#[derive(Clone)]
+pub struct WatchSources {
+    /// The live feed.
+    pub feed: Arc<ChangeFeed>,
+    /// The retained records.
+    pub history: History,
+    /// The store, whose durability events wait for.
+    pub store: Arc<Store>,
+}
+
+/// FAILED_PRECONDITION when `from_sequence` is older than the retained records; checked
+/// before the call is answered, so that the error is the call's own status.
+pub fn check_resumable(history: &History, from_sequence: Option<u64>) -> Result<(), Status> {
+    let Some(requested) = from_sequence else {
+        return Ok(());
+    };
+    let oldest = history.oldest_resumable().map_err(to_status)?;
+    if requested < oldest {
+        return Err(to_status(StoreError::FeedTrimmed { requested, oldest }));
+    }
+    Ok(())
+}
+
+/// Sends the watcher its events until it leaves, falls too far behind (ABORTED), outruns the
+/// retention while replaying (FAILED_PRECONDITION) or the server shuts down (UNAVAILABLE).
+pub async fn run_watch(
+    sources: WatchSources,
+    request: WatchRequest,
+    mut shutdown: ShutdownSignal,
+    sender: mpsc::Sender<Result<pb::TokenEvent, Status>>,
+) {
+    let ended = tokio::select! {
+        ended = watch(&sources, request, &sender) => ended,
+        () = shutdown.wait() => Some(StoreError::Unavailable("server is shutting down".into())),
+    };
+    if let Some(error) = ended {
+        let _ = sender.send(Err(to_status(error))).await;
+    }
+}
+
+/// The watch itself: `None` when the client left, else why it ended.
+async fn watch(
+    sources: &WatchSources,
+    request: WatchRequest,
+    sender: &mpsc::Sender<Result<pb::TokenEvent, Status>>,
+) -> Option<StoreError> {
+    let WatchRequest {
+        interest,
+        from_sequence,
+    } = request;
+    let interest = Arc::new(interest);
+    let mut out = Out {
+        sender,
+        store: &sources.store,
+        durable: 0,
+    };
+    let mut subscription = match from_sequence {
+        None => sources.feed.subscribe(Interest::clone(&interest)).0,
+        Some(from) => {
+            let mut cursor = after_sequence(from);
+            // Catch up while the feed moves on, round by round.
+            loop {
+                let head = sources.feed.last_sequence();
+                match replay(sources, &interest, &mut cursor, head, &mut out).await {
+                    Ok(replayed) if replayed < CLOSE_ENOUGH => break,
+                    Ok(_) => {}
+                    Err(Ended::Client) => return None,
+                    Err(Ended::Error(error)) => return Some(error),
+                }
+            }
+            let (subscription, live_from) = sources.feed.subscribe(Interest::clone(&interest));
+            match replay(sources, &interest, &mut cursor, live_from, &mut out).await {
+                Ok(_) => {}
+                Err(Ended::Client) => return None,
+                Err(Ended::Error(error)) => return Some(error),
+            }
+            subscription
+        }
+    };
+    // A sequence beyond what was committed: its events are not the watcher's.
+    let skip_through = from_sequence.unwrap_or(0);
+    loop {
+        let event = tokio::select! {
+            next = subscription.next() => match next {
+                Ok(event) => event,
+                Err(error) => return Some(error),
+            },
+            () = sender.closed() => return None,
+        };
+        if event.sequence <= skip_through {
+            continue;
+        }
+        match out.send(&event).await {
+            Ok(()) => {}
+            Err(Ended::Client) => return None,
+            Err(Ended::Error(error)) => return Some(error),
+        }
+    }
+}
+
+/// Why sending stopped.
+enum Ended {
+    /// The client is gone.
+    Client,
+    /// An error to tell it.
+    Error(StoreError),
+}
+
+/// The watcher's end of the stream: sends each event once its command is durable.
+struct Out<'a> {
+    sender: &'a mpsc::Sender<Result<pb::TokenEvent, Status>>,
+    store: &'a Store,
+    /// Sequence known durable.
+    durable: u64,
+}
+
+impl Out<'_> {
+    async fn send(&mut self, event: &TokenEvent) -> Result<(), Ended> {
+        if event.sequence > self.durable {
+            self.store
+                .wait_durable(event.sequence)
+                .await
+                .map_err(Ended::Error)?;
+            self.durable = event.sequence;
+        }
+        self.sender
+            .send(Ok(pb::TokenEvent::from(event)))
+            .await
+            .map_err(|_| Ended::Client)
+    }
+}
+
+/// Replays the retained records after `cursor` up to sequence `up_to` that the watcher's
+/// interest keeps, moving the cursor: how many records it read.
+async fn replay(
+    sources: &WatchSources,
+    interest: &Arc<Interest>,
+    cursor: &mut RecordKey,
+    up_to: u64,
+    out: &mut Out<'_>,
+) -> Result<usize, Ended> {
+    if up_to <= cursor.0 {
+        return Ok(0);
+    }
+    sources
+        .history
+        .readable(up_to)
+        .await
+        .map_err(Ended::Error)?;
+    let mut replayed = 0;
+    loop {
+        let history = sources.history.clone();
+        let after = *cursor;
+        let step =
+            tokio::task::spawn_blocking(move || history.read(after, up_to, REPLAY_STEP)).await;
+        let records = match step {
+            Ok(Ok(records)) => records,
+            Ok(Err(error)) => return Err(Ended::Error(error)),
+            Err(join) => {
+                return Err(Ended::Error(StoreError::Unavailable(format!(
+                    "the replay failed: {join}"
+                ))))
+            }
+        };
+        let Some((last, _)) = records.last() else {
+            break;
+        };
+        *cursor = *last;
+        replayed += records.len();
+        let full = records.len() == REPLAY_STEP;
+        for (_, record) in &records {
+            if let Some(event) = interest.view(record) {
+                out.send(&event).await?;
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(replayed)
+}
