@@ -41,6 +41,7 @@ const CLIENT_TEST_CLASSES: &[&str] = &[
     "SystemTest",
     "GridTest",
     "CdnaTest",
+    "WatchResumeTest",
     "AuthTest",
     "TlsTest",
 ];
@@ -185,6 +186,11 @@ fn python_client_reads_system_health_ready_and_status() {
 #[test]
 fn python_client_queries_grids_against_brute_force_and_manages_user_grids() {
     run_client_test_class("GridTest");
+}
+
+#[test]
+fn python_client_resumes_a_watch_after_its_connection_was_killed_without_loss_or_repeat() {
+    run_client_test_class("WatchResumeTest");
 }
 
 #[test]

@@ -1344,3 +1344,80 @@ fn a_quarantine_expiry_seen_by_every_replica_is_appended_once() {
         assert_eq!(histories[2], histories[0]);
     });
 }
+
+#[test]
+fn token_expiry_seen_by_every_replica_is_one_command_and_one_expired_event_each() {
+    let rt = runtime();
+    let setup = Replicated::start("tokenexpiry", 3, &rt);
+    rt.block_on(async {
+        // A watcher on another replica than the writer, from before the batch.
+        let mut watcher = token_client(&setup.addr(2)).await;
+        let mut events = watcher
+            .watch_tokens(pb::WatchTokensRequest {
+                from_sequence: Some(0),
+                filter: None,
+                region: None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{}", setup.report(&format!("watch: {e:?}"))))
+            .into_inner();
+        let mut writer = token_client(&setup.addr(0)).await;
+        let tokens = (0..50)
+            .map(|i| token_at(0.5, i as f32, 0.0, 0.0))
+            .collect::<Vec<_>>();
+        let created = writer
+            .batch_create_tokens(deadline(
+                pb::BatchCreateTokensRequest {
+                    tokens,
+                    ttl_seconds: 2,
+                },
+                CALL,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{}", setup.report(&format!("batch: {e:?}"))));
+        let batch_sequence = sequence(created.metadata(), COMMIT);
+        let ids: BTreeSet<u32> = created.into_inner().tokens.iter().map(|t| t.id).collect();
+        assert_eq!(ids.len(), 50);
+        // Every replica's timer sees them due; the log must hold one expiry command.
+        let limit = Instant::now() + Duration::from_secs(30);
+        for r in 0..3 {
+            while !setup.tokens_of(r).await.is_empty() {
+                assert!(
+                    Instant::now() < limit,
+                    "{}",
+                    setup.report("tokens with a 2 s ttl still listed after 30 s")
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        // Give late timers time to append a second expiry, if they would.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (after, _) = setup.converge(&[0, 1, 2], batch_sequence + 1).await;
+        assert_eq!(
+            after,
+            batch_sequence + 1,
+            "{}",
+            setup.report("one expiry entry in the log, not one per replica")
+        );
+        // The watcher saw 50 CREATED at the batch's sequence, then 50 EXPIRED at the next.
+        let mut seen = Vec::new();
+        while seen.len() < 100 {
+            let event = tokio::time::timeout(CALL, events.message())
+                .await
+                .unwrap_or_else(|_| panic!("{}", setup.report("watcher silent for 10 s")))
+                .unwrap_or_else(|e| panic!("{}", setup.report(&format!("watch: {e:?}"))))
+                .expect("the watch stays open");
+            seen.push((event.kind, event.id, event.sequence));
+        }
+        let created_kind = pb::TokenEventKind::Created as i32;
+        let expired_kind = pb::TokenEventKind::Expired as i32;
+        let of = |kind: i32, sequence: u64| -> BTreeSet<u32> {
+            seen.iter()
+                .filter(|(k, _, s)| *k == kind && *s == sequence)
+                .map(|(_, id, _)| *id)
+                .collect()
+        };
+        assert_eq!(of(created_kind, batch_sequence), ids);
+        assert_eq!(of(expired_kind, batch_sequence + 1), ids);
+    });
+}

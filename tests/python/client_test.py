@@ -17,6 +17,7 @@ import math
 import random
 import struct
 import sys
+import threading
 import time
 import unittest
 
@@ -483,6 +484,84 @@ class GridTest(ServerTestCase):
         listed = self.grids.ListGrids(grid_pb2.ListGridsRequest(), timeout=TIMEOUT).grids
         self.assertEqual(listed[0].grid_id, 0)
         self.assertEqual(listed[0].token_count, self.count())
+
+
+class WatchResumeTest(ServerTestCase):
+    """WatchTokens resumed with from_sequence after its connection was killed (API.md §10)."""
+
+    WRITES = 300
+
+    def write_all(self, expected, errors):
+        """Creates, updates and deletes tokens over a channel of its own, recording each
+        write's (kind, id, commit sequence) from the x-neurograph-commit-sequence header."""
+        channel = support.connect()
+        tokens = token_pb2_grpc.TokenServiceStub(channel)
+        kinds = token_pb2.TokenEventKind
+        live = []
+        try:
+            rng = random.Random(7)
+            for i in range(self.WRITES):
+                choice = rng.random()
+                if live and choice < 0.2:
+                    target = live.pop(rng.randrange(len(live)))
+                    request = token_pb2.DeleteTokenRequest(id=target)
+                    _, call = tokens.DeleteToken.with_call(request, timeout=TIMEOUT)
+                    kind, raw = kinds.TOKEN_EVENT_KIND_DELETED, target
+                elif live and choice < 0.5:
+                    target = rng.choice(live)
+                    token = token_pb2.Token(id=target, weight=rng.random())
+                    request = token_pb2.UpdateTokenRequest(token=token)
+                    updated, call = tokens.UpdateToken.with_call(request, timeout=TIMEOUT)
+                    kind, raw = kinds.TOKEN_EVENT_KIND_UPDATED, updated.id
+                else:
+                    token = token_pb2.Token(weight=0.5, domain=3)
+                    request = token_pb2.CreateTokenRequest(token=token)
+                    created, call = tokens.CreateToken.with_call(request, timeout=TIMEOUT)
+                    live.append(created.id)
+                    kind, raw = kinds.TOKEN_EVENT_KIND_CREATED, created.id
+                headers = dict(call.initial_metadata())
+                expected.append((kind, raw, int(headers["x-neurograph-commit-sequence"])))
+        except Exception as error:  # reported by the test thread
+            errors.append(error)
+        finally:
+            channel.close()
+
+    def events(self, stream, count, into):
+        for event in stream:
+            into.append((event.kind, event.id, event.sequence))
+            if len(into) >= count:
+                return
+
+    def test_a_watch_resumed_after_its_connection_was_killed_loses_and_repeats_nothing(self):
+        # The first watcher starts from the beginning of this fresh server's feed.
+        first_channel = support.connect()
+        first = token_pb2_grpc.TokenServiceStub(first_channel).WatchTokens(
+            token_pb2.WatchTokensRequest(from_sequence=0), timeout=120
+        )
+        expected, errors = [], []
+        writer = threading.Thread(target=self.write_all, args=(expected, errors))
+        writer.start()
+        seen = []
+        self.events(first, 60, seen)
+        # Kill the connection mid-stream while the writer goes on.
+        first_channel.close()
+        writer.join(timeout=120)
+        self.assertFalse(writer.is_alive(), "the writer did not finish")
+        self.assertEqual(errors, [])
+        self.assertEqual(len(seen), 60)
+        # Resume from the last sequence received, on a new connection.
+        second_channel = support.connect()
+        try:
+            resumed = token_pb2_grpc.TokenServiceStub(second_channel).WatchTokens(
+                token_pb2.WatchTokensRequest(from_sequence=seen[-1][2]), timeout=120
+            )
+            self.events(resumed, self.WRITES, seen)
+            resumed.cancel()
+        finally:
+            second_channel.close()
+        sequences = [sequence for _, _, sequence in seen]
+        self.assertEqual(sequences, sorted(set(sequences)), "out of order or repeated")
+        self.assertEqual(seen, sorted(expected, key=lambda e: e[2]))
 
 
 class CdnaTest(ServerTestCase):

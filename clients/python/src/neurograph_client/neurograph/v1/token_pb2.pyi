@@ -19,11 +19,17 @@ class TokenEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TOKEN_EVENT_KIND_UPDATED: _ClassVar[TokenEventKind]
     TOKEN_EVENT_KIND_DELETED: _ClassVar[TokenEventKind]
     TOKEN_EVENT_KIND_CLEARED: _ClassVar[TokenEventKind]
+    TOKEN_EVENT_KIND_EXPIRED: _ClassVar[TokenEventKind]
+    TOKEN_EVENT_KIND_ENTERED: _ClassVar[TokenEventKind]
+    TOKEN_EVENT_KIND_EXITED: _ClassVar[TokenEventKind]
 TOKEN_EVENT_KIND_UNSPECIFIED: TokenEventKind
 TOKEN_EVENT_KIND_CREATED: TokenEventKind
 TOKEN_EVENT_KIND_UPDATED: TokenEventKind
 TOKEN_EVENT_KIND_DELETED: TokenEventKind
 TOKEN_EVENT_KIND_CLEARED: TokenEventKind
+TOKEN_EVENT_KIND_EXPIRED: TokenEventKind
+TOKEN_EVENT_KIND_ENTERED: TokenEventKind
+TOKEN_EVENT_KIND_EXITED: TokenEventKind
 
 class TokenFlags(_message.Message):
     __slots__ = ("active", "persistent", "mutable", "locked", "user_1", "user_2", "user_3", "user_4")
@@ -46,7 +52,7 @@ class TokenFlags(_message.Message):
     def __init__(self, active: _Optional[bool] = ..., persistent: _Optional[bool] = ..., mutable: _Optional[bool] = ..., locked: _Optional[bool] = ..., user_1: _Optional[bool] = ..., user_2: _Optional[bool] = ..., user_3: _Optional[bool] = ..., user_4: _Optional[bool] = ...) -> None: ...
 
 class Token(_message.Message):
-    __slots__ = ("id", "local_id", "entity_type", "domain", "weight", "field_radius", "field_strength", "flags", "timestamp", "l1_physical", "l2_sensory", "l3_motor", "l4_emotional", "l5_cognitive", "l6_social", "l7_temporal", "l8_abstract")
+    __slots__ = ("id", "local_id", "entity_type", "domain", "weight", "field_radius", "field_strength", "flags", "timestamp", "l1_physical", "l2_sensory", "l3_motor", "l4_emotional", "l5_cognitive", "l6_social", "l7_temporal", "l8_abstract", "expires_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     LOCAL_ID_FIELD_NUMBER: _ClassVar[int]
     ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +70,7 @@ class Token(_message.Message):
     L6_SOCIAL_FIELD_NUMBER: _ClassVar[int]
     L7_TEMPORAL_FIELD_NUMBER: _ClassVar[int]
     L8_ABSTRACT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     id: int
     local_id: int
     entity_type: int
@@ -81,7 +88,8 @@ class Token(_message.Message):
     l6_social: _common_pb2.Point3
     l7_temporal: _common_pb2.Point3
     l8_abstract: _common_pb2.Point3
-    def __init__(self, id: _Optional[int] = ..., local_id: _Optional[int] = ..., entity_type: _Optional[int] = ..., domain: _Optional[int] = ..., weight: _Optional[float] = ..., field_radius: _Optional[float] = ..., field_strength: _Optional[float] = ..., flags: _Optional[_Union[TokenFlags, _Mapping]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., l1_physical: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., l2_sensory: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., l3_motor: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., l4_emotional: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., l5_cognitive: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., l6_social: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., l7_temporal: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., l8_abstract: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ...) -> None: ...
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., local_id: _Optional[int] = ..., entity_type: _Optional[int] = ..., domain: _Optional[int] = ..., weight: _Optional[float] = ..., field_radius: _Optional[float] = ..., field_strength: _Optional[float] = ..., flags: _Optional[_Union[TokenFlags, _Mapping]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., l1_physical: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., l2_sensory: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., l3_motor: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., l4_emotional: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., l5_cognitive: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., l6_social: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., l7_temporal: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., l8_abstract: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class TokenFilter(_message.Message):
     __slots__ = ("domain", "entity_type")
@@ -92,10 +100,12 @@ class TokenFilter(_message.Message):
     def __init__(self, domain: _Optional[int] = ..., entity_type: _Optional[int] = ...) -> None: ...
 
 class CreateTokenRequest(_message.Message):
-    __slots__ = ("token",)
+    __slots__ = ("token", "ttl_seconds")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     token: Token
-    def __init__(self, token: _Optional[_Union[Token, _Mapping]] = ...) -> None: ...
+    ttl_seconds: int
+    def __init__(self, token: _Optional[_Union[Token, _Mapping]] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class GetTokenRequest(_message.Message):
     __slots__ = ("id",)
@@ -164,10 +174,12 @@ class ClearTokensResponse(_message.Message):
     def __init__(self, cleared: _Optional[int] = ...) -> None: ...
 
 class BatchCreateTokensRequest(_message.Message):
-    __slots__ = ("tokens",)
+    __slots__ = ("tokens", "ttl_seconds")
     TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     tokens: _containers.RepeatedCompositeFieldContainer[Token]
-    def __init__(self, tokens: _Optional[_Iterable[_Union[Token, _Mapping]]] = ...) -> None: ...
+    ttl_seconds: int
+    def __init__(self, tokens: _Optional[_Iterable[_Union[Token, _Mapping]]] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class BatchCreateTokensResponse(_message.Message):
     __slots__ = ("tokens",)
@@ -176,10 +188,12 @@ class BatchCreateTokensResponse(_message.Message):
     def __init__(self, tokens: _Optional[_Iterable[_Union[Token, _Mapping]]] = ...) -> None: ...
 
 class ImportTokensRequest(_message.Message):
-    __slots__ = ("tokens",)
+    __slots__ = ("tokens", "ttl_seconds")
     TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     tokens: _containers.RepeatedCompositeFieldContainer[Token]
-    def __init__(self, tokens: _Optional[_Iterable[_Union[Token, _Mapping]]] = ...) -> None: ...
+    ttl_seconds: int
+    def __init__(self, tokens: _Optional[_Iterable[_Union[Token, _Mapping]]] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class ImportError(_message.Message):
     __slots__ = ("index", "field", "reason")
@@ -208,8 +222,24 @@ class StreamTokensRequest(_message.Message):
     def __init__(self, filter: _Optional[_Union[TokenFilter, _Mapping]] = ...) -> None: ...
 
 class WatchTokensRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("from_sequence", "filter", "region")
+    FROM_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    from_sequence: int
+    filter: TokenFilter
+    region: WatchRegion
+    def __init__(self, from_sequence: _Optional[int] = ..., filter: _Optional[_Union[TokenFilter, _Mapping]] = ..., region: _Optional[_Union[WatchRegion, _Mapping]] = ...) -> None: ...
+
+class WatchRegion(_message.Message):
+    __slots__ = ("space", "center", "radius")
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    CENTER_FIELD_NUMBER: _ClassVar[int]
+    RADIUS_FIELD_NUMBER: _ClassVar[int]
+    space: _common_pb2.Space
+    center: _common_pb2.Point3
+    radius: float
+    def __init__(self, space: _Optional[_Union[_common_pb2.Space, str]] = ..., center: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., radius: _Optional[float] = ...) -> None: ...
 
 class TokenEvent(_message.Message):
     __slots__ = ("kind", "id", "token", "sequence")
