@@ -128,9 +128,14 @@ pub async fn expire_due(writes: &Writes, store: &Store) -> Result<u64, StoreErro
     let mut expired = 0;
     while store.next_expiry().is_some_and(|second| second <= now) {
         // Keyed by the state it saw: replicas that see the same tokens due append it once.
-        let written = writes
-            .expire_tokens(now, EXPIRE_BATCH, store.sequence())
-            .await?;
+        // The local log applies while appending, which takes the writer lock: off the async
+        // workers, so that a long command never stalls other calls' tasks.
+        let (writes, after) = (writes.clone(), store.sequence());
+        let pending =
+            tokio::task::spawn_blocking(move || writes.expire_tokens(now, EXPIRE_BATCH, after))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("the expiry task failed: {e}")))?;
+        let written = pending.await?;
         debug!(
             expired = written.value,
             sequence = written.sequence,

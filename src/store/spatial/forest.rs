@@ -16,7 +16,9 @@
 //! what writes did meanwhile: an entry it dropped as dead but that was revived since goes back
 //! into the tail; one removed since is marked dead in the new tree.
 
-use std::collections::HashSet;
+/// The tombstone set: foldhash, since std's SipHash showed in profiles of mass deletes and
+/// the keys are not chosen by clients in a way that could aim collisions at a seeded hash.
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -230,10 +232,22 @@ impl Forest {
 
     /// Removes one stored entry: from the tail directly, else as a tombstone.
     pub fn remove(&mut self, e: &Entry) {
-        if let Some(at) = self.tail.iter().position(|t| t == e) {
-            Arc::make_mut(&mut self.tail).swap_remove(at);
-        } else {
-            Arc::make_mut(&mut self.dead).insert(EntryKey::of(e));
+        self.remove_all(std::slice::from_ref(e));
+    }
+
+    /// Removes stored entries: from the tail directly, else as tombstones. One call per
+    /// commit, because the tombstone set is copied when a query or a build still shares it.
+    pub fn remove_all(&mut self, entries: &[Entry]) {
+        let mut dead = Vec::new();
+        for e in entries {
+            if let Some(at) = self.tail.iter().position(|t| t == e) {
+                Arc::make_mut(&mut self.tail).swap_remove(at);
+            } else {
+                dead.push(EntryKey::of(e));
+            }
+        }
+        if !dead.is_empty() {
+            Arc::make_mut(&mut self.dead).extend(dead);
         }
     }
 

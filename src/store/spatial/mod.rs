@@ -408,9 +408,15 @@ impl SpaceTrees {
 
     /// Unindexes a token that is gone.
     pub fn remove(&self, token: &Token) {
+        self.remove_all(std::slice::from_ref(token));
+    }
+
+    /// Unindexes tokens that are gone: one write per space for all of them.
+    pub fn remove_all(&self, tokens: &[Token]) {
         for space in Space::ALL {
-            if let Some(e) = entry(token.id.get(), &token.data, space) {
-                self.write(space, |forest, _| forest.remove(&e));
+            let gone = entries(tokens, space);
+            if !gone.is_empty() {
+                self.write(space, |forest, _| forest.remove_all(&gone));
             }
         }
     }
@@ -628,8 +634,11 @@ impl SpaceTrees {
     }
 
     /// Applies the token effects of a commit, for tokens `wanted` says this index holds.
+    /// A command never creates, updates or deletes one token twice, so its removals and its
+    /// creations are gathered and applied once per space.
     fn follow(&self, committed: &Committed, wanted: impl Fn(u32) -> bool) {
         let mut created = Vec::new();
+        let mut removed = Vec::new();
         for effect in &committed.effects {
             match effect {
                 Effect::Created(token) if wanted(token.id.get()) => created.push(*token),
@@ -637,11 +646,14 @@ impl SpaceTrees {
                     self.update(before, after)
                 }
                 Effect::Deleted(token) | Effect::Expired(token) if wanted(token.id.get()) => {
-                    self.remove(token)
+                    removed.push(*token)
                 }
                 Effect::Cleared { .. } => self.clear(),
                 _ => {}
             }
+        }
+        if !removed.is_empty() {
+            self.remove_all(&removed);
         }
         if !created.is_empty() {
             self.insert(&created);
