@@ -19,7 +19,9 @@ use super::ShutdownSignal;
 use crate::heavy::HeavyWork;
 use crate::model::{TokenDraft, TokenInput, Violations};
 use crate::store::write_path::unix_now;
-use crate::store::{ChangeFeed, Engine, SpatialIndex, Store, StoreError, Subscription, Writes};
+use crate::store::{
+    ChangeFeed, Engine, Interest, SpatialIndex, Store, StoreError, Subscription, Writes,
+};
 
 /// Tokens read per step of StreamTokens; the id set's lock is released between steps.
 const STREAM_CHUNK: usize = 256;
@@ -309,7 +311,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<BoxStream<pb::TokenEvent>>, Status> {
         let read = begin_read(&self.store, request.metadata()).await?;
         // Subscribed before the response goes out: every commit after the call is seen.
-        let subscription = self.feed.subscribe();
+        let subscription = self.feed.subscribe(Interest::everything()).0;
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
         tokio::spawn(forward_events(
             subscription,
