@@ -15,6 +15,7 @@ pub mod paging;
 pub mod recovering;
 pub mod system;
 pub mod token;
+pub mod watch;
 
 /// Generated protobuf messages and tonic services of `neurograph.v1`.
 #[allow(missing_docs, clippy::all)]

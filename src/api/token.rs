@@ -17,12 +17,14 @@ use super::import::ImportReport;
 use super::offload::{call_deadline, write_heavy};
 use super::paging;
 use super::pb::{self, token_service_server::TokenService};
+use super::watch::{check_resumable, start_watch, WatchRequest, WatchSources};
 use super::ShutdownSignal;
 use crate::heavy::HeavyWork;
 use crate::model::token::ExpiryInput;
 use crate::model::{TokenDraft, Violations};
+use crate::store::feed::history::History;
 use crate::store::write_path::unix_now;
-use crate::store::{ChangeFeed, Engine, SpatialIndex, Store, StoreError, Subscription, Writes};
+use crate::store::{ChangeFeed, Engine, SpatialIndex, Store, StoreError, Writes};
 
 /// Tokens read per step of StreamTokens; the id set's lock is released between steps.
 const STREAM_CHUNK: usize = 256;
@@ -36,6 +38,7 @@ pub struct TokenApi {
     writes: Writes,
     index: Arc<SpatialIndex>,
     feed: Arc<ChangeFeed>,
+    history: History,
     shutdown: ShutdownSignal,
     heavy: HeavyWork,
     /// Set while a compaction after an import waits for its turn.
@@ -51,6 +54,7 @@ impl TokenApi {
             writes: engine.writes.clone(),
             index: Arc::clone(&engine.index),
             feed: Arc::clone(&engine.feed),
+            history: engine.history.clone(),
             shutdown,
             heavy,
             compaction_pending: Arc::default(),
@@ -61,41 +65,6 @@ impl TokenApi {
 /// UNAVAILABLE for a stream cut short by shutdown.
 fn shutting_down() -> StoreError {
     StoreError::Unavailable("server is shutting down".into())
-}
-
-/// Sends a WatchTokens client the events of `subscription`, each once its command is durable,
-/// until the client leaves, falls too far behind (ABORTED) or the server shuts down
-/// (UNAVAILABLE).
-async fn forward_events(
-    mut subscription: Subscription,
-    store: Arc<Store>,
-    mut shutdown: ShutdownSignal,
-    sender: mpsc::Sender<Result<pb::TokenEvent, Status>>,
-) {
-    let mut durable = 0;
-    let ended = loop {
-        let next = tokio::select! {
-            next = subscription.next() => next,
-            () = shutdown.wait() => break shutting_down(),
-            () = sender.closed() => return,
-        };
-        let event = match next {
-            Ok(event) => event,
-            Err(error) => break error,
-        };
-        if event.sequence > durable {
-            tokio::select! {
-                made = store.wait_durable(event.sequence) => if let Err(error) = made { break error },
-                () = shutdown.wait() => break shutting_down(),
-            }
-            durable = event.sequence;
-        }
-        tokio::select! {
-            sent = sender.send(Ok(pb::TokenEvent::from(&event))) => if sent.is_err() { return },
-            () = shutdown.wait() => break shutting_down(),
-        }
-    };
-    let _ = sender.send(Err(to_status(ended))).await;
 }
 
 /// Validates one token for a create, expiring at `ttl` unless it has its own expiry, with
@@ -330,15 +299,15 @@ impl TokenService for TokenApi {
         request: Request<pb::WatchTokensRequest>,
     ) -> Result<Response<BoxStream<pb::TokenEvent>>, Status> {
         let read = begin_read(&self.store, request.metadata()).await?;
-        // Subscribed before the response goes out: every commit after the call is seen.
-        let subscription = self.feed.subscribe();
+        let watch = WatchRequest::parse(request.get_ref())?;
+        check_resumable(&self.history, watch.from_sequence)?;
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(forward_events(
-            subscription,
-            Arc::clone(&self.store),
-            self.shutdown.clone(),
-            sender,
-        ));
+        let sources = WatchSources {
+            feed: Arc::clone(&self.feed),
+            history: self.history.clone(),
+            store: Arc::clone(&self.store),
+        };
+        start_watch(sources, watch, self.shutdown.clone(), sender);
         Ok(read.stamp(Response::new(Box::pin(ReceiverStream::new(receiver)))))
     }
 

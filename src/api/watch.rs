@@ -91,16 +91,33 @@ pub fn check_resumable(history: &History, from_sequence: Option<u64>) -> Result<
     Ok(())
 }
 
-/// Sends the watcher its events until it leaves, falls too far behind (ABORTED), outruns the
-/// retention while replaying (FAILED_PRECONDITION) or the server shuts down (UNAVAILABLE).
-pub async fn run_watch(
+/// Starts a watch: without `from_sequence` it registers with the live feed at once, before
+/// the call is answered, so that every commit after the call is seen; with one, the replay
+/// task registers when it has caught up.
+pub fn start_watch(
     sources: WatchSources,
     request: WatchRequest,
+    shutdown: ShutdownSignal,
+    sender: mpsc::Sender<Result<pb::TokenEvent, Status>>,
+) {
+    let live = match request.from_sequence {
+        None => Some(sources.feed.subscribe(request.interest).0),
+        Some(_) => None,
+    };
+    tokio::spawn(run_watch(sources, request, live, shutdown, sender));
+}
+
+/// Sends the watcher its events until it leaves, falls too far behind (ABORTED), outruns the
+/// retention while replaying (FAILED_PRECONDITION) or the server shuts down (UNAVAILABLE).
+async fn run_watch(
+    sources: WatchSources,
+    request: WatchRequest,
+    live: Option<Subscription>,
     mut shutdown: ShutdownSignal,
     sender: mpsc::Sender<Result<pb::TokenEvent, Status>>,
 ) {
     let ended = tokio::select! {
-        ended = watch(&sources, request, &sender) => ended,
+        ended = watch(&sources, request, live, &sender) => ended,
         () = shutdown.wait() => Some(StoreError::Unavailable("server is shutting down".into())),
     };
     if let Some(error) = ended {
@@ -112,21 +129,22 @@ pub async fn run_watch(
 async fn watch(
     sources: &WatchSources,
     request: WatchRequest,
+    live: Option<Subscription>,
     sender: &mpsc::Sender<Result<pb::TokenEvent, Status>>,
 ) -> Option<StoreError> {
     let WatchRequest {
         interest,
         from_sequence,
     } = request;
-    let interest = Arc::new(interest);
     let mut out = Out {
         sender,
         store: &sources.store,
         durable: 0,
     };
-    let mut subscription = match from_sequence {
-        None => sources.feed.subscribe(Interest::clone(&interest)).0,
-        Some(from) => {
+    let mut subscription = match (live, from_sequence) {
+        (Some(subscription), _) => subscription,
+        (None, None) => sources.feed.subscribe(interest).0,
+        (None, Some(from)) => {
             let mut cursor = after_sequence(from);
             // Catch up while the feed moves on, round by round.
             loop {
@@ -138,7 +156,7 @@ async fn watch(
                     Err(Ended::Error(error)) => return Some(error),
                 }
             }
-            let (subscription, live_from) = sources.feed.subscribe(Interest::clone(&interest));
+            let (subscription, live_from) = sources.feed.subscribe(interest);
             match replay(sources, &interest, &mut cursor, live_from, &mut out).await {
                 Ok(_) => {}
                 Err(Ended::Client) => return None,
@@ -204,7 +222,7 @@ impl Out<'_> {
 /// interest keeps, moving the cursor: how many records it read.
 async fn replay(
     sources: &WatchSources,
-    interest: &Arc<Interest>,
+    interest: &Interest,
     cursor: &mut RecordKey,
     up_to: u64,
     out: &mut Out<'_>,

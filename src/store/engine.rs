@@ -156,6 +156,7 @@ impl Engine {
         ));
         let cdna = Arc::new(Cdna::with_state(clock, cdna_state));
         let feed = Arc::new(ChangeFeed::new(options.watch_lag_limit));
+        feed.start_at(recovered.sequence);
         // A replica's store is a checkpoint: the log it follows is durable elsewhere.
         let durability = match options.replicated {
             true => Durability::None,

@@ -23,7 +23,7 @@ pub mod writes;
 pub use command::{Applied, Command, Committed, Effect, Outcome};
 pub use engine::{Engine, EngineOptions};
 pub use error::{StoreError, TokenAt};
-pub use feed::{ChangeFeed, Subscription, TokenEvent, TokenEventKind};
+pub use feed::{ChangeFeed, Interest, Region, Subscription, TokenEvent, TokenEventKind};
 pub use grids::{Grids, UserGrid};
 pub use import::ImportDraft;
 pub use spatial::{SpaceTrees, SpatialIndex};
