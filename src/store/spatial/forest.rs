@@ -64,8 +64,8 @@ pub struct BatchPolicy {
     /// Unbuilt entries (batches) beyond which the writer builds them itself instead of
     /// leaving it to background upkeep: bounds what queries scan entry by entry.
     pub max_unbuilt: usize,
-    /// Tombstones beyond four times which, once they are also half the stored entries, the
-    /// writer rebuilds the space itself; upkeep rebuilds it in the background once they are a
+    /// Tombstones beyond four times which, once they are also three quarters of the stored
+    /// entries, the writer rebuilds the space itself; upkeep rebuilds it in the background once they are a
     /// quarter of the stored entries.
     pub max_dead: usize,
     /// Whether upkeep runs on a background thread of its own once due (else only when the
@@ -259,7 +259,7 @@ impl Forest {
         // A rebuild costs every live entry, so it waits until the tombstones are a fraction
         // of the space: a mass delete (expiry of a million tokens) then rebuilds about four
         // times its size in all, not sixteen (measured: rebuilds were most of its CPU).
-        if dead > 4 * policy.max_dead && dead * 2 > stored {
+        if dead > 4 * policy.max_dead && dead * 4 > stored * 3 {
             return Some((Upkeep::Rebuild, true));
         }
         let unbuilt = self.unbuilt();
