@@ -63,7 +63,7 @@ impl TokenApi {
 }
 
 /// UNAVAILABLE for a stream cut short by shutdown.
-fn shutting_down() -> StoreError {
+pub(super) fn shutting_down() -> StoreError {
     StoreError::Unavailable("server is shutting down".into())
 }
 

@@ -17,6 +17,7 @@ use super::convert::token_filter;
 use super::error::to_status;
 use super::grid::PointQuery;
 use super::pb;
+use super::token::shutting_down;
 use super::ShutdownSignal;
 use crate::model::Violations;
 use crate::store::feed::history::{after_sequence, History, RecordKey};
@@ -91,6 +92,14 @@ pub fn check_resumable(history: &History, from_sequence: Option<u64>) -> Result<
     Ok(())
 }
 
+/// Where a watch starts.
+enum Start {
+    /// Registered with the live feed when the call came (no `from_sequence`).
+    Live(Subscription),
+    /// Replays the retained records after this sequence first.
+    After(u64),
+}
+
 /// Starts a watch: without `from_sequence` it registers with the live feed at once, before
 /// the call is answered, so that every commit after the call is seen; with one, the replay
 /// task registers when it has caught up.
@@ -100,88 +109,77 @@ pub fn start_watch(
     shutdown: ShutdownSignal,
     sender: mpsc::Sender<Result<pb::TokenEvent, Status>>,
 ) {
-    let live = match request.from_sequence {
-        None => Some(sources.feed.subscribe(request.interest).0),
-        Some(_) => None,
+    let start = match request.from_sequence {
+        None => Start::Live(sources.feed.subscribe(request.interest).0),
+        Some(from) => Start::After(from),
     };
-    tokio::spawn(run_watch(sources, request, live, shutdown, sender));
+    tokio::spawn(run_watch(
+        sources,
+        request.interest,
+        start,
+        shutdown,
+        sender,
+    ));
 }
 
 /// Sends the watcher its events until it leaves, falls too far behind (ABORTED), outruns the
 /// retention while replaying (FAILED_PRECONDITION) or the server shuts down (UNAVAILABLE).
 async fn run_watch(
     sources: WatchSources,
-    request: WatchRequest,
-    live: Option<Subscription>,
+    interest: Interest,
+    start: Start,
     mut shutdown: ShutdownSignal,
     sender: mpsc::Sender<Result<pb::TokenEvent, Status>>,
 ) {
     let ended = tokio::select! {
-        ended = watch(&sources, request, live, &sender) => ended,
-        () = shutdown.wait() => Some(StoreError::Unavailable("server is shutting down".into())),
+        Err(ended) = watch(&sources, interest, start, &sender) => ended,
+        () = shutdown.wait() => Ended::Error(shutting_down()),
     };
-    if let Some(error) = ended {
+    if let Ended::Error(error) = ended {
         let _ = sender.send(Err(to_status(error))).await;
     }
 }
 
-/// The watch itself: `None` when the client left, else why it ended.
+/// The watch itself; it only ever ends with why.
 async fn watch(
     sources: &WatchSources,
-    request: WatchRequest,
-    live: Option<Subscription>,
+    interest: Interest,
+    start: Start,
     sender: &mpsc::Sender<Result<pb::TokenEvent, Status>>,
-) -> Option<StoreError> {
-    let WatchRequest {
-        interest,
-        from_sequence,
-    } = request;
+) -> Result<(), Ended> {
     let mut out = Out {
         sender,
         store: &sources.store,
         durable: 0,
     };
-    let mut subscription = match (live, from_sequence) {
-        (Some(subscription), _) => subscription,
-        (None, None) => sources.feed.subscribe(interest).0,
-        (None, Some(from)) => {
+    let (mut subscription, skip_through) = match start {
+        Start::Live(subscription) => (subscription, 0),
+        Start::After(from) => {
             let mut cursor = after_sequence(from);
             // Catch up while the feed moves on, round by round.
-            loop {
-                let head = sources.feed.last_sequence();
-                match replay(sources, &interest, &mut cursor, head, &mut out).await {
-                    Ok(replayed) if replayed < CLOSE_ENOUGH => break,
-                    Ok(_) => {}
-                    Err(Ended::Client) => return None,
-                    Err(Ended::Error(error)) => return Some(error),
-                }
-            }
+            while replay(
+                sources,
+                &interest,
+                &mut cursor,
+                sources.feed.last_sequence(),
+                &mut out,
+            )
+            .await?
+                >= CLOSE_ENOUGH
+            {}
             let (subscription, live_from) = sources.feed.subscribe(interest);
-            match replay(sources, &interest, &mut cursor, live_from, &mut out).await {
-                Ok(_) => {}
-                Err(Ended::Client) => return None,
-                Err(Ended::Error(error)) => return Some(error),
-            }
-            subscription
+            replay(sources, &interest, &mut cursor, live_from, &mut out).await?;
+            // A sequence beyond what was committed: its events are not the watcher's.
+            (subscription, from)
         }
     };
-    // A sequence beyond what was committed: its events are not the watcher's.
-    let skip_through = from_sequence.unwrap_or(0);
     loop {
         let event = tokio::select! {
-            next = subscription.next() => match next {
-                Ok(event) => event,
-                Err(error) => return Some(error),
-            },
-            () = sender.closed() => return None,
+            next = subscription.next() => next.map_err(Ended::Error)?,
+            () = sender.closed() => return Err(Ended::Client),
         };
-        if event.sequence <= skip_through {
-            continue;
-        }
-        match out.send(&event).await {
-            Ok(()) => {}
-            Err(Ended::Client) => return None,
-            Err(Ended::Error(error)) => return Some(error),
+        if event.sequence > skip_through {
+            out.send(&event).await?;
         }
     }
 }

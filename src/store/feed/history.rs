@@ -145,7 +145,7 @@ impl History {
                 Ok(inner
                     .records
                     .range(start..)
-                    .take_while(|(key, _)| *key <= range_end(&range))
+                    .take_while(|(key, _)| *key <= (up_to, u32::MAX))
                     .take(max)
                     .copied()
                     .collect())
@@ -174,13 +174,6 @@ impl History {
                 Ok(records)
             }
         }
-    }
-}
-
-fn range_end(range: &(Bound<RecordKey>, Bound<RecordKey>)) -> RecordKey {
-    match range.1 {
-        Bound::Included(end) | Bound::Excluded(end) => end,
-        Bound::Unbounded => (u64::MAX, u32::MAX),
     }
 }
 
