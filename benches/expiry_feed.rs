@@ -279,24 +279,6 @@ async fn checker(addr: String, stop: Arc<AtomicBool>) -> Recorded {
     recorded
 }
 
-/// The server's VmRSS in KiB once settled (unchanged within 1 % over 3 s), or at `deadline`.
-fn settled_rss(pid: u32, deadline: Instant) -> (u64, bool) {
-    let rss = || binary::status_kib(pid, "VmRSS").expect("VmRSS of the server");
-    let mut last = rss();
-    let mut stable_since = Instant::now();
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        let now = rss();
-        if now.abs_diff(last) * 100 > last {
-            stable_since = Instant::now();
-            last = now;
-        } else if stable_since.elapsed() >= Duration::from_secs(3) {
-            return (now, true);
-        }
-    }
-    (rss(), false)
-}
-
 /// RSS and data dir size at one point.
 struct Footprint {
     rss_kib: u64,
@@ -305,7 +287,7 @@ struct Footprint {
 }
 
 fn footprint(server: &Server, data_dir: &std::path::Path, deadline: Instant) -> Footprint {
-    let (rss_kib, settled) = settled_rss(server.pid(), deadline);
+    let (rss_kib, settled) = wire::settled_rss(server.pid(), deadline);
     Footprint {
         rss_kib,
         settled,

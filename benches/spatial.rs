@@ -28,33 +28,17 @@ use neurograph::store::{Command, Components, Grids, Outcome, SpaceTrees, Spatial
 
 mod support;
 
-use support::{draft, tokens, XorShift, AT};
+use support::{draft, range_query as query, tokens, XorShift, AT};
 
-/// Tokens indexed.
+/// Tokens indexed (`SPATIAL_TOKENS` overrides it, e.g. 10,000,000 for issue 16's curve).
 const TOKENS: usize = 1_000_000;
 /// Tokens when run as a test (`cargo test --benches`: each bench once, unoptimised).
 const TOKENS_AS_TEST: usize = 10_000;
+/// Single writes before the "after single writes" queries (issue 16: kNN and range ≤ 20 µs
+/// right after 100k of them).
+const SINGLE_WRITES: usize = 100_000;
 /// Points in the pile of identical points.
 const PILE: usize = 100_000;
-/// Hits a range query aims at.
-const RANGE_HITS: f64 = 50.0;
-
-/// The radius whose ball holds `RANGE_HITS` of `n` tokens spread uniformly over `space`'s cube
-/// (the generator keeps points within 99 % of the representable range).
-fn radius_for_hits(space: Space, n: usize) -> f64 {
-    let side = 2.0 * 0.99 * space.max_value();
-    (RANGE_HITS * side.powi(3) / (n as f64 * 4.0 / 3.0 * std::f64::consts::PI)).cbrt()
-}
-
-/// A random space and a centre whose ball of `radius_for_hits` lies inside the cube.
-fn query(rng: &mut XorShift, n: usize) -> (Space, [f64; 3], f64) {
-    let space = Space::ALL[rng.below(Space::ALL.len())];
-    let radius = radius_for_hits(space, n);
-    let inner = 0.99 * space.max_value() - radius;
-    let centre = [(); 3].map(|()| (rng.unit() * 2.0 - 1.0) * inner);
-    (space, centre, radius)
-}
-
 /// A random token's point in a random space, and its id (excluded from its neighbours).
 fn neighbour_query(rng: &mut XorShift, all: &[Token]) -> (Space, [f64; 3], u32) {
     let token = all[rng.below(all.len())];
@@ -91,9 +75,43 @@ fn loaded_store(tokens: &[Token]) -> (Store, Arc<SpatialIndex>) {
     (store, index)
 }
 
+/// `count` single writes through `store`, in turn a create, an update moving all 8 points of
+/// a random preloaded token, and a delete of the next preloaded token from the end of `all`.
+fn single_writes(store: &Store, all: &[Token], rng: &mut XorShift, count: usize) {
+    let mut deleted = all.len();
+    for i in 0..count {
+        let command = match i % 3 {
+            0 => Command::CreateToken {
+                draft: draft(rng, 0xEF),
+                at: AT,
+            },
+            1 => {
+                let sent = TokenInput {
+                    weight: 0.5,
+                    points: Space::ALL.map(|space| Some(rng.point(space))),
+                    ..TokenInput::default()
+                };
+                let paths = Space::ALL.map(UpdatePath::Point).to_vec();
+                Command::UpdateToken {
+                    id: all[rng.below(deleted)].id,
+                    patch: TokenPatch::new(&sent, paths).expect("valid patch"),
+                    at: AT,
+                }
+            }
+            _ => {
+                deleted -= 1;
+                Command::DeleteToken {
+                    id: all[deleted].id,
+                }
+            }
+        };
+        store.apply(command).expect("a valid single write");
+    }
+}
+
 fn spatial_benches(c: &mut Criterion) {
     let n = if std::env::args().any(|a| a == "--bench") {
-        TOKENS
+        support::wire::env_or("SPATIAL_TOKENS", TOKENS)
     } else {
         TOKENS_AS_TEST
     };
@@ -209,6 +227,31 @@ fn spatial_benches(c: &mut Criterion) {
                 }
             },
             |id| store.apply(Command::DeleteToken { id }).expect("exists"),
+            BatchSize::SmallInput,
+        )
+    });
+
+    // Queries right after SINGLE_WRITES single writes (a third each creates, moves of all 8
+    // points and deletes), before the index's upkeep has caught up: what the buffers, the
+    // tombstones and the unmerged trees cost a query.
+    let started = Instant::now();
+    single_writes(&store, &all, &mut rng, SINGLE_WRITES.min(n / 10));
+    eprintln!(
+        "{} single writes through the write path: {:.2?}",
+        SINGLE_WRITES.min(n / 10),
+        started.elapsed()
+    );
+    group.bench_function("knn_k10_after_100k_single_writes", |b| {
+        b.iter_batched(
+            || neighbour_query(&mut rng, &all),
+            |(space, centre, id)| black_box(trees.nearest(space, centre, 10, None, Some(id))),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("range_50_hits_after_100k_single_writes", |b| {
+        b.iter_batched(
+            || query(&mut rng, n),
+            |(space, centre, radius)| black_box(trees.within(space, centre, radius, 1000)),
             BatchSize::SmallInput,
         )
     });

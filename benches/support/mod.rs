@@ -6,6 +6,7 @@ pub mod alloc;
 pub mod binary;
 #[path = "../../tests/common/certs.rs"]
 pub mod certs;
+pub mod probe;
 #[path = "../../tests/common/raw_h2.rs"]
 pub mod raw_h2;
 pub mod wire;
@@ -44,6 +45,26 @@ impl XorShift {
         let max = space.max_value() * 0.99;
         [(); 3].map(|()| ((self.unit() * 2.0 - 1.0) * max) as f32)
     }
+}
+
+/// Hits a range query aims at.
+pub const RANGE_HITS: f64 = 50.0;
+
+/// The radius whose ball holds `RANGE_HITS` of `n` tokens spread uniformly over `space`'s cube
+/// (the generator keeps points within 99 % of the representable range).
+pub fn radius_for_hits(space: Space, n: usize) -> f64 {
+    let side = 2.0 * 0.99 * space.max_value();
+    (RANGE_HITS * side.powi(3) / (n as f64 * 4.0 / 3.0 * std::f64::consts::PI)).cbrt()
+}
+
+/// A random space and a centre whose ball of `radius_for_hits` (for `n` tokens) lies inside
+/// the cube: a range query that should find `RANGE_HITS` on average.
+pub fn range_query(rng: &mut XorShift, n: usize) -> (Space, [f64; 3], f64) {
+    let space = Space::ALL[rng.below(Space::ALL.len())];
+    let radius = radius_for_hits(space, n);
+    let inner = 0.99 * space.max_value() - radius;
+    let centre = [(); 3].map(|()| (rng.unit() * 2.0 - 1.0) * inner);
+    (space, centre, radius)
 }
 
 /// A token with every space defined, in (domain, entity_type) pair `pair`.

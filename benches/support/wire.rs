@@ -4,7 +4,7 @@
 //! time of a process.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use neurograph::api::pb;
 use neurograph::api::pb::token_service_client::TokenServiceClient;
@@ -227,4 +227,22 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("build the tokio runtime")
+}
+
+/// The server's VmRSS in KiB once settled (unchanged within 1 % over 3 s), or at `deadline`.
+pub fn settled_rss(pid: u32, deadline: Instant) -> (u64, bool) {
+    let rss = || super::binary::status_kib(pid, "VmRSS").expect("VmRSS of the server");
+    let mut last = rss();
+    let mut stable_since = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = rss();
+        if now.abs_diff(last) * 100 > last {
+            stable_since = Instant::now();
+            last = now;
+        } else if stable_since.elapsed() >= Duration::from_secs(3) {
+            return (now, true);
+        }
+    }
+    (rss(), false)
 }
