@@ -31,6 +31,7 @@
 //! CreateToken's median at 2.7 ms.
 
 pub mod forest;
+mod tombstones;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
