@@ -13,14 +13,20 @@
 //! run before). In CPU time the 10k-batch import costs ~3.0× one `bulk_built` of the 1M, i.e.
 //! ~8.5 s wall when quiet.
 //!
-//! `cargo bench --bench spatial` (`-- import` for the import cases alone); figures go in the
+//! `knn_k10_after_100k_single_writes` and `range_50_hits_after_100k_single_writes` query right
+//! after 100,000 single writes (creates, moves of all 8 points, deletes) through the write
+//! path, before the background upkeep has caught up (issue 16: ≤ 20 µs).
+//!
+//! `cargo bench --bench spatial` (`-- import` for the import cases alone; `SPATIAL_TOKENS=N`
+//! for another size, e.g. 10,000,000 with `-- 'spatial_1m/knn_k10$'`); figures go in the
 //! README.
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion};
 use neurograph::model::{
     IdRequest, QPoint, Space, Token, TokenDraft, TokenInput, TokenPatch, UpdatePath,
 };
@@ -73,6 +79,31 @@ fn loaded_store(tokens: &[Token]) -> (Store, Arc<SpatialIndex>) {
         started.elapsed()
     );
     (store, index)
+}
+
+/// Benchmarks `knn_k10{suffix}` (a random token's neighbours, itself excluded) and
+/// `range_50_hits{suffix}` on `trees`, which index `all`.
+fn knn_and_range(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    suffix: &str,
+    trees: &SpaceTrees,
+    rng: &mut XorShift,
+    all: &[Token],
+) {
+    group.bench_function(format!("knn_k10{suffix}"), |b| {
+        b.iter_batched(
+            || neighbour_query(rng, all),
+            |(space, centre, id)| black_box(trees.nearest(space, centre, 10, None, Some(id))),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function(format!("range_50_hits{suffix}"), |b| {
+        b.iter_batched(
+            || query(rng, all.len()),
+            |(space, centre, radius)| black_box(trees.within(space, centre, radius, 1000)),
+            BatchSize::SmallInput,
+        )
+    });
 }
 
 /// `count` single writes through `store`, in turn a create, an update moving all 8 points of
@@ -139,20 +170,7 @@ fn spatial_benches(c: &mut Criterion) {
     group
         .sample_size(50)
         .measurement_time(Duration::from_secs(3));
-    group.bench_function("knn_k10", |b| {
-        b.iter_batched(
-            || neighbour_query(&mut rng, &all),
-            |(space, centre, id)| black_box(trees.nearest(space, centre, 10, None, Some(id))),
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("range_50_hits", |b| {
-        b.iter_batched(
-            || query(&mut rng, n),
-            |(space, centre, radius)| black_box(trees.within(space, centre, radius, 1000)),
-            BatchSize::SmallInput,
-        )
-    });
+    knn_and_range(&mut group, "", trees, &mut rng, &all);
     group.bench_function("density_50_hits", |b| {
         b.iter_batched(
             || query(&mut rng, n),
@@ -241,20 +259,13 @@ fn spatial_benches(c: &mut Criterion) {
         SINGLE_WRITES.min(n / 10),
         started.elapsed()
     );
-    group.bench_function("knn_k10_after_100k_single_writes", |b| {
-        b.iter_batched(
-            || neighbour_query(&mut rng, &all),
-            |(space, centre, id)| black_box(trees.nearest(space, centre, 10, None, Some(id))),
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("range_50_hits_after_100k_single_writes", |b| {
-        b.iter_batched(
-            || query(&mut rng, n),
-            |(space, centre, radius)| black_box(trees.within(space, centre, radius, 1000)),
-            BatchSize::SmallInput,
-        )
-    });
+    knn_and_range(
+        &mut group,
+        "_after_100k_single_writes",
+        trees,
+        &mut rng,
+        &all,
+    );
 
     // A pile: PILE tokens at one point in L1, beside the uniform rest.
     let pile_trees = SpaceTrees::default();
@@ -310,20 +321,7 @@ fn spatial_benches(c: &mut Criterion) {
     group
         .sample_size(50)
         .measurement_time(Duration::from_secs(3));
-    group.bench_function("knn_k10_after_10k_batches", |b| {
-        b.iter_batched(
-            || neighbour_query(&mut rng, &all),
-            |(space, centre, id)| black_box(batched.nearest(space, centre, 10, None, Some(id))),
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("range_50_hits_after_10k_batches", |b| {
-        b.iter_batched(
-            || query(&mut rng, n),
-            |(space, centre, radius)| black_box(batched.within(space, centre, radius, 1000)),
-            BatchSize::SmallInput,
-        )
-    });
+    knn_and_range(&mut group, "_after_10k_batches", &batched, &mut rng, &all);
     group.finish();
 }
 
