@@ -226,6 +226,11 @@ impl Replicated {
     /// Waits until every replica of `which` reports one applied sequence, at least `at_least`,
     /// and one non-empty state digest; returns them.
     async fn converge(&self, which: &[usize], at_least: u64) -> (u64, String) {
+        self.converge_within(which, at_least, CONVERGE_LIMIT).await
+    }
+
+    /// `converge` bounded by `limit` instead (for a sequence that only a timer appends).
+    async fn converge_within(&self, which: &[usize], at_least: u64, limit: Duration) -> (u64, String) {
         let mut clients = Vec::new();
         for &i in which {
             clients.push(SystemClient::new(channel(&self.addr(i)).await));
@@ -251,12 +256,12 @@ impl Replicated {
                     return (*sequence, digest.clone());
                 }
             }
-            if started.elapsed() > CONVERGE_LIMIT {
+            if started.elapsed() > limit {
                 panic!(
                     "{}",
                     self.report(&format!(
                         "replicas {which:?} not at one applied sequence ≥ {at_least} with one \
-                         digest within {CONVERGE_LIMIT:?}; (applied, digest, log) last seen: \
+                         digest within {limit:?}; (applied, digest, log) last seen: \
                          {seen:#?}"
                     ))
                 );
@@ -1290,8 +1295,15 @@ fn a_quarantine_expiry_seen_by_every_replica_is_appended_once() {
             .await
             .unwrap_or_else(|e| panic!("{}", setup.report(&format!("start: {e:?}"))));
         let start_sequence = sequence(started.metadata(), COMMIT);
-        // Every replica's timer fires at the deadline; the log must hold one expiry.
-        let (applied, _) = setup.converge(&[0, 1, 2], start_sequence + 1).await;
+        // Every replica's timer fires at the deadline; the log must hold one expiry. The
+        // entry appears only once the 60 s have passed: bound the wait by both.
+        let (applied, _) = setup
+            .converge_within(
+                &[0, 1, 2],
+                start_sequence + 1,
+                Duration::from_secs(60) + CONVERGE_LIMIT,
+            )
+            .await;
         let limit = Instant::now() + Duration::from_secs(90);
         let mut histories = Vec::new();
         for r in 0..3 {
