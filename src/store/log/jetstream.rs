@@ -101,6 +101,8 @@ struct Shared {
     store: Arc<Store>,
     waiters: Waiters,
     progress: watch::Sender<Progress>,
+    /// Runs applied so far (logged once caught up: how well catch-up batched).
+    runs: AtomicU64,
     /// Prefix and counter of generated message ids.
     id_prefix: String,
     next_id: AtomicU64,
@@ -136,6 +138,7 @@ impl JetStreamLog {
                 stream_last: info.state.last_sequence,
                 caught_up_at: info.state.last_sequence,
             }),
+            runs: AtomicU64::new(0),
             id_prefix,
             next_id: AtomicU64::new(0),
         });
@@ -371,6 +374,7 @@ impl Shared {
     /// until the replica halts or `stop` is set. Reconnects the consumer after errors.
     async fn follow(self: Arc<Self>, stream: stream::Stream, mut stop: watch::Receiver<bool>) {
         self.mark_caught_up();
+        let mut run = Vec::with_capacity(run::MAX_RUN_MESSAGES);
         loop {
             let next = self.store.sequence() + 1;
             let consumer = stream
@@ -397,13 +401,13 @@ impl Shared {
                         _ = stop.wait_for(|down| *down) => return,
                     };
                     let Some(message) = message else { break };
-                    let mut run = match message {
-                        Ok(message) => vec![message],
+                    match message {
+                        Ok(message) => run.push(message),
                         Err(e) => {
                             warn!(error = %e, "reading the command log failed; following it again");
                             break;
                         }
-                    };
+                    }
                     // A backlog (catching up) is applied in runs; a lone live write at once.
                     let drained =
                         run::drain_ready(&mut messages, &mut run, |m| m.payload.len()).await;
@@ -411,6 +415,9 @@ impl Shared {
                         self.halt(why);
                         return;
                     }
+                    // Emptied, not dropped: the buffer of a run of hundreds of messages is
+                    // reused rather than allocated afresh for each run.
+                    run.clear();
                     match drained {
                         Drained::Idle => {}
                         Drained::Ended => break,
@@ -453,6 +460,7 @@ impl Shared {
                 self.store
                     .apply_run_at(decoded.first, decoded.entries, checkpoint)
             })?;
+            self.runs.fetch_add(1, Ordering::Relaxed);
             self.answer_waiters(run, &decoded.positions, outcomes);
             let (sequence, pending) = positions[*decoded.positions.last().expect("not empty")];
             self.progress.send_modify(|p| {
@@ -494,7 +502,8 @@ impl Shared {
         self.progress.send_if_modified(|p| {
             let caught_up = p.health == LogHealth::Starting && applied >= p.caught_up_at;
             if caught_up {
-                info!(applied, "caught up with the command log");
+                let runs = self.runs.load(Ordering::Relaxed);
+                info!(applied, runs, "caught up with the command log");
                 p.health = LogHealth::Ok;
             }
             caught_up
