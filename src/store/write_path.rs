@@ -317,41 +317,72 @@ impl Store {
             return Err(StoreError::Unavailable(failure.to_string()));
         }
         let next = writer.sequence + 1;
-        self.apply_locked(&mut writer, entry, next, Vec::new(), false)
+        let mut writes = Vec::new();
+        let result = self.apply_locked(&mut writer, entry, next, &mut writes, false);
+        if writer.sequence == next {
+            self.publish_applied(next, writes);
+        }
+        result
     }
 
-    /// Applies the entry the log holds at `sequence`, which must follow the last applied one
-    /// (what a replica following a shared log does). Unlike `apply_entry`, a refused command
-    /// takes its sequence too (the log holds it): its outcome is the refusal, and the state
-    /// moves on unchanged. `checkpoint` is stored with the entry's changes (the log position).
-    /// `Err` is a fault that must stop the replica: a gap, or storage that failed.
-    pub fn apply_at(
+    /// Applies the consecutive entries the log holds from sequence `first` on, which must
+    /// follow the last applied one (what a replica following a shared log does), under one
+    /// writer lock and as one journal record: their changes, then `checkpoint` (the log
+    /// position), in one transaction. Unlike `apply_entry`, a refused command takes its
+    /// sequence too (the log holds it): its outcome is the refusal, and the state moves on
+    /// unchanged. The outcomes come back in entry order; every commit still reaches the
+    /// followers (the change feed) at its own sequence. `Err` is a fault that must stop the
+    /// replica: a gap, or storage that failed.
+    pub fn apply_run_at(
         &self,
-        sequence: u64,
-        entry: LogEntry,
+        first: u64,
+        entries: Vec<LogEntry>,
         checkpoint: Vec<DurableWrite>,
-    ) -> Result<Result<Applied, StoreError>, String> {
+    ) -> Result<Vec<Result<Applied, StoreError>>, String> {
         let mut writer = self.writer.lock();
         if let Some(failure) = self.journal.as_ref().and_then(|j| j.failure()) {
             return Err(failure.to_string());
         }
-        if sequence != writer.sequence + 1 {
+        if first != writer.sequence + 1 {
             return Err(format!(
-                "the log delivered sequence {sequence} after {}: a replica never skips",
+                "the log delivered sequence {first} after {}: a replica never skips",
                 writer.sequence
             ));
         }
-        Ok(self.apply_locked(&mut writer, entry, sequence, checkpoint, true))
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut writes = Vec::new();
+        let outcomes = (first..)
+            .zip(entries)
+            .map(|(sequence, entry)| {
+                self.apply_locked(&mut writer, entry, sequence, &mut writes, true)
+            })
+            .collect();
+        writes.extend(checkpoint);
+        self.publish_applied(writer.sequence, writes);
+        Ok(outcomes)
     }
 
-    /// Applies `entry` at `sequence` under the writer lock. With `always_advance`, a refused
-    /// or repeated entry still takes its sequence.
+    /// Hands the writes of everything applied up to `sequence` to the journal as one record
+    /// and tells readers and waiters that `sequence` is applied.
+    fn publish_applied(&self, sequence: u64, writes: Vec<DurableWrite>) {
+        if let Some(journal) = &self.journal {
+            journal.append(Record { sequence, writes });
+        }
+        self.visible.store(sequence, Ordering::SeqCst);
+        self.applied.send_replace(sequence);
+    }
+
+    /// Applies `entry` at `sequence` under the writer lock, adding what it changed to
+    /// `writes`; the caller publishes (`publish_applied`) once `writer.sequence` moved. With
+    /// `always_advance`, a refused or repeated entry still takes its sequence.
     fn apply_locked(
         &self,
         writer: &mut WriterState,
         entry: LogEntry,
         sequence: u64,
-        mut writes: Vec<DurableWrite>,
+        writes: &mut Vec<DurableWrite>,
         always_advance: bool,
     ) -> Result<Applied, StoreError> {
         let LogEntry {
@@ -418,15 +449,10 @@ impl Store {
                     at_ms,
                     outcome: applied.outcome.clone(),
                 };
-                writer.requests.record(id, answered, &mut writes);
+                writer.requests.record(id, answered, writes);
             }
         }
-        writer.requests.expire(at_ms, &mut writes);
-        if let Some(journal) = &self.journal {
-            journal.append(Record { sequence, writes });
-        }
-        self.visible.store(sequence, Ordering::SeqCst);
-        self.applied.send_replace(sequence);
+        writer.requests.expire(at_ms, writes);
         result.map(|(applied, _)| applied)
     }
 
@@ -774,6 +800,41 @@ mod tests {
     }
 
     #[test]
+    fn a_run_applies_every_entry_at_its_own_sequence_refusals_included() {
+        let (store, recorder) = recorded_store();
+        let missing = TokenId::new(3).expect("id");
+        let entries = vec![
+            LogEntry::new(Command::CreateToken {
+                draft: draft(),
+                at: 1,
+            }),
+            LogEntry::new(Command::DeleteToken { id: missing }),
+            LogEntry::new(Command::CreateToken {
+                draft: draft(),
+                at: 2,
+            }),
+        ];
+        let outcomes = store
+            .apply_run_at(1, entries, Vec::new())
+            .expect("in order");
+        assert_eq!(outcomes.len(), 3);
+        assert_eq!(outcomes[0].as_ref().map(|a| a.sequence), Ok(1));
+        assert_eq!(outcomes[1], Err(StoreError::TokenNotFound(missing)));
+        assert_eq!(outcomes[2].as_ref().map(|a| a.sequence), Ok(3));
+        assert_eq!(store.sequence(), 3, "the refused entry took its sequence");
+        assert_eq!(*recorder.seen.lock(), [(1, 1), (3, 1)]);
+    }
+
+    #[test]
+    fn a_run_that_does_not_follow_the_applied_sequence_is_refused() {
+        let store = Store::default();
+        let entries = vec![LogEntry::new(Command::ClearTokens)];
+        let gap = store.apply_run_at(2, entries, Vec::new());
+        assert!(gap.expect_err("a gap").contains("never skips"));
+        assert_eq!(store.sequence(), 0);
+    }
+
+    #[test]
     fn a_reader_holding_tables_across_a_clear_sees_all_or_nothing() {
         let store = Store::default();
         store
@@ -844,6 +905,28 @@ mod durability_tests {
         journal.close();
         store.read_barrier().await.expect("durable after close");
         store.wait_durable(1).await.expect("durable after close");
+    }
+
+    #[tokio::test]
+    async fn a_run_is_one_journal_record_at_its_last_sequence() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, journal) = held_store(dir.path());
+        let entries = (0..5).map(|_| LogEntry::new(create())).collect();
+        let checkpoint = vec![DurableWrite::PutMeta {
+            key: crate::store::durable::schema::META_LOG_LAST_HASH,
+            value: vec![7; 32],
+        }];
+        let outcomes = store
+            .apply_run_at(1, entries, checkpoint)
+            .expect("in order");
+        assert!(outcomes.iter().all(Result::is_ok));
+        journal.close();
+        let stats = journal.stats();
+        assert_eq!(stats.records.load(Ordering::Relaxed), 1);
+        drop((store, journal));
+        let (_, recovered) = recovery::open(dir.path()).expect("reopen");
+        assert_eq!(recovered.sequence, 5);
+        assert_eq!(recovered.log_last_hash, Some(vec![7; 32]));
     }
 
     #[tokio::test]

@@ -9,10 +9,11 @@
 //!   replicas see the deadline. A client's retry is a new append; the replicated request
 //!   ledger (`store::requests`) answers it. Publishing retries until the call's deadline
 //!   (errors while the stream elects a leader look like "no stream"), then UNAVAILABLE.
-//! - **Follow**: an ordered consumer from the applied sequence + 1; each message is applied
-//!   at its stream sequence (`Store::apply_at`), with the SHA-256 of its bytes stored in the
-//!   same checkpoint transaction; the append that is waiting for it (found by its message id)
-//!   gets the outcome computed here.
+//! - **Follow**: an ordered consumer from the applied sequence + 1; the messages it already
+//!   holds are applied as one run at their stream sequences (`log::run`,
+//!   `Store::apply_run_at`), with the SHA-256 of the run's last entry stored in the same
+//!   checkpoint transaction; each append that is waiting for one of them (found by its message
+//!   id) gets the outcome computed here for its own entry.
 //! - **Safety**: the checkpoint keeps the stream's identity (name and creation time) and the
 //!   hash of the last applied entry. A stream that is not the one the checkpoint came from, a
 //!   rewound stream, a gap (purged past this replica), an entry this build cannot decode or an
@@ -33,6 +34,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_stream::StreamExt;
 use tracing::{error, info, warn};
 
+use super::run::{self, Drained};
 use super::{AppendOptions, CommandLog, LogEntry, LogHealth, Pending};
 use crate::store::command::{Applied, Command};
 use crate::store::durable::schema::{META_LOG_IDENTITY, META_LOG_LAST_HASH};
@@ -99,6 +101,8 @@ struct Shared {
     store: Arc<Store>,
     waiters: Waiters,
     progress: watch::Sender<Progress>,
+    /// Runs applied so far (logged once caught up: how well catch-up batched).
+    runs: AtomicU64,
     /// Prefix and counter of generated message ids.
     id_prefix: String,
     next_id: AtomicU64,
@@ -134,6 +138,7 @@ impl JetStreamLog {
                 stream_last: info.state.last_sequence,
                 caught_up_at: info.state.last_sequence,
             }),
+            runs: AtomicU64::new(0),
             id_prefix,
             next_id: AtomicU64::new(0),
         });
@@ -369,6 +374,7 @@ impl Shared {
     /// until the replica halts or `stop` is set. Reconnects the consumer after errors.
     async fn follow(self: Arc<Self>, stream: stream::Stream, mut stop: watch::Receiver<bool>) {
         self.mark_caught_up();
+        let mut run = Vec::with_capacity(run::MAX_RUN_MESSAGES);
         loop {
             let next = self.store.sequence() + 1;
             let consumer = stream
@@ -395,16 +401,30 @@ impl Shared {
                         _ = stop.wait_for(|down| *down) => return,
                     };
                     let Some(message) = message else { break };
-                    let message = match message {
-                        Ok(message) => message,
+                    match message {
+                        Ok(message) => run.push(message),
                         Err(e) => {
                             warn!(error = %e, "reading the command log failed; following it again");
                             break;
                         }
-                    };
-                    if let Err(why) = self.apply(&message) {
+                    }
+                    // A backlog (catching up) is applied in runs; a lone live write at once.
+                    let drained =
+                        run::drain_ready(&mut messages, &mut run, |m| m.payload.len()).await;
+                    if let Err(why) = self.apply_run(&run) {
                         self.halt(why);
                         return;
+                    }
+                    // Emptied, not dropped: the buffer of a run of hundreds of messages is
+                    // reused rather than allocated afresh for each run.
+                    run.clear();
+                    match drained {
+                        Drained::Idle => {}
+                        Drained::Ended => break,
+                        Drained::Failed(e) => {
+                            warn!(error = %e, "reading the command log failed; following it again");
+                            break;
+                        }
                     }
                 },
                 Err(e) => warn!(error = %e, "cannot follow the command log yet; retrying"),
@@ -416,46 +436,63 @@ impl Shared {
         }
     }
 
-    /// Applies one message at its stream sequence and hands the outcome to its waiting
-    /// append; `Err` when the replica must stop.
-    fn apply(&self, message: &jetstream::Message) -> Result<(), String> {
-        let info = message
-            .info()
-            .map_err(|e| format!("a log message has no stream position: {e}"))?;
-        let sequence = info.stream_sequence;
-        let expected = self.store.sequence() + 1;
-        if sequence < expected {
-            return Ok(());
+    /// Applies a run of messages in sequence order (`Store::apply_run_at`, one checkpoint
+    /// with the hash of the last entry) and hands each waiting append its own outcome; `Err`
+    /// when the replica must stop (after applying what came before the fault).
+    fn apply_run(&self, run: &[jetstream::Message]) -> Result<(), String> {
+        let mut positions = Vec::with_capacity(run.len());
+        for message in run {
+            let info = message
+                .info()
+                .map_err(|e| format!("a log message has no stream position: {e}"))?;
+            positions.push((info.stream_sequence, info.pending));
         }
-        if sequence > expected {
-            return Err(format!(
-                "the log no longer holds sequence {expected} (it delivered {sequence}): this replica fell behind the stream's first entry and needs a snapshot"
-            ));
+        let payloads = run.iter().map(|message| message.payload.as_ref());
+        let sequences = positions.iter().map(|&(sequence, _)| sequence);
+        let (decoded, halt) = run::decode_run(self.store.sequence(), sequences.zip(payloads));
+        if let Some(last_hash) = decoded.last_hash {
+            let checkpoint = vec![DurableWrite::PutMeta {
+                key: META_LOG_LAST_HASH,
+                value: last_hash,
+            }];
+            // A run may take a while (import entries): keep the runtime's other tasks going.
+            let outcomes = tokio::task::block_in_place(|| {
+                self.store
+                    .apply_run_at(decoded.first, decoded.entries, checkpoint)
+            })?;
+            self.runs.fetch_add(1, Ordering::Relaxed);
+            self.answer_waiters(run, &decoded.positions, outcomes);
+            let (sequence, pending) = positions[*decoded.positions.last().expect("not empty")];
+            self.progress.send_modify(|p| {
+                p.stream_last = p.stream_last.max(sequence + pending);
+            });
+            self.mark_caught_up();
         }
-        let entry = LogEntry::decode(&message.payload)
-            .map_err(|e| format!("entry {sequence} cannot be applied: {e}"))?;
-        let hash = sha2::Sha256::digest(&message.payload).to_vec();
-        let checkpoint = vec![DurableWrite::PutMeta {
-            key: META_LOG_LAST_HASH,
-            value: hash,
-        }];
-        // Apply may take a while (an import message): keep the runtime's other tasks going.
-        let result =
-            tokio::task::block_in_place(|| self.store.apply_at(sequence, entry, checkpoint))?;
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get(NATS_MESSAGE_ID))
-            .map(|value| value.as_str().to_string());
-        if let Some(waiter) = id.and_then(|id| self.waiters.lock().remove(&id)) {
-            let _ = waiter.send(result);
+        halt.map_or(Ok(()), Err)
+    }
+
+    /// Hands every waiting append of the run (found by message id) its own outcome;
+    /// `positions` are the run's indices of the applied messages, in `outcomes`' order.
+    fn answer_waiters(
+        &self,
+        run: &[jetstream::Message],
+        positions: &[usize],
+        outcomes: Vec<Result<Applied, StoreError>>,
+    ) {
+        let mut waiters = self.waiters.lock();
+        if waiters.is_empty() {
+            // Catching up, nobody here waits: skip reading every message's headers.
+            return;
         }
-        let pending = info.pending;
-        self.progress.send_modify(|p| {
-            p.stream_last = p.stream_last.max(sequence + pending);
-        });
-        self.mark_caught_up();
-        Ok(())
+        for (&position, outcome) in positions.iter().zip(outcomes) {
+            let id = run[position]
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(NATS_MESSAGE_ID));
+            if let Some(waiter) = id.and_then(|id| waiters.remove(id.as_str())) {
+                let _ = waiter.send(outcome);
+            }
+        }
     }
 
     /// Turns `Starting` into `Ok` once the applied sequence reached the stream's end at
@@ -465,7 +502,8 @@ impl Shared {
         self.progress.send_if_modified(|p| {
             let caught_up = p.health == LogHealth::Starting && applied >= p.caught_up_at;
             if caught_up {
-                info!(applied, "caught up with the command log");
+                let runs = self.runs.load(Ordering::Relaxed);
+                info!(applied, runs, "caught up with the command log");
                 p.health = LogHealth::Ok;
             }
             caught_up

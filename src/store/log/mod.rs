@@ -7,6 +7,7 @@
 pub mod entry;
 pub mod jetstream;
 pub mod local;
+pub mod run;
 pub mod snapshots;
 
 use std::future::Future;
