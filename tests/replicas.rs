@@ -230,7 +230,12 @@ impl Replicated {
     }
 
     /// `converge` bounded by `limit` instead (for a sequence that only a timer appends).
-    async fn converge_within(&self, which: &[usize], at_least: u64, limit: Duration) -> (u64, String) {
+    async fn converge_within(
+        &self,
+        which: &[usize],
+        at_least: u64,
+        limit: Duration,
+    ) -> (u64, String) {
         let mut clients = Vec::new();
         for &i in which {
             clients.push(SystemClient::new(channel(&self.addr(i)).await));

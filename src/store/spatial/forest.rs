@@ -44,6 +44,10 @@ impl EntryKey {
     }
 }
 
+/// Removals up to which `remove_all` scans the tail for each (a single delete measured
+/// ~3 µs over 8 spaces this way, ~24 µs building sets); above, one pass with a set.
+const FEW_REMOVALS: usize = 32;
+
 /// How a space buffers writes and when it rebuilds. The defaults are measured (README,
 /// "Spatial index"); tests lower them so that every few writes cross a buffer, a build and a
 /// tombstone.
@@ -237,6 +241,18 @@ impl Forest {
     pub fn remove_all(&mut self, entries: &[Entry]) {
         if self.tail.is_empty() {
             self.dead.extend(entries.iter().map(EntryKey::of));
+            return;
+        }
+        if entries.len() <= FEW_REMOVALS {
+            // A scan of the tail per entry: cheaper than building sets for a few.
+            let mut dead = Vec::new();
+            for e in entries {
+                match self.tail.iter().position(|t| t == e) {
+                    Some(at) => _ = Arc::make_mut(&mut self.tail).swap_remove(at),
+                    None => dead.push(EntryKey::of(e)),
+                }
+            }
+            self.dead.extend(dead);
             return;
         }
         // Which of `entries` the tail holds: one pass over the tail with a set of the
