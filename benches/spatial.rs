@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion};
 use neurograph::model::{
-    IdRequest, QPoint, Space, Token, TokenDraft, TokenInput, TokenPatch, UpdatePath,
+    IdRequest, QPoint, Space, Token, TokenDraft, TokenId, TokenInput, TokenPatch, UpdatePath,
 };
 use neurograph::store::{Command, Components, Grids, Outcome, SpaceTrees, SpatialIndex, Store};
 
@@ -106,6 +106,21 @@ fn knn_and_range(
     });
 }
 
+/// An update of token `id` moving all 8 points to random places (and its weight to 0.5).
+fn move_all_points(rng: &mut XorShift, id: TokenId) -> Command {
+    let sent = TokenInput {
+        weight: 0.5,
+        points: Space::ALL.map(|space| Some(rng.point(space))),
+        ..TokenInput::default()
+    };
+    let paths = Space::ALL.map(UpdatePath::Point).to_vec();
+    Command::UpdateToken {
+        id,
+        patch: TokenPatch::new(&sent, paths).expect("valid patch"),
+        at: AT,
+    }
+}
+
 /// `count` single writes through `store`, in turn a create, an update moving all 8 points of
 /// a random preloaded token, and a delete of the next preloaded token from the end of `all`.
 fn single_writes(store: &Store, all: &[Token], rng: &mut XorShift, count: usize) {
@@ -117,17 +132,8 @@ fn single_writes(store: &Store, all: &[Token], rng: &mut XorShift, count: usize)
                 at: AT,
             },
             1 => {
-                let sent = TokenInput {
-                    weight: 0.5,
-                    points: Space::ALL.map(|space| Some(rng.point(space))),
-                    ..TokenInput::default()
-                };
-                let paths = Space::ALL.map(UpdatePath::Point).to_vec();
-                Command::UpdateToken {
-                    id: all[rng.below(deleted)].id,
-                    patch: TokenPatch::new(&sent, paths).expect("valid patch"),
-                    at: AT,
-                }
+                let id = all[rng.below(deleted)].id;
+                move_all_points(rng, id)
             }
             _ => {
                 deleted -= 1;
@@ -214,17 +220,8 @@ fn spatial_benches(c: &mut Criterion) {
     group.bench_function("update_move_8_spaces", |b| {
         b.iter_batched(
             || {
-                let sent = TokenInput {
-                    weight: 0.5,
-                    points: Space::ALL.map(|space| Some(rng.point(space))),
-                    ..TokenInput::default()
-                };
-                let paths = Space::ALL.map(UpdatePath::Point).to_vec();
-                Command::UpdateToken {
-                    id: all[rng.below(n)].id,
-                    patch: TokenPatch::new(&sent, paths).expect("valid patch"),
-                    at: AT,
-                }
+                let id = all[rng.below(n)].id;
+                move_all_points(&mut rng, id)
             },
             |command| store.apply(command).expect("token exists"),
             BatchSize::SmallInput,
@@ -255,9 +252,10 @@ fn spatial_benches(c: &mut Criterion) {
     let started = Instant::now();
     single_writes(&store, &all, &mut rng, SINGLE_WRITES.min(n / 10));
     eprintln!(
-        "{} single writes through the write path: {:.2?}",
+        "{} single writes through the write path: {:.2?}; trees per space then {:?}",
         SINGLE_WRITES.min(n / 10),
-        started.elapsed()
+        started.elapsed(),
+        Space::ALL.map(|s| trees.tree_count(s))
     );
     knn_and_range(
         &mut group,
