@@ -38,7 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use neurograph::api::pb;
 use neurograph::api::pb::token_service_client::TokenServiceClient;
 use support::binary::{self, Server};
-use support::wire::{self, env_or, millis};
+use support::wire::{self, env_or, millis, verdict};
 use support::XorShift;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -170,15 +170,6 @@ fn timeline(progress: &[(Instant, u64, u64)], from: Instant) -> String {
         ));
     }
     shown.join(", ")
-}
-
-/// "met" or "NOT met".
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "met"
-    } else {
-        "NOT met"
-    }
 }
 
 /// Seconds since the epoch, now.
@@ -418,7 +409,7 @@ fn main() {
     assert!(baseline > 0, "EXPIRY_BASELINE_S must be positive");
 
     let data_dir = wire::temp_dir("expiry-feed-");
-    let runtime = wire::runtime();
+    let runtime = binary::runtime();
     let retention_arg = retention.to_string();
     let mut server = wire::start(
         data_dir.path(),

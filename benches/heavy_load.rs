@@ -51,7 +51,7 @@ use neurograph::api::pb::token_service_client::TokenServiceClient;
 use neurograph::model::Space;
 use prost::bytes::{BufMut, Bytes};
 use prost::Message;
-use support::wire::{self, env_or, millis};
+use support::wire::{self, env_or, millis, verdict};
 use support::{binary, XorShift};
 use tonic::client::Grpc;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
@@ -554,15 +554,6 @@ async fn range_total(addr: &str) -> u64 {
         .expect("RangeQuery after the preload")
         .into_inner()
         .total_in_range
-}
-
-/// "met" or "NOT met".
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "met"
-    } else {
-        "NOT met"
-    }
 }
 
 /// One table row.

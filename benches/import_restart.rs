@@ -35,7 +35,7 @@ use neurograph::api::pb::token_service_client::TokenServiceClient;
 use neurograph::model::TokenId;
 use support::binary;
 use support::probe::{self, Probe, KINDS};
-use support::wire::{self, env_or, micros};
+use support::wire::{self, env_or, micros, verdict};
 use support::XorShift;
 use tonic::transport::Channel;
 
@@ -116,15 +116,6 @@ async fn batch_create(
     created
 }
 
-/// "met" or "NOT met".
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "met"
-    } else {
-        "NOT met"
-    }
-}
-
 /// How long the server's RSS may take to settle (the compaction after a 10M import).
 const SETTLE_LIMIT: Duration = Duration::from_secs(300);
 
@@ -192,7 +183,7 @@ fn main() {
     );
     let rounds: usize = env_or("PROBE_ROUNDS", 2_000);
     let warmup: usize = env_or("PROBE_WARMUP", 200);
-    let runtime = wire::runtime();
+    let runtime = binary::runtime();
     let command = format!(
         "{}cargo bench --bench import_restart",
         settings(&sizes, chunk, via)

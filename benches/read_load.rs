@@ -339,7 +339,7 @@ fn run(
         }),
     });
 
-    let runtime = wire::runtime();
+    let runtime = binary::runtime();
     let (results, server_cpu, client_cpu) = runtime.block_on(async {
         binary::wait_serving_on(target.connect().await).await;
         let ids = Arc::new(seed(&target, seeded).await);

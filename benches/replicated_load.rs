@@ -77,7 +77,7 @@ use neurograph::api::pb;
 use neurograph::api::pb::system_client::SystemClient;
 use neurograph::api::pb::token_service_client::TokenServiceClient;
 use support::binary::{self, Server};
-use support::wire::{self, env_or, millis, quantile};
+use support::wire::{self, env_or, millis, quantile, verdict};
 use support::XorShift;
 use tempfile::TempDir;
 use tonic::metadata::MetadataMap;
@@ -980,15 +980,6 @@ fn progress(message: &str) {
     println!("[{:6.1} s] {message}", started.elapsed().as_secs_f64());
 }
 
-/// "met" or "NOT met".
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "met"
-    } else {
-        "NOT met"
-    }
-}
-
 /// p50 / p99 / max of sorted latencies, in ms.
 fn spread(latencies: &[Duration]) -> String {
     format!(
@@ -1025,7 +1016,7 @@ fn main() {
     let started = *STARTED.get_or_init(Instant::now);
     let cores_here = thread::available_parallelism().map_or(0, |n| n.get());
     let load_before = load_average();
-    let runtime = wire::runtime();
+    let runtime = binary::runtime();
 
     progress(&format!(
         "starting 3 nats-servers and 3 replicas (stream {STREAM}) ..."

@@ -108,7 +108,7 @@ fn main() {
     let fsyncs = fsync_probe(probe_dir);
 
     let mut server = wire::start(data_dir.path(), &durability, &[]);
-    let runtime = wire::runtime();
+    let runtime = binary::runtime();
     runtime.block_on(binary::wait_serving(&server.addr));
     println!(
         "{clients} clients × {seconds} s, durability {durability}, server at {} ...",

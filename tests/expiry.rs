@@ -1180,15 +1180,7 @@ async fn thousands_of_tokens_due_in_the_same_second_all_expire() {
 
 mod restart {
     use super::*;
-    use crate::common::binary::{channel, wait_serving, Server, LIMIT};
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    }
+    use crate::common::binary::{channel, runtime, wait_serving, Server, LIMIT};
 
     /// The tokens written before the restart, all members of `grid`, in id order.
     struct Before {

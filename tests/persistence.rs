@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::binary::{channel, wait_serving, Server, LIMIT};
+use common::binary::{channel, runtime, wait_serving, Server, LIMIT};
 use common::full_token;
 use neurograph::api::pb;
 use neurograph::api::pb::cdna_service_client::CdnaServiceClient;
@@ -21,14 +21,6 @@ use neurograph::api::pb::token_service_client::TokenServiceClient;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// Every token, by id.
 async fn all_tokens(addr: &str) -> BTreeMap<u32, pb::Token> {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::binary::{channel, Server};
+use common::binary::{channel, runtime, Server};
 use common::metadata::{sequence, with_metadata, APPLIED, COMMIT, MIN, REQUEST_ID};
 use common::nats::{NatsCluster, START_TIMEOUT};
 use common::token_at;
@@ -48,14 +48,6 @@ const RETRY_LIMIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(50);
 /// Lines of each replica's log in a panic message.
 const LOG_TAIL_LINES: usize = 40;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// A NATS cluster and the replicas sharing one stream of it.
 struct Replicated {

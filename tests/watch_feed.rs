@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::binary::{self, Server};
+use common::binary::{self, runtime, Server};
 use common::metadata::{sequence, COMMIT};
 use common::{violation_fields, TestServer};
 use neurograph::api::pb;
@@ -41,14 +41,6 @@ type Client = TokenServiceClient<Channel>;
 const EVENT_CAP: Duration = Duration::from_secs(60);
 /// Between two polls of a bounded wait.
 const POLL: Duration = Duration::from_millis(20);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// `future`'s output, or a panic naming `what` after `EVENT_CAP`.
 async fn bounded<F: Future>(what: &str, future: F) -> F::Output {

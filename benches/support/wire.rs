@@ -220,15 +220,6 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
-/// A multi-threaded tokio runtime with two workers (the machine's cores).
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("build the tokio runtime")
-}
-
 /// The server's VmRSS in KiB once settled (unchanged within 1 % over 3 s), or at `deadline`.
 pub fn settled_rss(pid: u32, deadline: Instant) -> (u64, bool) {
     let rss = || super::binary::status_kib(pid, "VmRSS").expect("VmRSS of the server");
@@ -245,4 +236,13 @@ pub fn settled_rss(pid: u32, deadline: Instant) -> (u64, bool) {
         }
     }
     (rss(), false)
+}
+
+/// "met" or "NOT met", for a figure printed beside its target.
+pub fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "NOT met"
+    }
 }

@@ -313,3 +313,13 @@ pub fn status_kib(pid: u32, name: &str) -> Option<u64> {
             .ok()
     })
 }
+
+/// A multi-threaded tokio runtime with two workers (the machine's cores): the server's
+/// replicated apply and the tests' concurrent clients need more than a current-thread one.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build the tokio runtime")
+}
