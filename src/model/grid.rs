@@ -204,6 +204,13 @@ impl TopHits {
         }
     }
 
+    /// The worst kept distance once `n` hits are kept: no farther hit can enter.
+    pub fn worst_if_full(&self) -> Option<f64> {
+        (self.heap.len() >= self.n)
+            .then(|| self.heap.peek().map(|worst| worst.0.distance))
+            .flatten()
+    }
+
     /// The kept hits, in (distance, id) order.
     pub fn into_sorted(self) -> Vec<Hit> {
         self.heap

@@ -430,7 +430,7 @@ impl Plan {
             }
         }
         Built {
-            tree: SpaceTree::bulk_load_with_params(entries),
+            tree: SpaceTree::bulk_load(entries),
             plan: self,
             dropped,
         }
@@ -555,7 +555,7 @@ mod tests {
         {
             let mut forest = slot.write();
             let generation = forest.next_generation();
-            *forest = Forest::of(SpaceTree::new_with_params(), generation);
+            *forest = Forest::of(SpaceTree::default(), generation);
             drop(forest.swap(built, &policy));
         }
         assert_eq!(slot.read().len(), 0);

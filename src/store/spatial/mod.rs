@@ -1,5 +1,6 @@
-//! The spatial index: per space, a few rstar R-trees over the tokens defined there, and the
-//! exact queries over them (k nearest, range, density, influence). The default grid's index
+//! The spatial index: per space, a few bulk-built trees over the tokens defined there (their
+//! entries in buckets of 32 nearby points under an rstar R-tree: `tree`), and the exact
+//! queries over them (k nearest, range, density, influence). The default grid's index
 //! follows every commit as a `Follower`; user grids keep their own `SpaceTrees` over their
 //! members.
 //!
@@ -32,13 +33,14 @@
 
 pub mod forest;
 mod tombstones;
+mod tree;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use rstar::primitives::GeomWithData;
-use rstar::{RStarInsertionStrategy, RTree, RTreeParams, SelectionFunction, AABB};
+use rstar::{RStarInsertionStrategy, RTreeParams, AABB};
 
 use super::command::{Committed, Effect};
 use super::error::StoreError;
@@ -49,8 +51,10 @@ use crate::model::token::SPACE_COUNT;
 use crate::model::{QPoint, Space, Token, TokenData};
 pub use forest::BatchPolicy;
 use forest::{Forest, Upkeep, View};
+use tree::BoxFilter;
+pub use tree::SpaceTree;
 
-/// Node sizes of the trees; chosen with `cargo bench --bench spatial` (memory and speed).
+/// Node sizes of the trees over buckets; chosen with `cargo bench --bench spatial` (memory and speed).
 pub struct IndexParams;
 
 impl RTreeParams for IndexParams {
@@ -106,9 +110,6 @@ pub type Entry = GeomWithData<[f32; 3], Payload>;
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 20, "entries stay compact");
 
-/// One space's tree.
-pub type SpaceTree = RTree<Entry, IndexParams>;
-
 /// The tree entry of `data` in `space`, if defined there.
 fn entry(id: u32, data: &TokenData, space: Space) -> Option<Entry> {
     data.point(space)
@@ -136,10 +137,20 @@ impl WithinBall {
             reach_2: reach * reach,
         }
     }
+
+    /// Whether `entry` may lie within the ball (the caller applies the exact test).
+    #[inline]
+    fn may_hold(&self, entry: &Entry) -> bool {
+        let p = entry.geom();
+        let d_2: f64 = (0..3)
+            .map(|axis| (f64::from(p[axis]) - self.centre_q[axis]).powi(2))
+            .sum();
+        d_2 <= self.reach_2
+    }
 }
 
-impl SelectionFunction<Entry> for WithinBall {
-    fn should_unpack_parent(&self, envelope: &AABB<[f32; 3]>) -> bool {
+impl BoxFilter for WithinBall {
+    fn may_reach(&self, envelope: &AABB<[f32; 3]>) -> bool {
         let (lower, upper) = (envelope.lower(), envelope.upper());
         let mut gap_2 = 0.0;
         for axis in 0..3 {
@@ -150,14 +161,6 @@ impl SelectionFunction<Entry> for WithinBall {
             gap_2 += gap * gap;
         }
         gap_2 <= self.reach_2
-    }
-
-    fn should_unpack_leaf(&self, entry: &Entry) -> bool {
-        let p = entry.geom();
-        let d_2: f64 = (0..3)
-            .map(|axis| (f64::from(p[axis]) - self.centre_q[axis]).powi(2))
-            .sum();
-        d_2 <= self.reach_2
     }
 }
 
@@ -195,9 +198,9 @@ fn on_threads(work: impl Fn(Space) + Sync) {
 /// One bulk-loaded tree per space, in space order, built on the available cores.
 fn build_in_parallel(tokens: &[Token]) -> [SpaceTree; SPACE_COUNT] {
     let built: [Mutex<SpaceTree>; SPACE_COUNT] =
-        std::array::from_fn(|_| Mutex::new(SpaceTree::new_with_params()));
+        std::array::from_fn(|_| Mutex::new(SpaceTree::default()));
     on_threads(|space| {
-        *built[space.index()].lock() = SpaceTree::bulk_load_with_params(entries(tokens, space));
+        *built[space.index()].lock() = SpaceTree::bulk_load(entries(tokens, space));
     });
     built.map(Mutex::into_inner)
 }
@@ -450,10 +453,7 @@ impl SpaceTrees {
                 let generation = forest.next_generation();
                 // Swapped out under the lock, dropped after it: freeing a million entries
                 // holds up no query.
-                std::mem::replace(
-                    &mut *forest,
-                    Forest::of(SpaceTree::new_with_params(), generation),
-                )
+                std::mem::replace(&mut *forest, Forest::of(SpaceTree::default(), generation))
             };
             drop(empty);
         }
@@ -511,8 +511,8 @@ impl SpaceTrees {
             }
         };
         for tree in &view.trees {
-            for e in tree.locate_with_selection_function(ball.clone()) {
-                if !view.is_dead(e) {
+            for e in tree.candidates(&ball) {
+                if ball.may_hold(e) && !view.is_dead(e) {
                     check(e);
                 }
             }
@@ -544,7 +544,7 @@ impl SpaceTrees {
         // ties included, lies within that radius.
         let query = centre.map(|c| (c * scale) as f32);
         let mut candidates = TopHits::new(k);
-        let mut offer = |e: &Entry| {
+        let offer = |candidates: &mut TopHits, e: &Entry| {
             if Some(e.data.id) != exclude {
                 candidates.offer(Hit {
                     id: e.data.id,
@@ -552,12 +552,29 @@ impl SpaceTrees {
                 });
             }
         };
-        view.loose_entries().for_each(&mut offer);
+        view.loose_entries().for_each(|e| offer(&mut candidates, e));
         for tree in &view.trees {
-            tree.nearest_neighbor_iter(query)
-                .filter(|e| !view.is_dead(e) && Some(e.data.id) != exclude)
-                .take(k)
-                .for_each(&mut offer);
+            // Whole buckets, nearest box first, until they gave k live entries or their boxes
+            // lie beyond the k-th best so far (then none of theirs could lower the bound; the
+            // f32 box distance gets a generous slack, though only speed depends on it).
+            let mut live = 0;
+            for (run, box_2) in tree.nearest_runs(query) {
+                if let Some(worst) = candidates.worst_if_full() {
+                    let reach = worst * scale * (1.0 + 1e-4) + 1.0;
+                    if f64::from(box_2) > reach * reach {
+                        break;
+                    }
+                }
+                for e in run {
+                    if !view.is_dead(e) && Some(e.data.id) != exclude {
+                        offer(&mut candidates, e);
+                        live += 1;
+                    }
+                }
+                if live >= k {
+                    break;
+                }
+            }
         }
         let candidates = candidates.into_sorted();
         let found_all = candidates.len() < k;
