@@ -106,8 +106,12 @@ pub struct Forest {
 pub struct View {
     /// Built trees.
     pub trees: Vec<Arc<SpaceTree>>,
-    /// Unbuilt batches and the tail, scanned entry by entry.
-    pub loose: Vec<Arc<Vec<Entry>>>,
+    /// Unbuilt batches, scanned entry by entry.
+    batches: Vec<Arc<Vec<Entry>>>,
+    /// The tail, scanned entry by entry. It never holds a dead entry (a removal takes an
+    /// entry out of the tail, and an insert of a dead key revives it instead of landing
+    /// here), so its scan skips the tombstone lookups.
+    tail: Arc<Vec<Entry>>,
     dead: Tombstones,
 }
 
@@ -118,12 +122,13 @@ impl View {
         !self.dead.is_empty() && self.dead.contains(&EntryKey::of(e))
     }
 
-    /// Every live loose entry.
+    /// Every live entry of the batches and the tail.
     pub fn loose_entries(&self) -> impl Iterator<Item = &Entry> + '_ {
-        self.loose
+        self.batches
             .iter()
             .flat_map(|batch| batch.iter())
             .filter(|e| !self.is_dead(e))
+            .chain(self.tail.iter())
     }
 }
 
@@ -181,13 +186,10 @@ impl Forest {
 
     /// The space as it is now, for a query.
     pub fn view(&self) -> View {
-        let mut loose = self.batches.clone();
-        if !self.tail.is_empty() {
-            loose.push(Arc::clone(&self.tail));
-        }
         View {
             trees: self.trees.clone(),
-            loose,
+            batches: self.batches.clone(),
+            tail: Arc::clone(&self.tail),
             dead: self.dead.clone(),
         }
     }
