@@ -15,7 +15,8 @@
 //!
 //! `knn_k10_after_100k_single_writes` and `range_50_hits_after_100k_single_writes` query right
 //! after 100,000 single writes (creates, moves of all 8 points, deletes) through the write
-//! path, before the background upkeep has caught up (issue 16: ≤ 20 µs).
+//! path, before the background upkeep has caught up (issue 16: ≤ 20 µs); the same with
+//! `_settled` once the upkeep those writes made due has run.
 //!
 //! `cargo bench --bench spatial` (`-- import` for the import cases alone; `SPATIAL_TOKENS=N`
 //! for another size, e.g. 10,000,000 with `-- 'spatial_1m/knn_k10$'`); figures go in the
@@ -260,6 +261,22 @@ fn spatial_benches(c: &mut Criterion) {
     knn_and_range(
         &mut group,
         "_after_100k_single_writes",
+        trees,
+        &mut rng,
+        &all,
+    );
+    // The same once the upkeep those writes made due has run: what the tombstones and the
+    // extra trees cost a query without background builds competing for the cores.
+    let started = Instant::now();
+    trees.settle();
+    eprintln!(
+        "upkeep settled on this thread in {:.2?}; trees per space then {:?}",
+        started.elapsed(),
+        Space::ALL.map(|s| trees.tree_count(s))
+    );
+    knn_and_range(
+        &mut group,
+        "_after_100k_single_writes_settled",
         trees,
         &mut rng,
         &all,

@@ -124,11 +124,20 @@ impl View {
 
     /// Every live entry of the batches and the tail.
     pub fn loose_entries(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.loose_entries_where(|_| true)
+    }
+
+    /// Every live entry of the batches and the tail that `wanted` accepts; `wanted` is asked
+    /// first, since a tombstone lookup costs a hash.
+    pub fn loose_entries_where<'a>(
+        &'a self,
+        wanted: impl Fn(&Entry) -> bool + Copy + 'a,
+    ) -> impl Iterator<Item = &'a Entry> + 'a {
         self.batches
             .iter()
             .flat_map(|batch| batch.iter())
-            .filter(|e| !self.is_dead(e))
-            .chain(self.tail.iter())
+            .filter(move |e| wanted(e) && !self.is_dead(e))
+            .chain(self.tail.iter().filter(move |e| wanted(e)))
     }
 }
 

@@ -517,7 +517,7 @@ impl SpaceTrees {
                 }
             }
         }
-        for e in view.loose_entries() {
+        for e in view.loose_entries_where(|e| ball.may_hold(e)) {
             check(e);
         }
     }
@@ -545,15 +545,30 @@ impl SpaceTrees {
         let query = centre.map(|c| (c * scale) as f32);
         let mut candidates = TopHits::new(k);
         let offer = |candidates: &mut TopHits, e: &Entry| {
-            if Some(e.data.id) != exclude {
-                candidates.offer(Hit {
-                    id: e.data.id,
-                    distance: exact(e),
-                });
+            if Some(e.data.id) == exclude {
+                return;
             }
+            // Once k are kept, an entry that the ball test (no division, no root) puts beyond
+            // the k-th best could not enter: skip its exact distance.
+            if let Some(worst) = candidates.worst_if_full() {
+                if !WithinBall::new(space, centre, worst).may_hold(e) {
+                    return;
+                }
+            }
+            candidates.offer(Hit {
+                id: e.data.id,
+                distance: exact(e),
+            });
         };
         view.loose_entries().for_each(|e| offer(&mut candidates, e));
-        for tree in &view.trees {
+        for (walked, tree) in view.trees.iter().enumerate() {
+            // The trees come largest first: once the loose entries and the largest tree (at
+            // least) gave k candidates, the bound is close enough, and the ball query below
+            // searches every tree anyway (after a burst of writes a space has up to 9 trees,
+            // and a nearest walk per tree cost more than the bound saved).
+            if walked > 0 && candidates.worst_if_full().is_some() {
+                break;
+            }
             // Whole buckets, nearest box first, until they gave k live entries or their boxes
             // lie beyond the k-th best so far (then none of theirs could lower the bound; the
             // f32 box distance gets a generous slack, though only speed depends on it).
