@@ -8,7 +8,16 @@
 //! layers merge the way a binary counter carries (a layer merges into the one before it once it
 //! is at least half that size), so each key is copied O(log n) times in all and a lookup
 //! checks a handful of layers.
+//!
+//! In front of the layers sits a bit filter shared by every copy: a clear bit answers "not a
+//! tombstone" with one probe, where the layers cost one hash lookup each, mostly cache misses
+//! once they hold tens of thousands of keys (queries right after a burst of updates and
+//! deletes, and every entry a rebuild copies, ask for each candidate). Bits are only ever set,
+//! so a copy taken earlier may see a bit for a key added after it and then asks its own
+//! layers, which do not hold that key: the filter only ever says "maybe".
 
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::forest::EntryKey;
@@ -21,12 +30,67 @@ type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 /// Layers beyond which the newest ones merge whatever their sizes (bounds a lookup's cost).
 const MAX_LAYERS: usize = 8;
 
-/// Keys of removed entries; cheap to clone (the layers are shared).
+/// Filter bits per key it is sized for (about 6 % false "maybe" at that load).
+const BITS_PER_KEY: usize = 16;
+/// Keys the smallest filter is sized for.
+const MIN_FILTER_KEYS: usize = 4096;
+
+/// The filter's hash of a key: fixed, since every copy of a filter must agree.
+fn filter_hash(key: &EntryKey) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x6e67_7472_6565).hash_one(key)
+}
+
+/// A bit per hash slot, set for every key added since the filter was made (module docs).
+#[derive(Default)]
+struct Filter {
+    words: Box<[AtomicU64]>,
+}
+
+impl Filter {
+    /// A filter sized for `keys`.
+    fn for_keys(keys: usize) -> Filter {
+        let bits = (keys.max(MIN_FILTER_KEYS) * BITS_PER_KEY).next_power_of_two();
+        Filter {
+            words: (0..bits / 64).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Keys it is sized for.
+    fn capacity(&self) -> usize {
+        self.words.len() * 64 / BITS_PER_KEY
+    }
+
+    fn slot(&self, hash: u64) -> (usize, u64) {
+        let bit = hash as usize & (self.words.len() * 64 - 1);
+        (bit / 64, 1 << (bit % 64))
+    }
+
+    /// Sets the bit of `hash`. Relaxed: writers hold the space's lock, and a query takes its
+    /// copy under that lock, which orders the bits set before it.
+    fn mark(&self, hash: u64) {
+        let (word, bit) = self.slot(hash);
+        self.words[word].fetch_or(bit, Ordering::Relaxed);
+    }
+
+    /// False only if no key with this hash was added.
+    fn may_hold(&self, hash: u64) -> bool {
+        if self.words.is_empty() {
+            return false;
+        }
+        let (word, bit) = self.slot(hash);
+        self.words[word].load(Ordering::Relaxed) & bit != 0
+    }
+}
+
+/// Keys of removed entries; cheap to clone (the layers and the filter are shared).
 #[derive(Clone, Default)]
 pub struct Tombstones {
     /// Oldest (largest) first.
     layers: Vec<Arc<HashSet<EntryKey>>>,
     len: usize,
+    filter: Arc<Filter>,
+    /// Keys marked in `filter` since it was made (removed ones stay marked).
+    marked: usize,
 }
 
 impl Tombstones {
@@ -43,7 +107,9 @@ impl Tombstones {
     /// Whether `key` is a tombstone.
     #[inline]
     pub fn contains(&self, key: &EntryKey) -> bool {
-        self.layers.iter().any(|layer| layer.contains(key))
+        self.len != 0
+            && self.filter.may_hold(filter_hash(key))
+            && self.layers.iter().any(|layer| layer.contains(key))
     }
 
     /// Adds `keys` (none of them present yet).
@@ -55,10 +121,40 @@ impl Tombstones {
                 Arc::get_mut(self.layers.last_mut().expect("just pushed")).expect("not shared")
             }
         };
-        let before = newest.len();
-        newest.extend(keys);
-        self.len += newest.len() - before;
+        if self.filter.words.is_empty() {
+            // The default holds no bits; it has no key to carry over either.
+            self.filter = Arc::new(Filter::for_keys(0));
+        }
+        let filter = &self.filter;
+        let mut added = 0;
+        for key in keys {
+            if newest.insert(key) {
+                filter.mark(filter_hash(&key));
+                added += 1;
+            }
+        }
+        self.len += added;
+        self.marked += added;
         self.merge_small_layers();
+        self.refresh_filter();
+    }
+
+    /// Makes a new filter from the layers once the keys marked in this one outgrew it, or
+    /// once most of them were removed (each stale bit is a needless layer lookup). Copies
+    /// taken before keep the old filter, which holds every key of their layers.
+    fn refresh_filter(&mut self) {
+        let capacity = self.filter.capacity();
+        let outgrown = self.marked > capacity;
+        let stale = capacity > MIN_FILTER_KEYS && self.marked > 2 * self.len + MIN_FILTER_KEYS;
+        if !(outgrown || stale) {
+            return;
+        }
+        let filter = Filter::for_keys(2 * self.len);
+        for key in self.layers.iter().flat_map(|layer| layer.iter()) {
+            filter.mark(filter_hash(key));
+        }
+        self.filter = Arc::new(filter);
+        self.marked = self.len;
     }
 
     /// Removes `key`; whether it was there.
@@ -100,6 +196,7 @@ impl Tombstones {
         self.layers.retain(|layer| !layer.is_empty());
         self.len = self.layers.iter().map(|layer| layer.len()).sum();
         self.merge_small_layers();
+        self.refresh_filter();
     }
 
     /// Merges the newest layer into the one before while it is at least half that size, or
@@ -144,6 +241,7 @@ mod tests {
         let held = dead.clone();
         dead.extend((100..110).map(key));
         assert_eq!((held.len(), dead.len()), (100, 110));
+        // `held` shares the filter, which now has 105's bit: its layers still say no.
         assert!(!held.contains(&key(105)) && dead.contains(&key(105)));
         assert!(dead.remove(&key(5)));
         assert!(held.contains(&key(5)) && !dead.contains(&key(5)));
@@ -166,7 +264,23 @@ mod tests {
             dead.layers.len()
         );
         assert!((0..10_000).all(|id| dead.contains(&key(id))));
+        assert!(!(10_000..20_000).any(|id| dead.contains(&key(id))));
         assert!(held[99].contains(&key(99)) && !held[99].contains(&key(100)));
+        // The filter grew past its first size and every copy still finds its own keys.
+        assert!(dead.filter.capacity() >= 10_000);
+        assert!((0..=5_000).all(|id| held[5_000].contains(&key(id))));
+    }
+
+    #[test]
+    fn the_filter_is_made_anew_once_most_keys_are_gone_and_answers_the_same() {
+        let mut dead = Tombstones::default();
+        dead.extend((0..50_000).map(key));
+        let big = dead.filter.capacity();
+        dead.remove_all(&key_set((0..49_000).map(key)));
+        assert_eq!(dead.len(), 1_000);
+        assert!(dead.filter.capacity() < big, "a fresh, smaller filter");
+        assert!((49_000..50_000).all(|id| dead.contains(&key(id))));
+        assert!(!(0..49_000).any(|id| dead.contains(&key(id))));
     }
 
     #[test]
