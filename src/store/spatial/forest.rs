@@ -396,10 +396,11 @@ impl Forest {
             self.trees.insert(at, Arc::new(tree));
         }
         // A dropped entry still dead loses its tombstone (all at once: a rebuild drops most
-        // of them); one revived meanwhile goes back into the tail.
+        // of them); one revived meanwhile goes back into the tail. Nearly all are still dead,
+        // so the tombstones' filter would only add a probe.
         let (gone, revived): (Vec<Entry>, Vec<Entry>) = dropped
             .into_iter()
-            .partition(|e| self.dead.contains(&EntryKey::of(e)));
+            .partition(|e| self.dead.contains_unfiltered(&EntryKey::of(e)));
         self.dead
             .remove_all(&tombstones::key_set(gone.iter().map(EntryKey::of)));
         if !revived.is_empty() {
@@ -433,8 +434,18 @@ impl Plan {
             .iter()
             .flat_map(|t| t.iter())
             .chain(self.batches.iter().flat_map(|b| b.iter()));
+        // After a mass delete most entries built are dead, and the tombstones' filter would
+        // only add a probe to each lookup.
+        let mostly_dead = self.dead.len() * 2 > capacity;
+        let is_dead = |key: &EntryKey| {
+            if mostly_dead {
+                self.dead.contains_unfiltered(key)
+            } else {
+                self.dead.contains(key)
+            }
+        };
         for e in sources {
-            if !self.dead.is_empty() && self.dead.contains(&EntryKey::of(e)) {
+            if !self.dead.is_empty() && is_dead(&EntryKey::of(e)) {
                 dropped.push(*e);
             } else {
                 entries.push(*e);

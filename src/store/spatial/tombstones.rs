@@ -112,6 +112,14 @@ impl Tombstones {
             && self.layers.iter().any(|layer| layer.contains(key))
     }
 
+    /// `contains` without the filter: for callers that expect most keys they ask for to be
+    /// tombstones (a rebuild after a mass delete), where the filter would say "maybe" to
+    /// nearly all of them after a cache miss of its own.
+    #[inline]
+    pub fn contains_unfiltered(&self, key: &EntryKey) -> bool {
+        self.layers.iter().any(|layer| layer.contains(key))
+    }
+
     /// Adds `keys` (none of them present yet).
     pub fn extend(&mut self, keys: impl IntoIterator<Item = EntryKey>) {
         let newest = match self.layers.last_mut().and_then(Arc::get_mut) {
@@ -125,6 +133,8 @@ impl Tombstones {
             // The default holds no bits; it has no key to carry over either.
             self.filter = Arc::new(Filter::for_keys(0));
         }
+        let keys = keys.into_iter();
+        newest.reserve(keys.size_hint().0);
         let filter = &self.filter;
         let mut added = 0;
         for key in keys {
@@ -149,7 +159,9 @@ impl Tombstones {
         if !(outgrown || stale) {
             return;
         }
-        let filter = Filter::for_keys(2 * self.len);
+        // Room for three times the keys there are: a mass delete keeps adding thousands per
+        // commit, and each new filter walks every layer (under the space's lock).
+        let filter = Filter::for_keys(4 * self.len);
         for key in self.layers.iter().flat_map(|layer| layer.iter()) {
             filter.mark(filter_hash(key));
         }
