@@ -54,7 +54,8 @@ use forest::{Forest, Upkeep, View};
 use tree::BoxFilter;
 pub use tree::SpaceTree;
 
-/// Node sizes of the trees over buckets; chosen with `cargo bench --bench spatial` (memory and speed).
+/// Node sizes of the R-trees over buckets; chosen with `cargo bench --bench spatial` (memory
+/// and speed).
 pub struct IndexParams;
 
 impl RTreeParams for IndexParams {

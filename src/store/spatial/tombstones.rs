@@ -159,8 +159,8 @@ impl Tombstones {
         if !(outgrown || stale) {
             return;
         }
-        // Room for three times the keys there are: a mass delete keeps adding thousands per
-        // commit, and each new filter walks every layer (under the space's lock).
+        // Room for four times the keys there are now: a mass delete keeps adding thousands
+        // per commit, and each new filter walks every layer (under the space's lock).
         let filter = Filter::for_keys(4 * self.len);
         for key in self.layers.iter().flat_map(|layer| layer.iter()) {
             filter.mark(filter_hash(key));

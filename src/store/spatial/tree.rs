@@ -16,11 +16,11 @@ use super::{Entry, IndexParams};
 /// Entries per bucket (the last bucket of a tree may hold fewer). Measured at 1M tokens
 /// (`cargo bench --bench spatial`): 8, 16 and 32 gave range ~50 hits 15.7 / 13.1 / 13.4 µs
 /// and kNN k = 10 15.8 / 15.8 / 12.1 µs; larger buckets also cost less memory.
-pub const BUCKET: usize = 32;
+const BUCKET: usize = 32;
 
 /// A run of nearby entries of the tree's array and the box around them.
 #[derive(Clone, Debug)]
-pub struct Bucket {
+struct Bucket {
     envelope: AABB<[f32; 3]>,
     start: u32,
     len: u32,
