@@ -63,6 +63,8 @@ struct Replicated {
 /// processes on that directory.
 struct Replica {
     dir: TempDir,
+    /// Flags of this replica besides the setup's.
+    args: Vec<String>,
     server: Option<Server>,
     earlier_logs: String,
 }
@@ -102,8 +104,14 @@ impl Replicated {
 
     /// Starts one more replica on an empty data directory (not waiting for SERVING); its index.
     fn add_replica(&mut self) -> usize {
+        self.add_replica_with(&[])
+    }
+
+    /// `add_replica`, that replica with `args` too.
+    fn add_replica_with(&mut self, args: &[&str]) -> usize {
         self.replicas.push(Replica {
             dir: tempfile::tempdir().expect("temp dir"),
+            args: args.iter().map(|a| a.to_string()).collect(),
             server: None,
             earlier_logs: String::new(),
         });
@@ -125,6 +133,7 @@ impl Replicated {
             "3",
         ];
         args.extend(self.extra_args.iter().map(String::as_str));
+        args.extend(self.replicas[i].args.iter().map(String::as_str));
         let server = Server::start_on(self.replicas[i].dir.path(), &args);
         self.replicas[i].server = Some(server);
     }
@@ -1224,12 +1233,16 @@ fn wait_log_lines(setup: &Replicated, which: &[usize], marker: &str, count: usiz
     }
 }
 
-#[test]
-fn a_new_replica_starts_from_a_snapshot_after_the_log_was_purged() {
-    let rt = runtime();
-    let mut setup = Replicated::start_with("snapshots", 2, &["--log-snapshot-entries", "20"], &rt);
-    // Two rounds past the snapshot interval: two snapshots, then the log is purged up to the
-    // older one.
+/// Creates tokens on replica 0 in rounds of 30 until the replicas `which` (snapshot interval
+/// 20) took two snapshots and purged the log up to the older one; the highest commit sequence
+/// and the stream's first sequence after the purge.
+fn write_until_purged(
+    setup: &Replicated,
+    which: &[usize],
+    rt: &tokio::runtime::Runtime,
+) -> (u64, u64) {
+    let taken = log_lines(setup, which, "took a snapshot");
+    let purged = log_lines(setup, which, "purged the command log");
     let mut max_commit = 0;
     for round in 0..2 {
         max_commit = rt.block_on(async {
@@ -1247,9 +1260,9 @@ fn a_new_replica_starts_from_a_snapshot_after_the_log_was_purged() {
             }
             last
         });
-        wait_log_lines(&setup, &[0, 1], "took a snapshot", round + 1);
+        wait_log_lines(setup, which, "took a snapshot", taken + round + 1);
     }
-    wait_log_lines(&setup, &[0, 1], "purged the command log", 1);
+    wait_log_lines(setup, which, "purged the command log", purged + 1);
     let urls = setup.nats.client_url_list();
     let stream = setup.stream.clone();
     let first = rt.block_on(async {
@@ -1261,18 +1274,105 @@ fn a_new_replica_starts_from_a_snapshot_after_the_log_was_purged() {
         log.info().await.expect("stream info").state.first_sequence
     });
     assert!(first > 1, "the log was purged: it starts at {first}");
+    (max_commit, first)
+}
+
+#[test]
+fn a_new_replica_starts_from_a_snapshot_after_the_log_was_purged() {
+    let rt = runtime();
+    let mut setup = Replicated::start_with("snapshots", 2, &["--log-snapshot-entries", "20"], &rt);
+    let (max_commit, _) = write_until_purged(&setup, &[0, 1], &rt);
 
     let fresh = setup.add_replica();
+    // A memory-storage replica reads the snapshot into memory (its data directory stays empty).
+    let memory = setup.add_replica_with(&["--storage", "memory"]);
     rt.block_on(async {
         setup.wait_serving(fresh).await;
-        let (applied, _) = setup.converge(&[0, 1, fresh], max_commit).await;
+        setup.wait_serving(memory).await;
+        let (applied, _) = setup.converge(&[0, 1, fresh, memory], max_commit).await;
         assert!(applied >= max_commit);
+        assert_eq!(setup.tokens_of(memory).await, setup.tokens_of(0).await);
     });
-    assert_eq!(
-        log_lines(&setup, &[fresh], "restored the newest snapshot"),
-        1,
-        "{}",
-        setup.report("the new replica started from a snapshot, not from the purged log")
+    for (replica, marker) in [
+        (fresh, "restored the newest snapshot"),
+        (memory, "read the log's snapshot into memory"),
+    ] {
+        assert_eq!(
+            log_lines(&setup, &[replica], marker),
+            1,
+            "{}",
+            setup.report(&format!(
+                "replica {replica} started from a snapshot, not from the purged log"
+            ))
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(setup.replicas[memory].dir.path())
+        .expect("the memory replica's data directory")
+        .collect();
+    assert!(left.is_empty(), "memory storage wrote {left:?}");
+}
+
+#[test]
+fn a_replica_down_while_the_log_was_purged_past_it_restarts_from_a_snapshot() {
+    let rt = runtime();
+    let mut setup =
+        Replicated::start_with("rebootstrap", 3, &["--log-snapshot-entries", "20"], &rt);
+    // A few entries that replica 2 applies before it goes down: fewer than the snapshot
+    // interval, so that no replica holds the snapshot lease yet.
+    let before = rt.block_on(async {
+        let mut tokens = token_client(&setup.addr(0)).await;
+        let mut last = 0;
+        for n in 0..5 {
+            let created = tokens
+                .create_token(deadline(create(token_at(0.25, n as f32, 9.0, 0.0)), CALL))
+                .await
+                .unwrap_or_else(|e| panic!("{}", setup.report(&format!("create: {e:?}"))));
+            last = sequence(created.metadata(), COMMIT);
+        }
+        setup.converge(&[0, 1, 2], last).await;
+        last
+    });
+    // A replica's checkpoint is synced about once a second: let it hold those entries.
+    thread::sleep(Duration::from_secs(2));
+    setup.crash_replica(2);
+    let (max_commit, first) = write_until_purged(&setup, &[0, 1], &rt);
+    assert!(
+        first > before + 1,
+        "the log was purged past replica 2's checkpoint ({before}): it starts at {first}"
+    );
+
+    setup.start_replica(2);
+    rt.block_on(async {
+        setup.wait_serving(2).await;
+        let (applied, _) = setup.converge(&[0, 1, 2], max_commit).await;
+        assert!(applied >= max_commit);
+        // It serves writes again, and they reach the others.
+        let mut tokens = token_client(&setup.addr(2)).await;
+        let created = tokens
+            .create_token(deadline(create(token_at(0.75, 1.0, 1.0, 1.0)), CALL))
+            .await
+            .unwrap_or_else(|e| panic!("{}", setup.report(&format!("create on 2: {e:?}"))));
+        setup
+            .converge(&[0, 1, 2], sequence(created.metadata(), COMMIT))
+            .await;
+        assert_eq!(setup.tokens_of(2).await, setup.tokens_of(0).await);
+    });
+    for marker in ["moved the store aside", "restored the newest snapshot"] {
+        assert_eq!(
+            log_lines(&setup, &[2], marker),
+            1,
+            "{}",
+            setup.report(&format!("replica 2 logged `{marker}` once"))
+        );
+    }
+    assert!(
+        setup.replicas[2]
+            .dir
+            .path()
+            .join("behind-purge-point")
+            .join("neurograph.redb")
+            .exists(),
+        "the old store was kept aside"
     );
 }
 

@@ -38,9 +38,10 @@ use crate::heavy::HeavyWork;
 use crate::metrics::RpcMetricsLayer;
 use crate::overload::OverloadLayer;
 use crate::store::cdna::run_quarantine_timer;
+use crate::store::durable::recovery::store_path;
 use crate::store::expiry::{expire_due, run_expiry_timer};
 use crate::store::log::jetstream::{connect_context, JetStreamConfig, JetStreamLog};
-use crate::store::log::snapshots::restore_newest;
+use crate::store::log::snapshots::{rebootstrap_if_behind, restore_newest};
 use crate::store::{Engine, EngineOptions, Writes};
 use crate::telemetry::{ConnectionStats, ProcessSampler};
 use reload::Reloader;
@@ -334,33 +335,59 @@ pub async fn serve(
         cdna,
         heavy,
     };
-    // A new replica starts from the newest snapshot of the log, if there is one.
+    // A new replica starts from the newest snapshot of the log, if there is one; so does one
+    // whose checkpoint the log was purged past while it was down, and a memory-storage replica
+    // (which reads the snapshot from a scratch copy).
     let (stop_log, stop_log_receiver) = tokio::sync::watch::channel(false);
-    if let (Some(dir), Some(log_config)) = (&options.data_dir, log_config(&config)) {
-        if !crate::store::durable::recovery::store_path(dir).exists() {
-            let restore = async {
-                let context = connect_context(&log_config, stop_log_receiver.clone()).await?;
-                Some(restore_newest(&context, &log_config, dir).await)
-            };
-            tokio::select! {
-                result = &mut serving => return result.map_err(ServeError::from),
-                () = &mut shutdown => {
-                    let _ = stop_log.send(true);
-                    return Ok(());
+    let mut snapshot_copy = None;
+    if let Some(log_config) = log_config(&config) {
+        let restore = async {
+            let context = connect_context(&log_config, stop_log_receiver.clone()).await?;
+            Some(match &options.data_dir {
+                Some(dir) if store_path(dir).exists() => {
+                    rebootstrap_if_behind(&context, &log_config, dir)
+                        .await
+                        .map(|_| None)
                 }
-                restored = restore => {
-                    if let Some(Err(e)) = restored {
-                        return Err(ServeError::Storage(format!("cannot restore the newest snapshot of the command log: {e}")));
+                Some(dir) => restore_newest(&context, &log_config, dir)
+                    .await
+                    .map(|_| None),
+                None => {
+                    let scratch = std::env::temp_dir()
+                        .join(format!("neurograph-snapshot-{}", std::process::id()));
+                    let restored = restore_newest(&context, &log_config, &scratch).await;
+                    if !matches!(restored, Ok(Some(_))) {
+                        let _ = std::fs::remove_dir_all(&scratch);
                     }
+                    restored.map(|restored| restored.map(|_| scratch))
                 }
+            })
+        };
+        tokio::select! {
+            result = &mut serving => return result.map_err(ServeError::from),
+            () = &mut shutdown => {
+                let _ = stop_log.send(true);
+                return Ok(());
+            }
+            restored = restore => match restored {
+                Some(Err(e)) => return Err(ServeError::Storage(format!("cannot restore the newest snapshot of the command log: {e}"))),
+                Some(Ok(copy)) => snapshot_copy = copy,
+                None => {}
             }
         }
     }
-    let opened = if options.data_dir.is_none() {
+    let opened = if options.data_dir.is_none() && snapshot_copy.is_none() {
         // Nothing to read back.
         Some(Engine::in_memory(&options))
     } else {
-        let mut recovery = tokio::task::spawn_blocking(move || Engine::open(&options));
+        let mut recovery = tokio::task::spawn_blocking(move || match snapshot_copy {
+            Some(copy) => {
+                let engine = Engine::in_memory_from_snapshot(&options, &copy);
+                let _ = std::fs::remove_dir_all(&copy);
+                engine
+            }
+            None => Engine::open(&options),
+        });
         tokio::select! {
             result = &mut serving => return result.map_err(ServeError::from),
             () = &mut shutdown => {

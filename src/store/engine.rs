@@ -82,6 +82,9 @@ fn components(
     }
 }
 
+/// Page cache while a snapshot is read into memory (read once, front to back).
+const SNAPSHOT_READ_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Typed writes through the single-node log over `store`.
 fn local_writes(store: &Arc<Store>) -> Writes {
     Writes::new(Arc::new(LocalLog::new(Arc::clone(store))))
@@ -122,41 +125,18 @@ impl Engine {
             return Ok(Engine::in_memory(options));
         };
         let started = Instant::now();
-        let (db, recovered) = recovery::open_cached(dir, options.store_cache_bytes)?;
+        let (db, mut recovered) = recovery::open_cached(dir, options.store_cache_bytes)?;
         let read = started.elapsed();
         let db = Arc::new(db);
-        let clock = Arc::new(SystemClock);
-        let cdna_state = match recovered.cdna {
-            Some(state) => state,
-            None => {
-                // Stored at once, so that a fresh config keeps its revision time across restarts.
-                let fresh = CdnaState::fresh(clock.now());
-                store_fresh_cdna(&db, &fresh).map_err(|e| DurableError::Unreadable {
-                    path: dir.clone(),
-                    detail: format!("cannot write the initial CDNA state: {e}"),
-                })?;
-                fresh
-            }
-        };
-        let token_count = recovered.tokens.len();
-        let tables = TokenTables::with_capacity(token_count);
-        let index = Arc::new(SpatialIndex::default());
-        std::thread::scope(|scope| {
-            scope.spawn(|| tables.insert_new(&recovered.tokens));
-            index.trees().replace_all(&recovered.tokens);
-        });
-        drop(recovered.tokens);
-        // The read-back and the bulk builds freed far more than the state keeps.
-        super::trim::give_back_freed_memory();
-        let grids = Arc::new(Grids::recovered(
-            options.max_grid_memberships,
-            recovered.highest_grid,
-            recovered.grids,
-            &tables,
-        ));
-        let cdna = Arc::new(Cdna::with_state(clock, cdna_state));
-        let feed = Arc::new(ChangeFeed::new(options.watch_lag_limit));
-        feed.start_at(recovered.sequence);
+        if recovered.cdna.is_none() {
+            // Stored at once, so that a fresh config keeps its revision time across restarts.
+            let fresh = CdnaState::fresh(SystemClock.now());
+            store_fresh_cdna(&db, &fresh).map_err(|e| DurableError::Unreadable {
+                path: dir.clone(),
+                detail: format!("cannot write the initial CDNA state: {e}"),
+            })?;
+            recovered.cdna = Some(fresh);
+        }
         // A replica's store is a checkpoint: the log it follows is durable elsewhere.
         let durability = match options.replicated {
             true => Durability::None,
@@ -168,25 +148,9 @@ impl Engine {
             durability,
             options.batch_delay,
         ));
-        let resumed = Resumed {
-            tables,
-            sequence: recovered.sequence,
-            ids: recovered.ids,
-            requests: RequestLedger::recovered(recovered.requests),
-        };
-        let mut components = components(&cdna, &index, &grids, &feed);
-        components.feed_retention = options.watch_retention;
-        let history = History::Stored(Arc::clone(&journal));
-        let store = Store::recovered(components, resumed, journal);
-        let store = Arc::new(match options.replicated {
-            true => store.checkpoint_only(),
-            false => store,
-        });
-        let checkpoint = LogCheckpoint {
-            identity: recovered.log_identity,
-            last_hash: recovered.log_last_hash,
-        };
-        let writes = local_writes(&store);
+        let (token_count, sequence) = (recovered.tokens.len(), recovered.sequence);
+        let engine = Engine::assemble(options, recovered, Some(journal));
+        let (store, cdna) = (&engine.store, &engine.cdna);
         // A quarantine whose deadline passed while the server was down ends before any call is
         // answered, so that nobody sees (or keeps) its provisional config.
         let deadline = *cdna.deadlines().borrow();
@@ -204,7 +168,7 @@ impl Engine {
         // Likewise tokens whose expiry passed while the server was down (a replica leaves
         // them to the log's expiry commands, appended once by the timer).
         if !options.replicated {
-            match super::expiry::expire_missed(&store, super::write_path::unix_now()) {
+            match super::expiry::expire_missed(store, super::write_path::unix_now()) {
                 Ok(0) => {}
                 Ok(count) => info!(count, "tokens expired while the server was down"),
                 Err(e) => tracing::warn!(error = %e, "missed token expiries were not applied"),
@@ -212,13 +176,99 @@ impl Engine {
         }
         info!(
             tokens = token_count,
-            sequence = recovered.sequence,
+            sequence,
             read_ms = read.as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             "recovered the store from {}",
             dir.display()
         );
-        Ok(Engine {
+        Ok(engine)
+    }
+
+    /// A memory-storage replica's state read from a snapshot of its log (a store file in
+    /// `dir`, which is only read): it then follows the log from the snapshot's sequence.
+    pub fn in_memory_from_snapshot(
+        options: &EngineOptions,
+        dir: &std::path::Path,
+    ) -> Result<Engine, DurableError> {
+        let (db, mut recovered) = recovery::open_cached(dir, SNAPSHOT_READ_CACHE_BYTES)?;
+        drop(db);
+        recovered
+            .cdna
+            .get_or_insert_with(|| CdnaState::fresh(SystemClock.now()));
+        let (tokens, sequence) = (recovered.tokens.len(), recovered.sequence);
+        let engine = Engine::assemble(options, recovered, None);
+        info!(tokens, sequence, "read the log's snapshot into memory");
+        Ok(engine)
+    }
+
+    /// The components over `recovered` state (trees bulk-loaded), recording later commits
+    /// in `journal`, or in memory only without one.
+    fn assemble(
+        options: &EngineOptions,
+        recovered: recovery::Recovered,
+        journal: Option<Arc<Journal>>,
+    ) -> Engine {
+        let tables = TokenTables::with_capacity(recovered.tokens.len());
+        let index = Arc::new(SpatialIndex::default());
+        std::thread::scope(|scope| {
+            scope.spawn(|| tables.insert_new(&recovered.tokens));
+            index.trees().replace_all(&recovered.tokens);
+        });
+        drop(recovered.tokens);
+        // The read-back and the bulk builds freed far more than the state keeps.
+        super::trim::give_back_freed_memory();
+        let grids = Arc::new(Grids::recovered(
+            options.max_grid_memberships,
+            recovered.highest_grid,
+            recovered.grids,
+            &tables,
+        ));
+        let clock = Arc::new(SystemClock);
+        let cdna_state = recovered
+            .cdna
+            .unwrap_or_else(|| CdnaState::fresh(clock.now()));
+        let cdna = Arc::new(Cdna::with_state(clock, cdna_state));
+        let feed = Arc::new(ChangeFeed::new(options.watch_lag_limit));
+        feed.start_at(recovered.sequence);
+        let resumed = Resumed {
+            tables,
+            sequence: recovered.sequence,
+            ids: recovered.ids,
+            requests: RequestLedger::recovered(recovered.requests),
+        };
+        let mut components = components(&cdna, &index, &grids, &feed);
+        let (store, history) = match journal {
+            Some(journal) => {
+                components.feed_retention = options.watch_retention;
+                let history = History::Stored(Arc::clone(&journal));
+                let store = Store::recovered(components, resumed, journal);
+                let store = match options.replicated {
+                    true => store.checkpoint_only(),
+                    false => store,
+                };
+                (store, history)
+            }
+            None => {
+                let memory = Arc::new(MemoryHistory::new(
+                    options.watch_retention,
+                    recovered.sequence,
+                ));
+                let at_feed = components.followers.len() - 1;
+                components.followers.insert(at_feed, memory.clone());
+                (
+                    Store::resumed_in_memory(components, resumed),
+                    History::Memory(memory),
+                )
+            }
+        };
+        let store = Arc::new(store);
+        let checkpoint = LogCheckpoint {
+            identity: recovered.log_identity,
+            last_hash: recovered.log_last_hash,
+        };
+        let writes = local_writes(&store);
+        Engine {
             history,
             store,
             writes,
@@ -227,7 +277,7 @@ impl Engine {
             grids,
             cdna,
             feed,
-        })
+        }
     }
 
     /// Makes every queued write durable and closes the store file (no-op in memory).

@@ -143,6 +143,12 @@ impl Store {
         Store::with_state(components, state, Some(journal))
     }
 
+    /// A store resuming recovered state in memory only (a memory-storage replica that
+    /// started from a snapshot of its log).
+    pub fn resumed_in_memory(components: Components, state: Resumed) -> Store {
+        Store::with_state(components, state, None)
+    }
+
     /// The store as a replica of a log durable elsewhere: its journal only checkpoints, so
     /// reads do not wait for it.
     pub fn checkpoint_only(mut self) -> Store {

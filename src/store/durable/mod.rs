@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 pub use backup::{create_backup, prune_backups, remove_partial_backups, restore_backup, Backup};
 pub use journal::{Journal, JournalStats, Record};
-pub use recovery::{Recovered, StoredGrid};
+pub use recovery::{LogPosition, Recovered, StoredGrid};
 pub use schema::DurableWrite;
 
 /// Name of the embedded engine, as `storage_backend` reports it.

@@ -110,6 +110,48 @@ pub fn open_cached(dir: &Path, cache_bytes: usize) -> Result<(Database, Recovere
     Ok((db, recovered))
 }
 
+/// Where a stored checkpoint stands in the log it came from (replicas).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogPosition {
+    /// The last applied sequence.
+    pub sequence: u64,
+    /// The identity of the log the state came from, if it came from one.
+    pub identity: Option<String>,
+}
+
+/// The log position of the store in `dir` without reading it back (`None` when there is no
+/// store there), so that a replica can tell before it opens whether the log still holds what
+/// follows.
+pub fn read_log_position(dir: &Path) -> Result<Option<LogPosition>, DurableError> {
+    let path = store_path(dir);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let db = Database::builder()
+        .set_cache_size(1024 * 1024)
+        .open(&path)
+        .map_err(|e| DurableError::from_redb(&path, e))?;
+    let txn = db
+        .begin_read()
+        .map_err(|e| DurableError::from_redb(&path, e))?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(DurableError::from_redb(&path, e)),
+    };
+    let value = |key: &str| -> Result<Option<Vec<u8>>, DurableError> {
+        Ok(meta
+            .get(key)
+            .map_err(|e| DurableError::from_redb(&path, e))?
+            .map(|v| v.value().to_vec()))
+    };
+    let sequence = value(META_SEQUENCE)?
+        .and_then(|b| b.try_into().ok().map(u64::from_le_bytes))
+        .unwrap_or(0);
+    let identity = value(META_LOG_IDENTITY)?.and_then(|b| String::from_utf8(b).ok());
+    Ok(Some(LogPosition { sequence, identity }))
+}
+
 /// Writes the tables and the format version of a new store.
 fn initialise(db: &Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;

@@ -122,7 +122,7 @@ impl JetStreamLog {
         let context = connect_context(&config, stop.clone()).await?;
         let mut stream = open_stream(&context, &config, stop.clone()).await?;
         let info = stream.cached_info().clone();
-        let identity = format!("{}@{}", config.stream, info.created.unix_timestamp_nanos());
+        let identity = stream_identity(&config.stream, &info);
         let id_prefix = format!(
             "{:016x}",
             std::collections::hash_map::RandomState::new()
@@ -194,6 +194,12 @@ impl JetStreamLog {
             });
         halted.unwrap_or_else(|_| "the log is gone".into())
     }
+}
+
+/// The identity a checkpoint stores for the stream `name` described by `info`: its name and
+/// creation time, so that a stream deleted and created again under the same name differs.
+pub(super) fn stream_identity(name: &str, info: &stream::Info) -> String {
+    format!("{name}@{}", info.created.unix_timestamp_nanos())
 }
 
 /// A JetStream context on the log's servers (see `connect`).

@@ -100,7 +100,7 @@ pub fn decode_run<'a>(
         }
         if sequence > expected {
             halt = Some(format!(
-                "the log no longer holds sequence {expected} (it delivered {sequence}): this replica fell behind the stream's first entry and needs a snapshot"
+                "the log no longer holds sequence {expected} (it delivered {sequence}): this replica fell behind the stream's first entry; restart it to restore the newest snapshot"
             ));
             break;
         }

@@ -14,6 +14,10 @@
 //!   snapshot into it before it opens the store; the snapshot carries the log's identity and
 //!   the hash of its last entry, so the usual checks apply, and the replica follows the log
 //!   from the snapshot's sequence.
+//! - **Re-bootstrapping**: a replica that was down while the log was purged past its
+//!   checkpoint (of the same stream) moves its store aside (`behind-purge-point/`) and restores
+//!   the newest snapshot in its place at start, instead of halting at the gap. One that falls
+//!   that far behind while running halts (it never skips) and does the same when restarted.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,7 +29,8 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tracing::{info, warn};
 
-use super::jetstream::JetStreamConfig;
+use super::jetstream::{stream_identity, JetStreamConfig};
+use crate::store::durable::recovery::{read_log_position, store_path};
 use crate::store::durable::{create_backup, Journal, STORE_FILE};
 use crate::store::write_path::Store;
 
@@ -105,6 +110,73 @@ pub async fn restore_newest(
         "restored the newest snapshot of the command log"
     );
     Ok(Some(newest))
+}
+
+/// Where a replica's store goes when the log was purged past it.
+pub const BEHIND_DIR: &str = "behind-purge-point";
+
+/// When the store in `data_dir` came from this stream but the stream was purged past its
+/// checkpoint (the next entry it needs is gone) and a snapshot covers the gap, moves the store
+/// to `BEHIND_DIR` (replacing an earlier one there) and restores the newest snapshot in its
+/// place: the snapshot's sequence, `None` when nothing was done (not behind, another stream's
+/// state, no snapshot that helps, or no stream yet: the usual checks at start then decide).
+pub async fn rebootstrap_if_behind(
+    context: &jetstream::Context,
+    config: &JetStreamConfig,
+    data_dir: &Path,
+) -> Result<Option<u64>, String> {
+    let dir = data_dir.to_path_buf();
+    let position = tokio::task::spawn_blocking(move || read_log_position(&dir))
+        .await
+        .map_err(|e| e.to_string())?;
+    // An unreadable store is for the engine to report when it opens it.
+    let Ok(Some(position)) = position else {
+        return Ok(None);
+    };
+    let Ok(mut stream) = context.get_stream(&config.stream).await else {
+        return Ok(None);
+    };
+    let info = stream.info().await.map_err(|e| e.to_string())?.clone();
+    // A store that never applied an entry (its checkpoint not yet synced when the replica
+    // died) holds nothing of any stream: it is as good as an empty directory.
+    let fresh = position.sequence == 0 && position.identity.is_none();
+    let ours =
+        position.identity.as_deref() == Some(stream_identity(&config.stream, &info).as_str());
+    if !fresh && !ours {
+        return Ok(None);
+    }
+    let first = info.state.first_sequence;
+    if position.sequence + 1 >= first {
+        return Ok(None);
+    }
+    let Ok(objects) = context.get_object_store(bucket(&config.stream)).await else {
+        return Ok(None);
+    };
+    let newest = snapshots(&objects).await?.last().copied();
+    // The newest snapshot must reach the stream's first entry, or restoring it leaves a gap.
+    if !newest.is_some_and(|newest| newest + 1 >= first && newest > position.sequence) {
+        warn!(
+            applied = position.sequence,
+            first, ?newest,
+            "the command log was purged past this replica's checkpoint and no snapshot covers the gap"
+        );
+        return Ok(None);
+    }
+    let aside = data_dir.join(BEHIND_DIR);
+    let _ = tokio::fs::remove_dir_all(&aside).await;
+    tokio::fs::create_dir_all(&aside)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", aside.display()))?;
+    tokio::fs::rename(store_path(data_dir), aside.join(STORE_FILE))
+        .await
+        .map_err(|e| format!("cannot move the store aside: {e}"))?;
+    warn!(
+        applied = position.sequence,
+        first,
+        aside = %aside.display(),
+        "the command log was purged past this replica's checkpoint: moved the store aside, restoring the newest snapshot"
+    );
+    restore_newest(context, config, data_dir).await
 }
 
 /// Takes a snapshot every `every` applied entries while this replica holds the lease, until
