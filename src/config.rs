@@ -166,6 +166,13 @@ pub struct Config {
     )]
     pub log_snapshot_entries: u64,
 
+    /// Size limit of the log's stream in MiB when this process creates it: at the limit the
+    /// stream refuses new entries (DiscardNew; writes answer RESOURCE_EXHAUSTED) rather than
+    /// drop entries a lagging replica needs, and snapshots are taken early so that it can be
+    /// purged. 0: no limit of the stream's own (the servers' storage limits still apply).
+    #[arg(long, env = "NEUROGRAPH_LOG_MAX_MB", default_value_t = 1024)]
+    pub log_max_mb: u64,
+
     /// Longest wait of `batched` durability for more writes to share one fsync.
     #[arg(long, env = "NEUROGRAPH_BATCH_DELAY_MS", default_value_t = 2)]
     pub batch_delay_ms: u64,

@@ -48,6 +48,7 @@ pub fn to_status(error: StoreError) -> Status {
             Status::failed_precondition(format!("token_id: {message}"))
         }
         StoreError::UserGridsFull(_)
+        | StoreError::LogFull(_)
         | StoreError::GridIdsUsedUp
         | StoreError::MembershipsCapped(_) => Status::resource_exhausted(message),
         StoreError::QuarantineRunning { .. }
@@ -262,6 +263,11 @@ mod tests {
                 StoreError::Unavailable("x".into()),
                 Code::Unavailable,
                 "x",
+            ),
+            (
+                StoreError::LogFull("full".into()),
+                Code::ResourceExhausted,
+                "full",
             ),
         ];
         for (error, code, message) in cases {

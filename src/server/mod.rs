@@ -607,6 +607,7 @@ fn log_config(config: &Config) -> Option<JetStreamConfig> {
         stream: config.log_stream.clone(),
         replicas: usize::from(config.log_replicas),
         snapshot_every: config.log_snapshot_entries,
+        max_bytes: config.log_max_mb.saturating_mul(1024 * 1024),
         scratch_dir: config.data_dir.join("snapshot-scratch"),
     })
 }

@@ -142,6 +142,9 @@ pub enum StoreError {
     /// The store cannot take writes or answer now (storage failed, shutting down, …).
     #[error("{0}")]
     Unavailable(String),
+    /// The replicated command log is at its size limit and refuses new entries.
+    #[error("{0}")]
+    LogFull(String),
 }
 
 fn quarantine_running(blocks: QuarantineBlocks, seconds_left: u32) -> String {

@@ -147,7 +147,7 @@ impl NatsCluster {
                  \x20 store_dir: \"{store}\"\n\
                  \x20 sync_interval: always\n\
                  \x20 max_memory_store: 64MB\n\
-                 \x20 max_file_store: 256MB\n\
+                 \x20 max_file_store: 2GB\n\
                  }}\n\
                  cluster {{\n\
                  \x20 name: {CLUSTER_NAME}\n\

@@ -64,6 +64,8 @@ pub struct JetStreamConfig {
     pub replicas: usize,
     /// Applied entries between snapshots (0: never).
     pub snapshot_every: u64,
+    /// Size limit of the stream in bytes when this process creates it (0: none).
+    pub max_bytes: u64,
     /// Where snapshots are prepared before upload (inside the data directory).
     pub scratch_dir: std::path::PathBuf,
 }
@@ -258,9 +260,13 @@ async fn open_stream(
         subjects: vec![format!("{}.cmd.*", config.stream)],
         storage: stream::StorageType::File,
         num_replicas: config.replicas,
-        // Refuse writes rather than drop entries a lagging replica still needs (there is no
-        // byte or message limit yet, so nothing is ever dropped).
+        // At the size limit, refuse writes rather than drop entries a lagging replica still
+        // needs; snapshots and purges make room.
         discard: stream::DiscardPolicy::New,
+        max_bytes: match config.max_bytes {
+            0 => -1,
+            limit => i64::try_from(limit).unwrap_or(i64::MAX),
+        },
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     };
@@ -544,6 +550,14 @@ impl Shared {
                 Ok(Ok(ack)) => return Ok(ack),
                 Ok(Err(e)) => {
                     let error = e.to_string();
+                    if is_full(&error) {
+                        // Retrying cannot help until a snapshot lets the stream be purged.
+                        return Err(StoreError::LogFull(format!(
+                            "the command log (stream {}) is full and refuses new entries ({error}; --log-max-mb {}): writes resume once a snapshot lets it be purged",
+                            self.config.stream,
+                            self.config.max_bytes / (1024 * 1024)
+                        )));
+                    }
                     // A retry meets "duplicate message id is in process" (10158) while an
                     // earlier attempt waits for a quorum: the earlier error says why.
                     if !error.contains("10158") || last_error == "no answer" {
@@ -562,6 +576,20 @@ impl Shared {
             self.config.stream
         )))
     }
+}
+
+/// Whether a publish error says the stream refuses entries for want of room (its own size
+/// limit under DiscardNew, or the servers' storage).
+fn is_full(error: &str) -> bool {
+    let error = error.to_ascii_lowercase();
+    [
+        "maximum bytes exceeded",
+        "maximum messages exceeded",
+        "insufficient resources",
+        "insufficient storage",
+    ]
+    .iter()
+    .any(|full| error.contains(full))
 }
 
 /// Removes a waiting append when it gives up.

@@ -8,8 +8,10 @@
 //!   backup is made) and uploads the file as `snapshot-<sequence>`.
 //! - **Purging**: the two newest snapshots are kept; the stream is then purged up to the older
 //!   of them, so a replica that is a little behind the newest snapshot still finds its next
-//!   entry. One further behind stops with a gap (it never skips) and starts again on an empty
-//!   data directory.
+//!   entry. One further behind stops with a gap (it never skips) and restores the newest
+//!   snapshot when it restarts. A stream with a size limit (`--log-max-mb`) gets a snapshot
+//!   once it holds a quarter of the limit, and is purged up to the newest snapshot once it
+//!   holds half, so that it makes room before it refuses writes.
 //! - **Restoring**: a replica whose data directory holds no store downloads the newest
 //!   snapshot into it before it opens the store; the snapshot carries the log's identity and
 //!   the hash of its last entry, so the usual checks apply, and the replica follows the log
@@ -201,7 +203,13 @@ pub async fn run_snapshotter(
         }
         let applied = store.sequence();
         let due = last.map_or(applied >= every, |last| applied >= last + every);
-        if !due {
+        // A stream filling towards its size limit gets a snapshot early, so that it can be
+        // purged before it refuses writes.
+        let filling = || async {
+            let newer = last.is_none_or(|last| applied > last);
+            newer && stream_bytes(&context, &config).await >= config.max_bytes / 4
+        };
+        if !due && (config.max_bytes == 0 || !filling().await) {
             continue;
         }
         let Ok(meta) = meta_bucket(&context, &config).await else {
@@ -216,6 +224,14 @@ pub async fn run_snapshotter(
             Ok(None) => {}
             Err(e) => warn!(error = %e, "taking a snapshot of the replicated state failed"),
         }
+    }
+}
+
+/// The bytes the log's stream holds (0 when it cannot be read).
+async fn stream_bytes(context: &jetstream::Context, config: &JetStreamConfig) -> u64 {
+    match context.get_stream(&config.stream).await {
+        Ok(mut stream) => stream.info().await.map_or(0, |info| info.state.bytes),
+        Err(_) => 0,
     }
 }
 
@@ -303,8 +319,18 @@ async fn snapshot_once(
             warn!(error = %e, "cannot delete an old snapshot");
         }
     }
-    if kept.len() == KEPT {
-        let keep_from = kept[0] + 1;
+    // The stream keeps what follows the older kept snapshot, so that a replica a little behind
+    // the newest still finds its next entry; one that is half full keeps only what follows
+    // the newest (replicas behind it restore that snapshot when they restart).
+    let half_full =
+        config.max_bytes > 0 && stream_bytes(context, config).await >= config.max_bytes / 2;
+    let keep_after = match (half_full, kept.len()) {
+        (true, _) => kept.last().copied(),
+        (false, KEPT) => Some(kept[0]),
+        _ => None,
+    };
+    if let Some(keep_after) = keep_after {
+        let keep_from = keep_after + 1;
         let stream = context
             .get_stream(&config.stream)
             .await
@@ -316,7 +342,7 @@ async fn snapshot_once(
             .map_err(|e| format!("cannot purge the stream: {e}"))?;
         info!(
             purged = purged.purged,
-            keep_from, "purged the command log up to the older kept snapshot"
+            keep_from, half_full, "purged the command log up to a kept snapshot"
         );
     }
     Ok(Some(backup.sequence))
