@@ -100,6 +100,9 @@ pub struct Forest {
     /// Bumped by every replacement of the whole space (clear, recovery), so that a rebuild
     /// begun before it is not swapped in after it.
     generation: u64,
+    /// Tombstones removed by revival so far: a build that saw the same count at its start
+    /// knows every entry it dropped is still dead when it swaps in.
+    revivals: u64,
 }
 
 /// What a query searches: the space as it was when the view was taken.
@@ -207,6 +210,7 @@ impl Forest {
     /// becomes a batch once full).
     pub fn insert(&mut self, e: Entry, policy: &BatchPolicy) {
         if self.dead.remove(&EntryKey::of(&e)) {
+            self.revivals += 1;
             return;
         }
         Arc::make_mut(&mut self.tail).push(e);
@@ -235,6 +239,7 @@ impl Forest {
                 .partition(|e| self.dead.contains(&EntryKey::of(e)));
             for e in revived {
                 self.dead.remove(&EntryKey::of(&e));
+                self.revivals += 1;
             }
             if !fresh.is_empty() {
                 self.batches.push(Arc::new(fresh));
@@ -311,6 +316,8 @@ impl Forest {
 /// What a build takes from a space: read under the lock, built without it.
 pub struct Plan {
     generation: u64,
+    /// The space's revival count when planned.
+    revivals: u64,
     /// The trees it absorbs (identified by pointer).
     trees: Vec<Arc<SpaceTree>>,
     /// The batches it builds (identified by pointer).
@@ -323,6 +330,10 @@ pub struct Built {
     plan: Plan,
     tree: SpaceTree,
     dropped: Vec<Entry>,
+    /// The keys of `dropped`.
+    gone: tombstones::KeySet,
+    /// Their removal from the plan's tombstones, worked out before the swap's lock.
+    prepared: tombstones::PreparedRemoval,
 }
 
 impl Forest {
@@ -351,6 +362,7 @@ impl Forest {
         }
         Some(Plan {
             generation: self.generation,
+            revivals: self.revivals,
             trees,
             batches,
             dead: self.dead.clone(),
@@ -367,9 +379,12 @@ impl Forest {
             plan,
             tree,
             dropped,
+            gone,
+            prepared,
         } = built;
         let Plan {
             generation,
+            revivals,
             trees,
             batches,
             dead,
@@ -396,15 +411,24 @@ impl Forest {
             self.trees.insert(at, Arc::new(tree));
         }
         // A dropped entry still dead loses its tombstone (all at once: a rebuild drops most
-        // of them); one revived meanwhile goes back into the tail. Nearly all are still dead,
-        // so the tombstones' filter would only add a probe.
-        let (gone, revived): (Vec<Entry>, Vec<Entry>) = dropped
-            .into_iter()
-            .partition(|e| self.dead.contains_unfiltered(&EntryKey::of(e)));
-        self.dead
-            .remove_all(&tombstones::key_set(gone.iter().map(EntryKey::of)));
-        if !revived.is_empty() {
-            Arc::make_mut(&mut self.tail).extend(revived);
+        // of them); one revived meanwhile goes back into the tail.
+        if self.revivals == revivals {
+            // None was revived: every dropped entry is still dead, and the layers the build
+            // saw lose their keys by a pointer swap (the work was done before this lock; a
+            // mass expiry's rebuild drops up to a million keys per space, which held writers
+            // up for hundreds of milliseconds under the lock).
+            self.dead.remove_prepared(prepared, &gone);
+        } else {
+            drop(prepared);
+            // Nearly all are still dead, so the tombstones' filter would only add a probe.
+            let (gone, revived): (Vec<Entry>, Vec<Entry>) = dropped
+                .into_iter()
+                .partition(|e| self.dead.contains_unfiltered(&EntryKey::of(e)));
+            self.dead
+                .remove_all(&tombstones::key_set(gone.iter().map(EntryKey::of)));
+            if !revived.is_empty() {
+                Arc::make_mut(&mut self.tail).extend(revived);
+            }
         }
         self.roll_over_full_tail(policy);
         Retired {
@@ -451,10 +475,14 @@ impl Plan {
                 entries.push(*e);
             }
         }
+        let gone = tombstones::key_set(dropped.iter().map(EntryKey::of));
+        let prepared = self.dead.prepare_removal(&gone);
         Built {
             tree: SpaceTree::bulk_load(entries),
             plan: self,
             dropped,
+            gone,
+            prepared,
         }
     }
 }
@@ -561,6 +589,36 @@ mod tests {
         assert_eq!(forest.len(), 2);
         assert_eq!(*forest.tail, [e(1, 1.0)]);
         assert!(forest.dead.contains(&EntryKey::of(&e(3, 3.0))));
+    }
+
+    #[test]
+    fn a_rebuild_with_no_revival_meanwhile_drops_its_tombstones_and_keeps_later_ones() {
+        let policy = tiny();
+        let slot = RwLock::new(Forest::default());
+        let entries: Vec<Entry> = (1..=50).map(|id| e(id, id as f32)).collect();
+        slot.write().insert_batch(entries.clone(), &policy);
+        run_upkeep(&slot, Upkeep::Build, &policy);
+        slot.write().remove_all(&entries[..30]);
+        let built = slot
+            .read()
+            .plan(Upkeep::Rebuild, &policy)
+            .expect("dead entries")
+            .build();
+        {
+            // While it was built: more removals, no revival.
+            let mut forest = slot.write();
+            forest.remove_all(&entries[30..40]);
+            drop(forest.swap(built, &policy));
+        }
+        let forest = slot.read();
+        assert_eq!(live_ids(&forest), (41..=50).collect::<Vec<u32>>());
+        assert_eq!((forest.len(), forest.dead.len()), (10, 10));
+        assert!(entries[30..40]
+            .iter()
+            .all(|x| forest.dead.contains(&EntryKey::of(x))));
+        assert!(!entries[..30]
+            .iter()
+            .any(|x| forest.dead.contains(&EntryKey::of(x))));
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl Filter {
 #[derive(Clone, Default)]
 pub struct Tombstones {
     /// Oldest (largest) first.
-    layers: Vec<Arc<HashSet<EntryKey>>>,
+    layers: Vec<Layer>,
     len: usize,
     filter: Arc<Filter>,
     /// Keys marked in `filter` since it was made (removed ones stay marked).
@@ -211,6 +211,66 @@ impl Tombstones {
         self.refresh_filter();
     }
 
+    /// The work of `remove_all(gone)` done on a copy of these tombstones, with no lock held:
+    /// each layer that loses keys, with what remains of it. `remove_prepared` then only swaps
+    /// those layers in where the live set still shares them with the copy.
+    pub fn prepare_removal(&self, gone: &HashSet<EntryKey>) -> PreparedRemoval {
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| {
+                let loses = !gone.is_empty() && layer.iter().any(|key| gone.contains(key));
+                let rest = loses.then(|| {
+                    Arc::new(
+                        layer
+                            .iter()
+                            .filter(|key| !gone.contains(key))
+                            .copied()
+                            .collect::<HashSet<EntryKey>>(),
+                    )
+                });
+                (Arc::clone(layer), rest)
+            })
+            .collect();
+        PreparedRemoval { layers }
+    }
+
+    /// `remove_all(gone)` with the work `prepared` did on an earlier copy: a layer still
+    /// shared with that copy (unchanged since, since shared layers are never written) takes
+    /// its prepared remainder; any other layer (made or copied since) is filtered here.
+    pub fn remove_prepared(&mut self, prepared: PreparedRemoval, gone: &HashSet<EntryKey>) {
+        if gone.is_empty() {
+            return;
+        }
+        for layer in &mut self.layers {
+            match prepared
+                .layers
+                .iter()
+                .find(|(was, _)| Arc::ptr_eq(was, layer))
+            {
+                Some((_, Some(rest))) => *layer = Arc::clone(rest),
+                Some((_, None)) => {}
+                None => {
+                    if layer.iter().any(|key| gone.contains(key)) {
+                        *layer = Arc::new(
+                            layer
+                                .iter()
+                                .filter(|k| !gone.contains(k))
+                                .copied()
+                                .collect(),
+                        );
+                    }
+                }
+            }
+        }
+        // The copy's references would make the merges below copy the layers they touch.
+        drop(prepared);
+        self.layers.retain(|layer| !layer.is_empty());
+        self.len = self.layers.iter().map(|layer| layer.len()).sum();
+        self.merge_small_layers();
+        self.refresh_filter();
+    }
+
     /// Merges the newest layer into the one before while it is at least half that size, or
     /// while there are too many layers.
     fn merge_small_layers(&mut self) {
@@ -225,8 +285,20 @@ impl Tombstones {
     }
 }
 
+/// What `Tombstones::prepare_removal` computed: each layer of the copy it ran on, with what
+/// remains of it once the keys are removed (`None`: it loses none).
+pub struct PreparedRemoval {
+    layers: Vec<(Layer, Option<Layer>)>,
+}
+
+/// One layer of tombstones, shared by the copies that hold it.
+type Layer = Arc<HashSet<EntryKey>>;
+
+/// A set of keys, as `Tombstones::remove_all` takes them.
+pub type KeySet = HashSet<EntryKey>;
+
 /// A set of keys, for `Tombstones::remove_all`.
-pub fn key_set(keys: impl IntoIterator<Item = EntryKey>) -> HashSet<EntryKey> {
+pub fn key_set(keys: impl IntoIterator<Item = EntryKey>) -> KeySet {
     keys.into_iter().collect()
 }
 
@@ -306,5 +378,34 @@ mod tests {
         assert!((55..60).all(|id| dead.contains(&key(id))));
         assert!(!dead.contains(&key(3)) && held.contains(&key(3)));
         assert_eq!(held.len(), 50);
+    }
+
+    #[test]
+    fn a_prepared_removal_equals_remove_all_whatever_changed_since() {
+        let mut dead = Tombstones::default();
+        dead.extend((0..1_000).map(key));
+        dead.extend((1_000..1_200).map(key));
+        let copy = dead.clone();
+        let gone = key_set((0..900).map(key).chain((1_100..1_150).map(key)));
+        let prepared = copy.prepare_removal(&gone);
+        // Meanwhile: new keys in a layer of their own, and a revival, which copies the
+        // layer it touches (so that layer is filtered at the swap, not swapped).
+        dead.extend((5_000..5_100).map(key));
+        assert!(dead.remove(&key(1_199)));
+        let mut expected = dead.clone();
+        expected.remove_all(&gone);
+        dead.remove_prepared(prepared, &gone);
+        assert_eq!(dead.len(), expected.len());
+        for id in (0..1_300).chain(5_000..5_100) {
+            assert_eq!(
+                dead.contains(&key(id)),
+                expected.contains(&key(id)),
+                "key {id}"
+            );
+        }
+        assert_eq!(dead.len(), 100 + 149 + 100);
+        // The copy is untouched.
+        assert_eq!(copy.len(), 1_200);
+        assert!(copy.contains(&key(5)));
     }
 }
