@@ -287,7 +287,8 @@ impl Forest {
             .extend(wanted.into_iter().filter(|key| !in_tail.contains(key)));
     }
 
-    /// The upkeep due, if any: `forced` when the writer must not leave it to the background.
+    /// The upkeep due, if any: `forced` past a hard bound, when it must not wait for the
+    /// lower-priority background thread.
     pub fn upkeep_due(&self, policy: &BatchPolicy) -> Option<(Upkeep, bool)> {
         let dead = self.dead.len();
         let stored = self.len() + dead;

@@ -29,7 +29,8 @@
 //! tombstone) under the space's lock, a query copies a view of a few `Arc`s and searches it
 //! with no lock held, and builds run in the background (a thread of lower priority per
 //! index, while any is due) and swap their result in under a short lock: the same load leaves
-//! CreateToken's median at 2.7 ms.
+//! CreateToken's median at 2.7 ms. A space past a hard bound (mostly dead, or too much
+//! unbuilt) is built at once by a second thread at normal priority, not by the writer.
 
 pub mod forest;
 mod tombstones;
@@ -251,6 +252,34 @@ struct Inner {
     policy: BatchPolicy,
     /// Set while a background upkeep thread runs (at most one per `SpaceTrees`).
     background: AtomicBool,
+    /// Set while an urgent upkeep thread runs (at most one per `SpaceTrees`).
+    urgent: AtomicBool,
+}
+
+/// Who runs upkeep off the writer's path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Crew {
+    /// Whatever is due, at a lower CPU priority than the threads that answer calls.
+    Background,
+    /// Only upkeep past a hard bound (a space mostly dead after a mass delete, or too much
+    /// unbuilt after an import), at normal priority: the writer used to run it itself and
+    /// held every write up for the length of a rebuild (up to a second in a 1M expiry).
+    Urgent,
+}
+
+impl Crew {
+    /// The flag set while this crew's thread runs.
+    fn running(self, inner: &Inner) -> &AtomicBool {
+        match self {
+            Crew::Background => &inner.background,
+            Crew::Urgent => &inner.urgent,
+        }
+    }
+
+    /// Whether this crew takes on upkeep that is due, `forced` or not.
+    fn takes(self, forced: bool) -> bool {
+        self == Crew::Background || forced
+    }
 }
 
 impl Default for SpaceTrees {
@@ -279,16 +308,21 @@ impl Inner {
         forest::run_upkeep(self.slot(space), upkeep, &self.policy);
     }
 
-    /// Upkeep of every space that is due, until none is.
-    fn upkeep_all_due(&self) {
+    /// The upkeep `crew` takes on that is due now, by space.
+    fn due_for(&self, crew: Crew) -> Vec<(Space, Upkeep)> {
+        Space::ALL
+            .into_iter()
+            .filter_map(|space| {
+                let (upkeep, forced) = self.slot(space).read().upkeep_due(&self.policy)?;
+                crew.takes(forced).then_some((space, upkeep))
+            })
+            .collect()
+    }
+
+    /// Upkeep of every space that is due for `crew`, until none is.
+    fn upkeep_all_due(&self, crew: Crew) {
         loop {
-            let due: Vec<(Space, Upkeep)> = Space::ALL
-                .into_iter()
-                .filter_map(|space| {
-                    let (upkeep, _) = self.slot(space).read().upkeep_due(&self.policy)?;
-                    Some((space, upkeep))
-                })
-                .collect();
+            let due = self.due_for(crew);
             if due.is_empty() {
                 return;
             }
@@ -299,34 +333,39 @@ impl Inner {
     }
 }
 
-/// Starts a background upkeep thread for `inner` unless one runs. It works at a lower CPU
-/// priority than the threads that answer calls, and ends once nothing is due.
-fn start_background_upkeep(inner: &Arc<Inner>) {
-    if inner.background.swap(true, Ordering::AcqRel) {
+/// Starts an upkeep thread of `crew` for `inner` unless one runs; it ends once nothing is due
+/// for it.
+fn start_upkeep(inner: &Arc<Inner>, crew: Crew) {
+    if crew.running(inner).swap(true, Ordering::AcqRel) {
         return;
     }
     let worker = Arc::clone(inner);
+    let name = match crew {
+        Crew::Background => "index-upkeep",
+        Crew::Urgent => "index-urgent",
+    };
     let spawned = std::thread::Builder::new()
-        .name("index-upkeep".into())
+        .name(name.into())
         .spawn(move || {
-            lower_thread_priority();
+            if crew == Crew::Background {
+                lower_thread_priority();
+            }
+            let running = crew.running(&worker);
             // Cleared if a build panics, so that a later write starts a new thread.
-            let _running = ClearIfPanicking(&worker.background);
+            let _running = ClearIfPanicking(running);
             loop {
-                worker.upkeep_all_due();
-                worker.background.store(false, Ordering::Release);
+                worker.upkeep_all_due(crew);
+                running.store(false, Ordering::Release);
                 // A write may have found the flag still set just before it was cleared.
-                let due = Space::ALL
-                    .iter()
-                    .any(|s| worker.slot(*s).read().upkeep_due(&worker.policy).is_some());
-                if !due || worker.background.swap(true, Ordering::AcqRel) {
+                let due = !worker.due_for(crew).is_empty();
+                if !due || running.swap(true, Ordering::AcqRel) {
                     return;
                 }
             }
         });
     if spawned.is_err() {
-        // No thread: the writer's own bounds still keep the space in shape.
-        inner.background.store(false, Ordering::Release);
+        // No thread: the next write past a bound starts one again.
+        crew.running(inner).store(false, Ordering::Release);
     }
 }
 
@@ -360,6 +399,7 @@ impl SpaceTrees {
                 upkeep: std::array::from_fn(|_| Mutex::new(())),
                 policy,
                 background: AtomicBool::new(false),
+                urgent: AtomicBool::new(false),
             }),
         }
     }
@@ -380,8 +420,9 @@ impl SpaceTrees {
         }
     }
 
-    /// Applies `write` to `space`, then the upkeep it made due: by the writer when a bound
-    /// forces it, else in the background.
+    /// Applies `write` to `space`, then the upkeep it made due: in the background, and past a
+    /// hard bound by the urgent crew at once (by the writer itself when there are no upkeep
+    /// threads, as in tests).
     fn write(&self, space: Space, write: impl FnOnce(&mut Forest, &BatchPolicy)) {
         let policy = &self.inner.policy;
         let due = {
@@ -390,12 +431,14 @@ impl SpaceTrees {
             forest.upkeep_due(policy)
         };
         if let Some((upkeep, forced)) = due {
-            if forced {
+            match (forced, policy.background) {
+                (true, true) => start_upkeep(&self.inner, Crew::Urgent),
                 // Past a hard bound: build now, unless an upkeep of this space already runs.
-                self.inner.upkeep(space, upkeep, false);
+                (true, false) => self.inner.upkeep(space, upkeep, false),
+                (false, _) => {}
             }
             if policy.background {
-                start_background_upkeep(&self.inner);
+                start_upkeep(&self.inner, Crew::Background);
             }
         }
     }
@@ -485,7 +528,7 @@ impl SpaceTrees {
     /// Runs every upkeep that is due now, on this thread (tests and benches use it to reach
     /// a settled state; servers leave it to the background).
     pub fn settle(&self) {
-        self.inner.upkeep_all_due();
+        self.inner.upkeep_all_due(Crew::Background);
     }
 
     /// The space as it is now, for a query.
