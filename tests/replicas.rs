@@ -1539,6 +1539,15 @@ fn big_batch() -> pb::BatchCreateTokensRequest {
     }
 }
 
+/// Waits until replicas 0 and 1 converge at `at_least` or later, and checks that each holds
+/// `tokens` tokens.
+async fn assert_converged_count(setup: &Replicated, at_least: u64, tokens: u64) {
+    setup.converge(&[0, 1], at_least).await;
+    for i in 0..2 {
+        assert_eq!(count_on(setup, i).await, tokens, "tokens on replica {i}");
+    }
+}
+
 /// CountTokens on replica `i`.
 async fn count_on(setup: &Replicated, i: usize) -> u64 {
     token_client(&setup.addr(i))
@@ -1593,10 +1602,7 @@ fn a_full_log_refuses_writes_resource_exhausted_and_changes_nothing() {
         );
         assert!(written > 0, "some batches fit before the limit");
         // Nothing of the refused batch was applied anywhere, and reads go on.
-        setup.converge(&[0, 1], last_commit).await;
-        for i in 0..2 {
-            assert_eq!(count_on(&setup, i).await, written, "tokens on replica {i}");
-        }
+        assert_converged_count(&setup, last_commit, written).await;
     });
 }
 
@@ -1640,10 +1646,7 @@ fn snapshots_make_room_in_a_log_filling_towards_its_limit() {
                 Err(status) => panic!("{}", setup.report(&format!("batch: {status:?}"))),
             }
         }
-        setup.converge(&[0, 1], last_commit).await;
-        for i in 0..2 {
-            assert_eq!(count_on(&setup, i).await, written, "tokens on replica {i}");
-        }
+        assert_converged_count(&setup, last_commit, written).await;
     });
     assert!(
         log_lines(&setup, &[0, 1], "purged the command log") >= 1,
