@@ -42,6 +42,11 @@ const TICK: Duration = Duration::from_secs(2);
 const KEPT: usize = 2;
 /// The lease's key.
 const LEASE: &str = "snapshotter";
+/// Bytes per object-store chunk of a snapshot (async-nats' default is 128 KiB): fewer
+/// messages to store and to replay, well inside NATS' 1 MiB message limit.
+const CHUNK: usize = 512 * 1024;
+/// Buffer of a snapshot's file while it is uploaded or downloaded.
+const IO_BUFFER: usize = 1024 * 1024;
 
 /// The bucket of a stream's snapshots.
 fn bucket(stream: &str) -> String {
@@ -94,13 +99,17 @@ pub async fn restore_newest(
         .await
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let partial = data_dir.join(format!("{STORE_FILE}.downloading"));
-    let mut file = tokio::fs::File::create(&partial)
+    let file = tokio::fs::File::create(&partial)
         .await
         .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+    // Written in large pieces: each write of a tokio file is a trip to the blocking pool,
+    // and `copy` alone writes 8 KiB at a time.
+    let mut file = tokio::io::BufWriter::with_capacity(IO_BUFFER, file);
     tokio::io::copy(&mut object, &mut file)
         .await
         .map_err(|e| format!("cannot download {name}: {e}"))?;
     file.flush().await.map_err(|e| e.to_string())?;
+    let file = file.into_inner();
     file.sync_all().await.map_err(|e| e.to_string())?;
     drop(file);
     // Renamed only when complete: a crash mid-download leaves no store behind.
@@ -302,10 +311,16 @@ async fn snapshot_once(
         return Ok(None);
     }
     let name = object_name(backup.sequence);
-    let mut file = tokio::fs::File::open(backup.path.join(STORE_FILE))
+    let file = tokio::fs::File::open(backup.path.join(STORE_FILE))
         .await
         .map_err(|e| e.to_string())?;
-    let uploaded = objects.put(name.as_str(), &mut file).await;
+    let mut file = tokio::io::BufReader::with_capacity(IO_BUFFER, file);
+    let meta = object_store::ObjectMetadata {
+        name: name.clone(),
+        chunk_size: Some(CHUNK),
+        ..Default::default()
+    };
+    let uploaded = objects.put(meta, &mut file).await;
     let _ = std::fs::remove_dir_all(&scratch);
     uploaded.map_err(|e| format!("cannot upload {name}: {e}"))?;
     info!(
