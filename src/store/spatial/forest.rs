@@ -271,20 +271,24 @@ impl Forest {
             self.dead.extend(dead);
             return;
         }
-        // Which of `entries` the tail holds: one pass over the tail with a set of the
-        // entries (a mass delete of thousands would otherwise scan the tail for each).
-        let wanted = tombstones::key_set(entries.iter().map(EntryKey::of));
-        let mut in_tail = tombstones::key_set([]);
-        Arc::make_mut(&mut self.tail).retain(|t| {
-            let key = EntryKey::of(t);
-            let removed = wanted.contains(&key);
-            if removed {
-                in_tail.insert(key);
+        // Which of `entries` the tail holds: a set of the tail's keys (at most `tail_max`, so
+        // it stays in cache) asked once per entry; a mass delete of thousands would otherwise
+        // scan the tail for each, and a set of the entries themselves cost an extra hash
+        // insert per removal (the writer's largest cost in a mass expiry).
+        let tail_keys = tombstones::key_set(self.tail.iter().map(EntryKey::of));
+        let mut from_tail = tombstones::key_set([]);
+        let mut dead = Vec::with_capacity(entries.len());
+        for key in entries.iter().map(EntryKey::of) {
+            if tail_keys.contains(&key) {
+                from_tail.insert(key);
+            } else {
+                dead.push(key);
             }
-            !removed
-        });
-        self.dead
-            .extend(wanted.into_iter().filter(|key| !in_tail.contains(key)));
+        }
+        if !from_tail.is_empty() {
+            Arc::make_mut(&mut self.tail).retain(|t| !from_tail.contains(&EntryKey::of(t)));
+        }
+        self.dead.extend(dead);
     }
 
     /// The upkeep due, if any: `forced` past a hard bound, when it must not wait for the
