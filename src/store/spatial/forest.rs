@@ -320,6 +320,8 @@ impl Forest {
 
 /// What a build takes from a space: read under the lock, built without it.
 pub struct Plan {
+    /// What it builds.
+    upkeep: Upkeep,
     generation: u64,
     /// The space's revival count when planned.
     revivals: u64,
@@ -336,7 +338,7 @@ pub struct Built {
     tree: SpaceTree,
     dropped: Vec<Entry>,
     /// The keys of `dropped`.
-    gone: tombstones::KeySet,
+    gone: Gone,
     /// Their removal from the plan's tombstones, worked out before the swap's lock.
     prepared: tombstones::PreparedRemoval,
 }
@@ -366,6 +368,7 @@ impl Forest {
             return None;
         }
         Some(Plan {
+            upkeep,
             generation: self.generation,
             revivals: self.revivals,
             trees,
@@ -388,6 +391,7 @@ impl Forest {
             prepared,
         } = built;
         let Plan {
+            upkeep: _,
             generation,
             revivals,
             trees,
@@ -422,7 +426,8 @@ impl Forest {
             // saw lose their keys by a pointer swap (the work was done before this lock; a
             // mass expiry's rebuild drops up to a million keys per space, which held writers
             // up for hundreds of milliseconds under the lock).
-            self.dead.remove_prepared(prepared, &gone);
+            self.dead
+                .remove_prepared(prepared, |key| gone.contains(key));
         } else {
             drop(prepared);
             // Nearly all are still dead, so the tombstones' filter would only add a probe.
@@ -440,6 +445,24 @@ impl Forest {
             _trees: trees,
             _batches: batches,
             _stale: None,
+        }
+    }
+}
+
+/// The keys of the entries a build dropped as dead.
+enum Gone {
+    /// These keys (a build that absorbed only some trees).
+    Keys(tombstones::KeySet),
+    /// Every key of these tombstones (a rebuild of the whole space, which drops them all).
+    EveryTombstoneOf(Tombstones),
+}
+
+impl Gone {
+    /// Whether the build dropped the entry of `key`.
+    fn contains(&self, key: &EntryKey) -> bool {
+        match self {
+            Gone::Keys(keys) => keys.contains(key),
+            Gone::EveryTombstoneOf(dead) => dead.contains_unfiltered(key),
         }
     }
 }
@@ -480,8 +503,20 @@ impl Plan {
                 entries.push(*e);
             }
         }
-        let gone = tombstones::key_set(dropped.iter().map(EntryKey::of));
-        let prepared = self.dead.prepare_removal(&gone);
+        let (gone, prepared) = match self.upkeep {
+            // Every tombstone stands for a stored copy in the trees and batches a rebuild
+            // takes, so it drops them all: no set of their keys to build, no layer to scan
+            // (each cost a hash per key of a mass delete's hundreds of thousands).
+            Upkeep::Rebuild => (
+                Gone::EveryTombstoneOf(self.dead.clone()),
+                self.dead.prepare_removal_of_all(),
+            ),
+            Upkeep::Build => {
+                let keys = tombstones::key_set(dropped.iter().map(EntryKey::of));
+                let prepared = self.dead.prepare_removal(&keys);
+                (Gone::Keys(keys), prepared)
+            }
+        };
         Built {
             tree: SpaceTree::bulk_load(entries),
             plan: self,

@@ -237,13 +237,23 @@ impl Tombstones {
         PreparedRemoval { layers }
     }
 
-    /// `remove_all(gone)` with the work `prepared` did on an earlier copy: a layer still
-    /// shared with that copy (unchanged since, since shared layers are never written) takes
-    /// its prepared remainder; any other layer (made or copied since) is filtered here.
-    pub fn remove_prepared(&mut self, prepared: PreparedRemoval, gone: &HashSet<EntryKey>) {
-        if gone.is_empty() {
-            return;
-        }
+    /// `prepare_removal` of every key these tombstones hold (a rebuild of the whole space
+    /// drops the stored copy of each), with nothing to look up: every layer goes.
+    pub fn prepare_removal_of_all(&self) -> PreparedRemoval {
+        let empty = Layer::default();
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| (Arc::clone(layer), Some(Arc::clone(&empty))))
+            .collect();
+        PreparedRemoval { layers }
+    }
+
+    /// `remove_all` of the keys `gone` accepts, with the work `prepared` did on an earlier
+    /// copy: a layer still shared with that copy (unchanged since, since shared layers are
+    /// never written) takes its prepared remainder; any other layer (made or copied since) is
+    /// filtered here.
+    pub fn remove_prepared(&mut self, prepared: PreparedRemoval, gone: impl Fn(&EntryKey) -> bool) {
         for layer in &mut self.layers {
             match prepared
                 .layers
@@ -253,14 +263,8 @@ impl Tombstones {
                 Some((_, Some(rest))) => *layer = Arc::clone(rest),
                 Some((_, None)) => {}
                 None => {
-                    if layer.iter().any(|key| gone.contains(key)) {
-                        *layer = Arc::new(
-                            layer
-                                .iter()
-                                .filter(|k| !gone.contains(k))
-                                .copied()
-                                .collect(),
-                        );
+                    if layer.iter().any(&gone) {
+                        *layer = Arc::new(layer.iter().filter(|k| !gone(k)).copied().collect());
                     }
                 }
             }
@@ -396,7 +400,7 @@ mod tests {
         assert!(dead.remove(&key(1_199)));
         let mut expected = dead.clone();
         expected.remove_all(&gone);
-        dead.remove_prepared(prepared, &gone);
+        dead.remove_prepared(prepared, |k| gone.contains(k));
         assert_eq!(dead.len(), expected.len());
         for id in (0..1_300).chain(5_000..5_100) {
             assert_eq!(
