@@ -191,11 +191,8 @@ impl Engine {
         options: &EngineOptions,
         dir: &std::path::Path,
     ) -> Result<Engine, DurableError> {
-        let (db, mut recovered) = recovery::open_cached(dir, SNAPSHOT_READ_CACHE_BYTES)?;
+        let (db, recovered) = recovery::open_cached(dir, SNAPSHOT_READ_CACHE_BYTES)?;
         drop(db);
-        recovered
-            .cdna
-            .get_or_insert_with(|| CdnaState::fresh(SystemClock.now()));
         let (tokens, sequence) = (recovered.tokens.len(), recovered.sequence);
         let engine = Engine::assemble(options, recovered, None);
         info!(tokens, sequence, "read the log's snapshot into memory");

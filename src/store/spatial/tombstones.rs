@@ -190,27 +190,8 @@ impl Tombstones {
         if gone.is_empty() {
             return;
         }
-        for layer in &mut self.layers {
-            if !layer.iter().any(|key| gone.contains(key)) {
-                continue;
-            }
-            match Arc::get_mut(layer) {
-                Some(owned) => owned.retain(|key| !gone.contains(key)),
-                None => {
-                    *layer = Arc::new(
-                        layer
-                            .iter()
-                            .filter(|k| !gone.contains(k))
-                            .copied()
-                            .collect(),
-                    )
-                }
-            }
-        }
-        self.layers.retain(|layer| !layer.is_empty());
-        self.len = self.layers.iter().map(|layer| layer.len()).sum();
-        self.merge_small_layers();
-        self.refresh_filter();
+        let nothing_prepared = PreparedRemoval { layers: Vec::new() };
+        self.remove_prepared(nothing_prepared, |key| gone.contains(key));
     }
 
     /// The work of `remove_all(gone)` done on a copy of these tombstones, with no lock held:
@@ -221,16 +202,7 @@ impl Tombstones {
             .layers
             .iter()
             .map(|layer| {
-                let loses = !gone.is_empty() && layer.iter().any(|key| gone.contains(key));
-                let rest = loses.then(|| {
-                    Arc::new(
-                        layer
-                            .iter()
-                            .filter(|key| !gone.contains(key))
-                            .copied()
-                            .collect::<HashSet<EntryKey>>(),
-                    )
-                });
+                let rest = without(layer, |key| gone.contains(key));
                 (Arc::clone(layer), rest)
             })
             .collect();
@@ -262,11 +234,15 @@ impl Tombstones {
             {
                 Some((_, Some(rest))) => *layer = Arc::clone(rest),
                 Some((_, None)) => {}
-                None => {
-                    if layer.iter().any(&gone) {
-                        *layer = Arc::new(layer.iter().filter(|k| !gone(k)).copied().collect());
+                // Made or copied since: filtered here, in place when nobody else holds it.
+                None => match Arc::get_mut(layer) {
+                    Some(owned) => owned.retain(|key| !gone(key)),
+                    None => {
+                        if let Some(rest) = without(layer, &gone) {
+                            *layer = rest;
+                        }
                     }
-                }
+                },
             }
         }
         // The copy's references would make the merges below copy the layers they touch.
@@ -289,6 +265,14 @@ impl Tombstones {
             Arc::make_mut(older).extend(newest.iter().copied());
         }
     }
+}
+
+/// `layer` without the keys `gone` accepts, `None` when it holds none of them.
+fn without(layer: &Layer, gone: impl Fn(&EntryKey) -> bool) -> Option<Layer> {
+    layer
+        .iter()
+        .any(&gone)
+        .then(|| Arc::new(layer.iter().filter(|key| !gone(key)).copied().collect()))
 }
 
 /// What `Tombstones::prepare_removal` computed: each layer of the copy it ran on, with what
