@@ -1,15 +1,17 @@
 //! Property tests: every spatial query (k nearest, range, density count, influence) on the
 //! default grid and on a user grid equals a brute-force scan over the same tokens, after random
-//! creates, batches, moves, undefines, deletes, clears and membership changes, with coordinates
-//! drawn from a tiny set so that piles of identical points and distance ties are common.
+//! creates, batches, moves, undefines, deletes, creations of deleted ids again, clears and
+//! membership changes, with coordinates drawn from a tiny set so that piles of identical points and distance ties are common.
 //! Besides the default index, trees with lowered batch thresholds follow the same commits, so
 //! that small batches build several trees per space and merge them (the forest of
 //! `SpaceTrees`), and must answer exactly the same.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use neurograph::model::grid::{self, GridConfig, Hit};
-use neurograph::model::{Space, Token, TokenId, TokenInput, TokenPatch, UpdatePath};
+use neurograph::model::{
+    IdRequest, Space, Token, TokenDraft, TokenId, TokenInput, TokenPatch, UpdatePath,
+};
 use neurograph::store::grids::GridCommand;
 use neurograph::store::spatial::BatchPolicy;
 use neurograph::store::{
@@ -54,6 +56,8 @@ enum Op {
     Batch(Vec<TokenInput>),
     Update(usize, TokenInput),
     Delete(usize),
+    /// Creates a deleted token again under its id: as it was, or with new values.
+    Recreate(usize, Option<TokenInput>),
     Clear,
     Add(usize),
     Remove(usize),
@@ -65,6 +69,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => prop::collection::vec(input(), 1..40).prop_map(Op::Batch),
         4 => (any::<usize>(), input()).prop_map(|(i, t)| Op::Update(i, t)),
         2 => any::<usize>().prop_map(Op::Delete),
+        2 => (any::<usize>(), prop::option::of(input())).prop_map(|(i, t)| Op::Recreate(i, t)),
         1 => Just(Op::Clear),
         4 => any::<usize>().prop_map(Op::Add),
         2 => any::<usize>().prop_map(Op::Remove),
@@ -130,6 +135,8 @@ struct World {
     index: Arc<SpatialIndex>,
     grids: Arc<Grids>,
     following: Vec<Arc<Following>>,
+    /// Tokens deleted so far, as they were.
+    deleted: Mutex<Vec<Token>>,
 }
 
 impl World {
@@ -154,6 +161,7 @@ impl World {
             index,
             grids,
             following,
+            deleted: Mutex::default(),
         }
     }
 
@@ -192,7 +200,29 @@ impl World {
             }
             Op::Delete(i) => {
                 let Some(id) = self.nth_live(*i) else { return };
+                let token = self.store.tables().get(id).expect("live");
+                self.deleted.lock().expect("not poisoned").push(token);
                 Command::DeleteToken { id }
+            }
+            Op::Recreate(i, input) => {
+                let deleted = self.deleted.lock().expect("not poisoned").clone();
+                let Some(old) = (!deleted.is_empty()).then(|| deleted[i % deleted.len()]) else {
+                    return;
+                };
+                if self.store.tables().get(old.id).is_some() {
+                    return;
+                }
+                let data = match input {
+                    Some(input) => input.to_draft().expect("valid input").data,
+                    None => old.data,
+                };
+                Command::CreateToken {
+                    draft: TokenDraft {
+                        id: IdRequest::Explicit(old.id),
+                        data,
+                    },
+                    at,
+                }
             }
             Op::Clear => Command::ClearTokens,
             Op::Add(i) => {
@@ -419,6 +449,7 @@ fn batch_heavy_op() -> impl Strategy<Value = Op> {
         1 => input().prop_map(Op::Create),
         2 => (any::<usize>(), input()).prop_map(|(i, t)| Op::Update(i, t)),
         2 => any::<usize>().prop_map(Op::Delete),
+        2 => (any::<usize>(), prop::option::of(input())).prop_map(|(i, t)| Op::Recreate(i, t)),
         1 => Just(Op::Clear),
     ]
 }

@@ -6,9 +6,13 @@
 //! - `batches`: batches of new entries not yet built into a tree, scanned entry by entry.
 //! - `tail`: the newest single inserts (at most `tail_max`), scanned entry by entry; when full
 //!   it becomes a batch.
-//! - `dead`: entries of `trees` and `batches` that were removed (tombstones). A token has at
-//!   most one entry per space, so each dead key stands for exactly one stored copy; inserting
-//!   an entry that is dead revives that copy instead of storing a second one.
+//! - `dead`: entries of `trees` and `batches` that were replaced by an update (tombstones). A
+//!   token has at most one entry per space, so each dead key stands for exactly one stored
+//!   copy; inserting an entry that is dead revives that copy instead of storing a second one.
+//! - `gone`: ids of tokens gone outright (deleted, expired, out of a grid), one bit each, which
+//!   kill every copy of theirs in `trees` and `batches` (`dead_ids`). A token created again
+//!   while its id is still there waits in `reborn`, scanned like the tail, until a rebuild
+//!   has dropped the old copies and cleared the bit.
 //!
 //! Upkeep (`compact`) builds the batches into a tree that absorbs the small trees (the
 //! logarithmic method), or rebuilds every tree, dropping the dead entries. It builds from a
@@ -20,6 +24,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use super::dead_ids::DeadIds;
 use super::tombstones::{self, Tombstones};
 use super::{Entry, SpaceTree};
 
@@ -44,8 +49,8 @@ impl EntryKey {
     }
 }
 
-/// Removals up to which `remove_all` scans the tail for each (a single delete measured
-/// ~3 µs over 8 spaces this way, ~24 µs building sets); above, one pass with a set.
+/// Removals up to which `take_from` scans the list for each (a single delete measured ~3 µs
+/// over 8 spaces this way, ~24 µs building sets); above, one pass with a set.
 const FEW_REMOVALS: usize = 32;
 
 /// How a space buffers writes and when it rebuilds. The defaults are measured (README,
@@ -97,6 +102,13 @@ pub struct Forest {
     /// Shared with running queries: a write copies it only while one holds it.
     tail: Arc<Vec<Entry>>,
     dead: Tombstones,
+    /// Ids gone outright: every copy of theirs in `trees` and `batches` is dead.
+    gone: DeadIds,
+    /// Stored copies dead by `gone` alone (not tombstones too): each gone id killed one.
+    killed: usize,
+    /// Entries of ids created again while still `gone`, kept out of the trees and batches
+    /// (where the bit would kill them) and scanned like the tail until a rebuild clears it.
+    reborn: Arc<Vec<Entry>>,
     /// Bumped by every replacement of the whole space (clear, recovery), so that a rebuild
     /// begun before it is not swapped in after it.
     generation: u64,
@@ -116,22 +128,26 @@ pub struct View {
     /// here), so its scan skips the tombstone lookups.
     tail: Arc<Vec<Entry>>,
     dead: Tombstones,
+    gone: DeadIds,
+    /// Scanned like the tail: it never holds a dead entry either.
+    reborn: Arc<Vec<Entry>>,
 }
 
 impl View {
     /// Whether `e`, found in a tree or a batch, was removed.
     #[inline]
     pub fn is_dead(&self, e: &Entry) -> bool {
-        !self.dead.is_empty() && self.dead.contains(&EntryKey::of(e))
+        self.gone.contains(e.data.id)
+            || (!self.dead.is_empty() && self.dead.contains(&EntryKey::of(e)))
     }
 
-    /// Every live entry of the batches and the tail.
+    /// Every live entry of the batches, the tail and the reborn.
     pub fn loose_entries(&self) -> impl Iterator<Item = &Entry> + '_ {
         self.loose_entries_where(|_| true)
     }
 
-    /// Every live entry of the batches and the tail that `wanted` accepts; `wanted` is asked
-    /// first, since a tombstone lookup costs a hash.
+    /// Every live entry of the batches, the tail and the reborn that `wanted` accepts;
+    /// `wanted` is asked first, since a tombstone lookup costs a hash.
     pub fn loose_entries_where<'a>(
         &'a self,
         wanted: impl Fn(&Entry) -> bool + Copy + 'a,
@@ -141,6 +157,7 @@ impl View {
             .flat_map(|batch| batch.iter())
             .filter(move |e| wanted(e) && !self.is_dead(e))
             .chain(self.tail.iter().filter(move |e| wanted(e)))
+            .chain(self.reborn.iter().filter(move |e| wanted(e)))
     }
 }
 
@@ -169,11 +186,18 @@ impl Forest {
 
     /// Live entries.
     pub fn len(&self) -> usize {
-        let stored: usize =
-            self.trees.iter().map(|t| t.size()).sum::<usize>() + self.unbuilt() + self.tail.len();
-        // Each dead key stands for one stored copy; saturating all the same, so that a
-        // broken invariant shows as a wrong count, never as a panic or a wrapped one.
-        stored.saturating_sub(self.dead.len())
+        let stored: usize = self.trees.iter().map(|t| t.size()).sum::<usize>()
+            + self.unbuilt()
+            + self.tail.len()
+            + self.reborn.len();
+        // Each dead key and each kill stands for one stored copy; saturating all the same, so
+        // that a broken invariant shows as a wrong count, never as a panic or a wrapped one.
+        stored.saturating_sub(self.dead_copies())
+    }
+
+    /// Stored copies that are dead (by tombstone or by a gone id).
+    fn dead_copies(&self) -> usize {
+        self.dead.len() + self.killed
     }
 
     /// True when no entry is live.
@@ -203,12 +227,18 @@ impl Forest {
             batches: self.batches.clone(),
             tail: Arc::clone(&self.tail),
             dead: self.dead.clone(),
+            gone: self.gone.clone(),
+            reborn: Arc::clone(&self.reborn),
         }
     }
 
-    /// Adds one entry: revives its dead copy if there is one, else into the tail (which
-    /// becomes a batch once full).
+    /// Adds one entry: among the reborn if its id is gone, else revives its dead copy if
+    /// there is one, else into the tail (which becomes a batch once full).
     pub fn insert(&mut self, e: Entry, policy: &BatchPolicy) {
+        if self.gone.contains(e.data.id) {
+            Arc::make_mut(&mut self.reborn).push(e);
+            return;
+        }
         if self.dead.remove(&EntryKey::of(&e)) {
             self.revivals += 1;
             return;
@@ -233,13 +263,18 @@ impl Forest {
                 self.insert(e, policy);
             }
         } else {
-            // A batch entry may be the dead copy of a token created again: revive instead.
-            let (revived, fresh): (Vec<Entry>, Vec<Entry>) = batch
-                .into_iter()
-                .partition(|e| self.dead.contains(&EntryKey::of(e)));
-            for e in revived {
-                self.dead.remove(&EntryKey::of(&e));
-                self.revivals += 1;
+            // A batch entry may be of a gone id created again (reborn), or the dead copy of a
+            // token created again (revived instead of stored twice).
+            let mut fresh = Vec::with_capacity(batch.len());
+            for e in batch {
+                if self.gone.contains(e.data.id) {
+                    Arc::make_mut(&mut self.reborn).push(e);
+                } else if self.dead.contains(&EntryKey::of(&e)) {
+                    self.dead.remove(&EntryKey::of(&e));
+                    self.revivals += 1;
+                } else {
+                    fresh.push(e);
+                }
             }
             if !fresh.is_empty() {
                 self.batches.push(Arc::new(fresh));
@@ -247,54 +282,73 @@ impl Forest {
         }
     }
 
-    /// Removes one stored entry: from the tail directly, else as a tombstone.
+    /// Removes one stored entry replaced by a newer one of its token (or by none, when the
+    /// token left this space): from the tail or the reborn directly, else as a tombstone.
     pub fn remove(&mut self, e: &Entry) {
         self.remove_all(std::slice::from_ref(e));
     }
 
-    /// Removes stored entries: from the tail directly, else as tombstones. One call per
-    /// commit, because the tombstone set is copied when a query or a build still shares it.
+    /// `remove` of several entries. One call per commit, because the tombstone set is copied
+    /// when a query or a build still shares it.
     pub fn remove_all(&mut self, entries: &[Entry]) {
-        if self.tail.is_empty() {
-            self.dead.extend(entries.iter().map(EntryKey::of));
-            return;
-        }
-        if entries.len() <= FEW_REMOVALS {
-            // A scan of the tail per entry: cheaper than building sets for a few.
-            let mut dead = Vec::new();
-            for e in entries {
-                match self.tail.iter().position(|t| t == e) {
-                    Some(at) => _ = Arc::make_mut(&mut self.tail).swap_remove(at),
-                    None => dead.push(EntryKey::of(e)),
-                }
-            }
-            self.dead.extend(dead);
-            return;
-        }
-        // Which of `entries` the tail holds: a set of the tail's keys (at most `tail_max`, so
-        // it stays in cache) asked once per entry; a mass delete of thousands would otherwise
-        // scan the tail for each, and a set of the entries themselves cost an extra hash
-        // insert per removal (the writer's largest cost in a mass expiry).
-        let tail_keys = tombstones::key_set(self.tail.iter().map(EntryKey::of));
-        let mut from_tail = tombstones::key_set([]);
-        let mut dead = Vec::with_capacity(entries.len());
-        for key in entries.iter().map(EntryKey::of) {
-            if tail_keys.contains(&key) {
-                from_tail.insert(key);
-            } else {
-                dead.push(key);
+        let stored = self.take_loose(entries.to_vec());
+        self.dead.extend(stored.iter().map(EntryKey::of));
+    }
+
+    /// Removes the entries of tokens gone from this space outright (deleted, expired, out of
+    /// the grid): from the tail or the reborn directly, else by their ids' bits.
+    pub fn delete_all(&mut self, entries: &[Entry]) {
+        for e in self.take_loose(entries.to_vec()) {
+            if self.gone.insert(e.data.id) {
+                self.killed += 1;
             }
         }
-        if !from_tail.is_empty() {
-            Arc::make_mut(&mut self.tail).retain(|t| !from_tail.contains(&EntryKey::of(t)));
+    }
+
+    /// Takes `entries` out of the tail and the reborn where they are; returns the others,
+    /// which are stored in the trees and batches.
+    fn take_loose(&mut self, entries: Vec<Entry>) -> Vec<Entry> {
+        if self.reborn.is_empty() {
+            return take_from(&mut self.tail, entries);
         }
-        self.dead.extend(dead);
+        // An entry of a gone id is among the reborn, never in the tail.
+        let (reborn, others): (Vec<Entry>, Vec<Entry>) = entries
+            .into_iter()
+            .partition(|e| self.gone.contains(e.data.id));
+        let missing = take_from(&mut self.reborn, reborn);
+        debug_assert!(missing.is_empty(), "a gone id's live copy is reborn");
+        take_from(&mut self.tail, others)
+    }
+
+    /// Moves the reborn whose ids are no longer gone (a rebuild dropped their old copies and
+    /// cleared the bits) to where new entries go.
+    fn release_reborn(&mut self, policy: &BatchPolicy) {
+        if self.reborn.is_empty() {
+            return;
+        }
+        let (still, free): (Vec<Entry>, Vec<Entry>) = self
+            .reborn
+            .iter()
+            .partition(|e| self.gone.contains(e.data.id));
+        if free.is_empty() {
+            return;
+        }
+        self.reborn = Arc::new(still);
+        // No tombstone holds their keys: a rebuild that clears an id drops its tombstones.
+        if free.len() >= policy.bulk_min {
+            self.batches.push(Arc::new(free));
+        } else {
+            for e in free {
+                Arc::make_mut(&mut self.tail).push(e);
+                self.roll_over_full_tail(policy);
+            }
+        }
     }
 
     /// The upkeep due, if any: `forced` past a hard bound, when it must not wait for the
     /// lower-priority background thread.
     pub fn upkeep_due(&self, policy: &BatchPolicy) -> Option<(Upkeep, bool)> {
-        let dead = self.dead.len();
+        let dead = self.dead_copies();
         let stored = self.len() + dead;
         // A rebuild costs every live entry, so it waits until the tombstones are half the
         // space: a mass delete (expiry of a million tokens) then rebuilds about its own size
@@ -308,7 +362,15 @@ impl Forest {
         if unbuilt > policy.max_unbuilt {
             return Some((Upkeep::Build, true));
         }
-        if dead * 2 > stored || self.trees.len() > policy.max_trees {
+        // The reborn are scanned by every query like a batch, and only a rebuild lets them
+        // into the trees (a delete and re-import of the same explicit ids).
+        if self.reborn.len() > policy.max_unbuilt {
+            return Some((Upkeep::Rebuild, true));
+        }
+        if dead * 2 > stored
+            || self.trees.len() > policy.max_trees
+            || self.reborn.len() >= policy.tail_max
+        {
             return Some((Upkeep::Rebuild, false));
         }
         if !self.batches.is_empty() {
@@ -330,6 +392,7 @@ pub struct Plan {
     /// The batches it builds (identified by pointer).
     batches: Vec<Arc<Vec<Entry>>>,
     dead: Tombstones,
+    gone: DeadIds,
 }
 
 /// A built tree and what it dropped as dead, ready to be swapped in.
@@ -337,6 +400,8 @@ pub struct Built {
     plan: Plan,
     tree: SpaceTree,
     dropped: Vec<Entry>,
+    /// Entries it dropped because their ids were gone (and were not tombstones too).
+    dropped_gone: usize,
     /// The keys of `dropped`.
     gone: Gone,
     /// Their removal from the plan's tombstones, worked out before the swap's lock.
@@ -362,9 +427,11 @@ impl Forest {
                 self.trees[keep..].to_vec()
             }
         };
-        // A lone tree is rebuilt only to drop dead entries.
-        let lone_clean = trees.len() == 1 && batches.is_empty() && self.dead.is_empty();
-        if trees.len() + batches.len() == 0 || lone_clean {
+        // A lone tree is rebuilt only to drop dead entries; a rebuild of nothing still clears
+        // the gone ids (which may kill nothing left) and so lets their reborn in.
+        let lone_clean = trees.len() == 1 && batches.is_empty() && self.dead_copies() == 0;
+        let clears_gone = upkeep == Upkeep::Rebuild && !self.gone.is_empty();
+        if (trees.len() + batches.len() == 0 || lone_clean) && !clears_gone {
             return None;
         }
         Some(Plan {
@@ -374,6 +441,7 @@ impl Forest {
             trees,
             batches,
             dead: self.dead.clone(),
+            gone: self.gone.clone(),
         })
     }
 
@@ -387,16 +455,18 @@ impl Forest {
             plan,
             tree,
             dropped,
+            dropped_gone,
             gone,
             prepared,
         } = built;
         let Plan {
-            upkeep: _,
+            upkeep,
             generation,
             revivals,
             trees,
             batches,
             dead,
+            gone: gone_ids,
         } = plan;
         // The plan's references would make the tombstone layers below be copied.
         drop(dead);
@@ -440,6 +510,14 @@ impl Forest {
                 Arc::make_mut(&mut self.tail).extend(revived);
             }
         }
+        // A gone id's copies are never revived: each one dropped was still dead.
+        self.killed = self.killed.saturating_sub(dropped_gone);
+        if upkeep == Upkeep::Rebuild {
+            // Every copy of the ids it saw gone was in what it rebuilt, and is dropped.
+            self.gone.remove_all_of(&gone_ids);
+            drop(gone_ids);
+            self.release_reborn(policy);
+        }
         self.roll_over_full_tail(policy);
         Retired {
             _trees: trees,
@@ -467,6 +545,42 @@ impl Gone {
     }
 }
 
+/// Takes those of `entries` that `list` holds out of it; returns the others.
+fn take_from(list: &mut Arc<Vec<Entry>>, entries: Vec<Entry>) -> Vec<Entry> {
+    if list.is_empty() || entries.is_empty() {
+        return entries;
+    }
+    if entries.len() <= FEW_REMOVALS {
+        // A scan of the list per entry: cheaper than building sets for a few.
+        let mut rest = Vec::new();
+        for e in entries {
+            match list.iter().position(|t| *t == e) {
+                Some(at) => _ = Arc::make_mut(list).swap_remove(at),
+                None => rest.push(e),
+            }
+        }
+        return rest;
+    }
+    // A set of the list's keys (the tail holds at most `tail_max`, so it stays in cache)
+    // asked once per entry: a mass delete of thousands would otherwise scan the list for
+    // each, and a set of the entries themselves cost a hash insert per removal.
+    let held = tombstones::key_set(list.iter().map(EntryKey::of));
+    let mut taken = tombstones::key_set([]);
+    let mut rest = Vec::with_capacity(entries.len());
+    for e in entries {
+        let key = EntryKey::of(&e);
+        if held.contains(&key) {
+            taken.insert(key);
+        } else {
+            rest.push(e);
+        }
+    }
+    if !taken.is_empty() {
+        Arc::make_mut(list).retain(|t| !taken.contains(&EntryKey::of(t)));
+    }
+    rest
+}
+
 /// What a swap took out of a space (or a build that came too late): freed after the lock.
 pub struct Retired {
     _trees: Vec<Arc<SpaceTree>>,
@@ -481,6 +595,7 @@ impl Plan {
             + self.batches.iter().map(|b| b.len()).sum::<usize>();
         let mut entries = Vec::with_capacity(capacity);
         let mut dropped = Vec::new();
+        let mut dropped_gone = 0;
         let sources = self
             .trees
             .iter()
@@ -499,6 +614,8 @@ impl Plan {
         for e in sources {
             if !self.dead.is_empty() && is_dead(&EntryKey::of(e)) {
                 dropped.push(*e);
+            } else if self.gone.contains(e.data.id) {
+                dropped_gone += 1;
             } else {
                 entries.push(*e);
             }
@@ -521,6 +638,7 @@ impl Plan {
             tree: SpaceTree::bulk_load(entries),
             plan: self,
             dropped,
+            dropped_gone,
             gone,
             prepared,
         }
@@ -557,18 +675,22 @@ mod tests {
         )
     }
 
-    fn live_ids(forest: &Forest) -> Vec<u32> {
+    fn live_entries(forest: &Forest) -> Vec<Entry> {
         let view = forest.view();
-        let mut ids: Vec<u32> = view
+        let mut entries: Vec<Entry> = view
             .trees
             .iter()
             .flat_map(|t| t.iter())
             .filter(|x| !view.is_dead(x))
             .chain(view.loose_entries())
-            .map(|x| x.data.id)
+            .copied()
             .collect();
-        ids.sort_unstable();
-        ids
+        entries.sort_by_key(|x| x.data.id);
+        entries
+    }
+
+    fn live_ids(forest: &Forest) -> Vec<u32> {
+        live_entries(forest).iter().map(|x| x.data.id).collect()
     }
 
     fn tiny() -> BatchPolicy {
@@ -659,6 +781,160 @@ mod tests {
         assert!(!entries[..30]
             .iter()
             .any(|x| forest.dead.contains(&EntryKey::of(x))));
+    }
+
+    #[test]
+    fn a_gone_id_created_again_waits_as_reborn_until_a_rebuild_drops_its_old_copy() {
+        let policy = tiny();
+        let slot = RwLock::new(Forest::default());
+        slot.write()
+            .insert_batch(vec![e(1, 1.0), e(2, 2.0), e(3, 3.0)], &policy);
+        run_upkeep(&slot, Upkeep::Build, &policy);
+        slot.write().delete_all(&[e(2, 2.0)]);
+        {
+            let forest = slot.read();
+            assert_eq!((forest.len(), forest.killed, forest.dead.len()), (2, 1, 0));
+            assert_eq!(live_ids(&forest), [1, 3]);
+        }
+        // Created again at the very same place: its old copy stays dead, the new one lives.
+        slot.write().insert(e(2, 2.0), &policy);
+        {
+            let forest = slot.read();
+            assert_eq!(*forest.reborn, [e(2, 2.0)]);
+            assert_eq!(live_ids(&forest), [1, 2, 3]);
+            assert_eq!(forest.len(), 3);
+        }
+        // Moved while reborn: the move stays among the reborn, no tombstone.
+        {
+            let mut forest = slot.write();
+            forest.remove(&e(2, 2.0));
+            forest.insert(e(2, 5.0), &policy);
+            assert_eq!(
+                (forest.reborn.as_slice(), forest.dead.len()),
+                (&[e(2, 5.0)][..], 0)
+            );
+        }
+        run_upkeep(&slot, Upkeep::Rebuild, &policy);
+        let forest = slot.read();
+        assert!(forest.gone.is_empty() && forest.reborn.is_empty());
+        assert_eq!((forest.len(), forest.killed), (3, 0));
+        assert_eq!(live_entries(&forest), [e(1, 1.0), e(2, 5.0), e(3, 3.0)]);
+    }
+
+    #[test]
+    fn a_rebuild_keeps_the_ids_gone_while_it_ran_and_their_reborn() {
+        let policy = tiny();
+        let slot = RwLock::new(Forest::default());
+        let entries: Vec<Entry> = (1..=50).map(|id| e(id, id as f32)).collect();
+        slot.write().insert_batch(entries.clone(), &policy);
+        run_upkeep(&slot, Upkeep::Build, &policy);
+        slot.write().delete_all(&entries[..40]);
+        let built = slot
+            .read()
+            .plan(Upkeep::Rebuild, &policy)
+            .expect("dead entries")
+            .build();
+        {
+            // While it was built: 41..=45 gone (their copies are in the new tree), 45 and 3
+            // created again.
+            let mut forest = slot.write();
+            forest.delete_all(&entries[40..45]);
+            forest.insert(e(45, 0.5), &policy);
+            forest.insert(e(3, 0.5), &policy);
+            drop(forest.swap(built, &policy));
+        }
+        let forest = slot.read();
+        let mut expected: Vec<Entry> = entries[45..].to_vec();
+        expected.extend([e(3, 0.5), e(45, 0.5)]);
+        expected.sort_by_key(|x| x.data.id);
+        assert_eq!(live_entries(&forest), expected);
+        assert_eq!((forest.len(), forest.killed), (7, 5));
+        assert_eq!(
+            *forest.reborn,
+            [e(45, 0.5)],
+            "45 is still gone, 3 no longer"
+        );
+        assert_eq!(*forest.tail, [e(3, 0.5)]);
+    }
+
+    /// A tiny random number generator for the model test.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn random_writes_and_builds_swapped_in_late_keep_exactly_the_live_entries() {
+        let policy = tiny();
+        for seed in 1..=300u64 {
+            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let slot = RwLock::new(Forest::default());
+            let mut live: std::collections::BTreeMap<u32, Entry> = Default::default();
+            let mut pending: Option<Built> = None;
+            for step in 0..400 {
+                let id = (next(&mut rng) % 80) as u32 + 1;
+                let at = (next(&mut rng) % 3) as f32;
+                match next(&mut rng) % 12 {
+                    0..=2 if !live.contains_key(&id) => {
+                        slot.write().insert(e(id, at), &policy);
+                        live.insert(id, e(id, at));
+                    }
+                    3 => {
+                        let batch: Vec<Entry> = (id..id + (next(&mut rng) % 40) as u32)
+                            .filter(|i| !live.contains_key(i))
+                            .map(|i| e(i, at))
+                            .collect();
+                        live.extend(batch.iter().map(|x| (x.data.id, *x)));
+                        slot.write().insert_batch(batch, &policy);
+                    }
+                    4 | 5 => {
+                        if let Some(old) = live.get(&id).copied() {
+                            let new = e(id, at);
+                            if old != new {
+                                let mut forest = slot.write();
+                                forest.remove(&old);
+                                forest.insert(new, &policy);
+                                live.insert(id, new);
+                            }
+                        }
+                    }
+                    6 | 7 => {
+                        // Deletes the live ids from `id` on, up to a random count.
+                        let count = (next(&mut rng) % 50) as usize;
+                        let gone: Vec<Entry> =
+                            live.range(id..).take(count).map(|(_, x)| *x).collect();
+                        for x in &gone {
+                            live.remove(&x.data.id);
+                        }
+                        slot.write().delete_all(&gone);
+                    }
+                    8 | 9 => match pending.take() {
+                        None => {
+                            let upkeep = if next(&mut rng).is_multiple_of(2) {
+                                Upkeep::Build
+                            } else {
+                                Upkeep::Rebuild
+                            };
+                            pending = slot.read().plan(upkeep, &policy).map(Plan::build);
+                        }
+                        Some(built) => drop(slot.write().swap(built, &policy)),
+                    },
+                    10 if pending.is_none() => {
+                        let due = slot.read().upkeep_due(&policy);
+                        if let Some((upkeep, _)) = due {
+                            run_upkeep(&slot, upkeep, &policy);
+                        }
+                    }
+                    _ => {}
+                }
+                let forest = slot.read();
+                let expected: Vec<Entry> = live.values().copied().collect();
+                assert_eq!(live_entries(&forest), expected, "seed {seed} step {step}");
+                assert_eq!(forest.len(), live.len(), "seed {seed} step {step}");
+            }
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@
 //! CreateToken's median at 2.7 ms. A space past a hard bound (mostly dead, or too much
 //! unbuilt) is built at once by a second thread at normal priority, not by the writer.
 
+mod dead_ids;
 pub mod forest;
 mod tombstones;
 mod tree;
@@ -464,7 +465,7 @@ impl SpaceTrees {
         for space in Space::ALL {
             let gone = entries(tokens, space);
             if !gone.is_empty() {
-                self.write(space, |forest, _| forest.remove_all(&gone));
+                self.write(space, |forest, _| forest.delete_all(&gone));
             }
         }
     }
