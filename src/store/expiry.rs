@@ -14,7 +14,7 @@ use super::command::{Command, Effect};
 use super::error::StoreError;
 use super::tokens::TokenTables;
 use super::write_path::{unix_now, Store};
-use super::writes::Writes;
+use super::writes::{Writes, Written};
 use crate::model::{Token, TokenId};
 
 /// Most tokens one expiry command deletes: small enough that other writes wait at most a few
@@ -123,30 +123,52 @@ pub fn expire_missed(store: &Store, now: u32) -> Result<u64, StoreError> {
 
 /// Appends expiry commands through the log until no token is due at the time of the call:
 /// how many tokens went. A replica calls it once caught up, before it reports SERVING.
+///
+/// One command is appended while the one before is still being made durable: the writer
+/// applies the next batch while the journal writes the last (a command expires whatever is
+/// due when it is applied, so two in flight never take the same tokens). One at a time, the
+/// 1M expiry waited for each half in turn (5.5 s, the journal's 3.3 s of CPU plus the
+/// writer's 2.2 s).
 pub async fn expire_due(writes: &Writes, store: &Store) -> Result<u64, StoreError> {
     let now = unix_now();
     let mut expired = 0;
+    // The command being made durable, and the applied sequence it was keyed by.
+    let mut in_flight = None;
     while store.next_expiry().is_some_and(|second| second <= now) {
+        let after = store.sequence();
+        if in_flight.as_ref().is_some_and(|(_, keyed)| *keyed == after) {
+            // Not applied yet (a replicated log applies it when the stream delivers it): a
+            // command keyed alike would append nothing new, so wait for this one first.
+            let (pending, _) = in_flight.take().expect("just checked");
+            let written: Written<u64> = pending.await?;
+            if written.value == 0 {
+                break;
+            }
+            expired += written.value;
+            continue;
+        }
         // Keyed by the state it saw: replicas that see the same tokens due append it once.
         // The local log applies while appending, which takes the writer lock: off the async
         // workers, so that a long command never stalls other calls' tasks.
-        let (writes, after) = (writes.clone(), store.sequence());
+        let writes = writes.clone();
         let pending =
             tokio::task::spawn_blocking(move || writes.expire_tokens(now, EXPIRE_BATCH, after))
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("the expiry task failed: {e}")))?;
-        let written = pending.await?;
-        debug!(
-            expired = written.value,
-            sequence = written.sequence,
-            "tokens expired"
-        );
+        let Some((before, _)) = in_flight.replace((pending, after)) else {
+            continue;
+        };
+        let written = before.await?;
         if written.value == 0 {
             // Another replica's command took them first; the next round looks again.
             break;
         }
         expired += written.value;
     }
+    if let Some((last, _)) = in_flight {
+        expired += last.await?.value;
+    }
+    debug!(expired, "tokens expired");
     Ok(expired)
 }
 
