@@ -1,7 +1,8 @@
 //! Property tests: every spatial query (k nearest, range, density count, influence) on the
 //! default grid and on a user grid equals a brute-force scan over the same tokens, after random
 //! creates, batches, moves, undefines, deletes, creations of deleted ids again, clears and
-//! membership changes, with coordinates drawn from a tiny set so that piles of identical points and distance ties are common.
+//! membership changes, with coordinates drawn from a tiny set so that piles of identical points
+//! and distance ties are common.
 //! Besides the default index, trees with lowered batch thresholds follow the same commits, so
 //! that small batches build several trees per space and merge them (the forest of
 //! `SpaceTrees`), and must answer exactly the same.

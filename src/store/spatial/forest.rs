@@ -18,7 +18,8 @@
 //! logarithmic method), or rebuilds every tree, dropping the dead entries. It builds from a
 //! `View` with no lock held and swaps the result in under a short write lock, reconciling
 //! what writes did meanwhile: an entry it dropped as dead but that was revived since goes back
-//! into the tail; one removed since is marked dead in the new tree.
+//! into the tail; one removed since is marked dead in the new tree. A rebuild also clears the
+//! bits of the ids it saw gone (it dropped all their copies) and lets their reborn in.
 
 use std::sync::Arc;
 
@@ -71,9 +72,10 @@ pub struct BatchPolicy {
     /// Unbuilt entries (batches) beyond which the writer builds them itself instead of
     /// leaving it to background upkeep: bounds what queries scan entry by entry.
     pub max_unbuilt: usize,
-    /// Tombstones beyond four times which, once they are also three quarters of the stored
-    /// entries, the writer rebuilds the space itself; upkeep rebuilds it in the background
-    /// once they are half the stored entries.
+    /// Dead copies (tombstones and gone ids' copies) beyond four times which, once they are
+    /// also three quarters of the stored entries, the urgent crew rebuilds the space (the
+    /// writer itself without upkeep threads); upkeep rebuilds it in the background once they
+    /// are half the stored entries.
     pub max_dead: usize,
     /// Whether upkeep runs on a background thread of its own once due (else only when the
     /// writer's bounds force it, or `compact` is called).
@@ -104,7 +106,8 @@ pub struct Forest {
     dead: Tombstones,
     /// Ids gone outright: every copy of theirs in `trees` and `batches` is dead.
     gone: DeadIds,
-    /// Stored copies dead by `gone` alone (not tombstones too): each gone id killed one.
+    /// Stored copies dead by `gone` alone (not tombstones too). A delete that sets a bit
+    /// kills one; a build that drops that copy keeps the bit (a rebuild clears it).
     killed: usize,
     /// Entries of ids created again while still `gone`, kept out of the trees and batches
     /// (where the bit would kill them) and scanned like the tail until a rebuild clears it.
@@ -127,7 +130,9 @@ pub struct View {
     /// entry out of the tail, and an insert of a dead key revives it instead of landing
     /// here), so its scan skips the tombstone lookups.
     tail: Arc<Vec<Entry>>,
+    /// Tombstones of replaced entries in `trees` and `batches`.
     dead: Tombstones,
+    /// Ids whose copies in `trees` and `batches` are all dead.
     gone: DeadIds,
     /// Scanned like the tail: it never holds a dead entry either.
     reborn: Arc<Vec<Entry>>,
@@ -166,7 +171,8 @@ impl View {
 pub enum Upkeep {
     /// Build the batches into a tree that absorbs the small trees.
     Build,
-    /// Rebuild every tree and batch into one tree, dropping the dead entries.
+    /// Rebuild every tree and batch into one tree, dropping the dead entries, and clear the
+    /// gone ids it saw.
     Rebuild,
 }
 
@@ -316,6 +322,8 @@ impl Forest {
             .into_iter()
             .partition(|e| self.gone.contains(e.data.id));
         let missing = take_from(&mut self.reborn, reborn);
+        // Nothing else can hold a gone id's live copy; should that ever break, the entries
+        // are not stored anywhere, so dropping them leaves the space as it should be.
         debug_assert!(missing.is_empty(), "a gone id's live copy is reborn");
         take_from(&mut self.tail, others)
     }
@@ -350,11 +358,11 @@ impl Forest {
     pub fn upkeep_due(&self, policy: &BatchPolicy) -> Option<(Upkeep, bool)> {
         let dead = self.dead_copies();
         let stored = self.len() + dead;
-        // A rebuild costs every live entry, so it waits until the tombstones are half the
+        // A rebuild costs every live entry, so it waits until the dead copies are half the
         // space: a mass delete (expiry of a million tokens) then rebuilds about its own size
         // in all (at a quarter it was three times, at 1/16 sixteen; profiles of the expiry
         // showed the rebuilds' sorting, copying and allocation as most of its CPU). Queries
-        // skip tombstones meanwhile, at worst doubling what they visit.
+        // skip dead copies meanwhile, at worst doubling what they visit.
         if dead > 4 * policy.max_dead && dead * 4 > stored * 3 {
             return Some((Upkeep::Rebuild, true));
         }
@@ -391,7 +399,9 @@ pub struct Plan {
     trees: Vec<Arc<SpaceTree>>,
     /// The batches it builds (identified by pointer).
     batches: Vec<Arc<Vec<Entry>>>,
+    /// The tombstones when planned.
     dead: Tombstones,
+    /// The gone ids when planned: a rebuild clears them.
     gone: DeadIds,
 }
 
@@ -403,7 +413,7 @@ pub struct Built {
     /// Entries it dropped because their ids were gone (and were not tombstones too).
     dropped_gone: usize,
     /// The keys of `dropped`.
-    gone: Gone,
+    dropped_keys: DroppedKeys,
     /// Their removal from the plan's tombstones, worked out before the swap's lock.
     prepared: tombstones::PreparedRemoval,
 }
@@ -447,8 +457,9 @@ impl Forest {
 
     /// Swaps `built` in for what it was built from, unless the space was replaced meanwhile.
     /// A dropped entry still dead loses its tombstone with its copy; one revived meanwhile
-    /// goes back into the tail (its copy is gone from the new tree). Returns what it took
-    /// out, for the caller to free after the lock.
+    /// goes back into the tail (its copy is gone from the new tree); a rebuild clears the
+    /// gone ids it saw and releases their reborn. Returns what it took out, for the caller to
+    /// free after the lock.
     #[must_use = "drop what was retired after releasing the lock"]
     pub fn swap(&mut self, built: Built, policy: &BatchPolicy) -> Retired {
         let Built {
@@ -456,7 +467,7 @@ impl Forest {
             tree,
             dropped,
             dropped_gone,
-            gone,
+            dropped_keys,
             prepared,
         } = built;
         let Plan {
@@ -466,7 +477,7 @@ impl Forest {
             trees,
             batches,
             dead,
-            gone: gone_ids,
+            gone,
         } = plan;
         // The plan's references would make the tombstone layers below be copied.
         drop(dead);
@@ -497,25 +508,34 @@ impl Forest {
             // mass expiry's rebuild drops up to a million keys per space, which held writers
             // up for hundreds of milliseconds under the lock).
             self.dead
-                .remove_prepared(prepared, |key| gone.contains(key));
+                .remove_prepared(prepared, |key| dropped_keys.contains(key));
         } else {
             drop(prepared);
             // Nearly all are still dead, so the tombstones' filter would only add a probe.
-            let (gone, revived): (Vec<Entry>, Vec<Entry>) = dropped
+            let (still_dead, revived): (Vec<Entry>, Vec<Entry>) = dropped
                 .into_iter()
                 .partition(|e| self.dead.contains_unfiltered(&EntryKey::of(e)));
             self.dead
-                .remove_all(&tombstones::key_set(gone.iter().map(EntryKey::of)));
-            if !revived.is_empty() {
-                Arc::make_mut(&mut self.tail).extend(revived);
+                .remove_all(&tombstones::key_set(still_dead.iter().map(EntryKey::of)));
+            for e in revived {
+                if self.gone.contains(e.data.id) {
+                    // Revived, then its token gone outright: that delete killed this very copy
+                    // (the id was not gone when it was revived, or it would be reborn), and
+                    // the copy is dropped with the rest.
+                    self.killed = self.killed.saturating_sub(1);
+                } else {
+                    Arc::make_mut(&mut self.tail).push(e);
+                }
             }
         }
-        // A gone id's copies are never revived: each one dropped was still dead.
+        // The copies it dropped for their ids' bits were dead by those bits alone (a gone
+        // id's old copies are never revived: a new one is reborn).
         self.killed = self.killed.saturating_sub(dropped_gone);
         if upkeep == Upkeep::Rebuild {
-            // Every copy of the ids it saw gone was in what it rebuilt, and is dropped.
-            self.gone.remove_all_of(&gone_ids);
-            drop(gone_ids);
+            // Every copy of the ids it saw gone was in what it rebuilt, and is dropped: their
+            // bits go, and their reborn join the other entries.
+            self.gone.remove_all_of(&gone);
+            drop(gone);
             self.release_reborn(policy);
         }
         self.roll_over_full_tail(policy);
@@ -527,20 +547,20 @@ impl Forest {
     }
 }
 
-/// The keys of the entries a build dropped as dead.
-enum Gone {
+/// The keys of the entries a build dropped as tombstones.
+enum DroppedKeys {
     /// These keys (a build that absorbed only some trees).
     Keys(tombstones::KeySet),
     /// Every key of these tombstones (a rebuild of the whole space, which drops them all).
     EveryTombstoneOf(Tombstones),
 }
 
-impl Gone {
+impl DroppedKeys {
     /// Whether the build dropped the entry of `key`.
     fn contains(&self, key: &EntryKey) -> bool {
         match self {
-            Gone::Keys(keys) => keys.contains(key),
-            Gone::EveryTombstoneOf(dead) => dead.contains_unfiltered(key),
+            DroppedKeys::Keys(keys) => keys.contains(key),
+            DroppedKeys::EveryTombstoneOf(dead) => dead.contains_unfiltered(key),
         }
     }
 }
@@ -620,18 +640,18 @@ impl Plan {
                 entries.push(*e);
             }
         }
-        let (gone, prepared) = match self.upkeep {
+        let (dropped_keys, prepared) = match self.upkeep {
             // Every tombstone stands for a stored copy in the trees and batches a rebuild
             // takes, so it drops them all: no set of their keys to build, no layer to scan
             // (each cost a hash per key of a mass delete's hundreds of thousands).
             Upkeep::Rebuild => (
-                Gone::EveryTombstoneOf(self.dead.clone()),
+                DroppedKeys::EveryTombstoneOf(self.dead.clone()),
                 self.dead.prepare_removal_of_all(),
             ),
             Upkeep::Build => {
                 let keys = tombstones::key_set(dropped.iter().map(EntryKey::of));
                 let prepared = self.dead.prepare_removal(&keys);
-                (Gone::Keys(keys), prepared)
+                (DroppedKeys::Keys(keys), prepared)
             }
         };
         Built {
@@ -639,7 +659,7 @@ impl Plan {
             plan: self,
             dropped,
             dropped_gone,
-            gone,
+            dropped_keys,
             prepared,
         }
     }
@@ -855,6 +875,43 @@ mod tests {
             "45 is still gone, 3 no longer"
         );
         assert_eq!(*forest.tail, [e(3, 0.5)]);
+    }
+
+    #[test]
+    fn a_copy_revived_and_then_deleted_while_a_build_ran_stays_dead() {
+        let policy = tiny();
+        let slot = RwLock::new(Forest::default());
+        slot.write()
+            .insert_batch(vec![e(1, 1.0), e(2, 2.0), e(3, 3.0)], &policy);
+        run_upkeep(&slot, Upkeep::Build, &policy);
+        {
+            let mut forest = slot.write();
+            forest.remove(&e(1, 1.0));
+            forest.insert(e(1, 5.0), &policy);
+        }
+        let built = slot
+            .read()
+            .plan(Upkeep::Rebuild, &policy)
+            .expect("a dead entry")
+            .build();
+        {
+            // While it was built: moved back (its old copy revived), then deleted outright.
+            let mut forest = slot.write();
+            forest.remove(&e(1, 5.0));
+            forest.insert(e(1, 1.0), &policy);
+            forest.delete_all(&[e(1, 1.0)]);
+            drop(forest.swap(built, &policy));
+        }
+        {
+            let forest = slot.read();
+            assert_eq!(live_ids(&forest), [2, 3]);
+            assert_eq!((forest.len(), forest.killed), (2, 0));
+        }
+        slot.write().delete_all(&[e(2, 2.0), e(3, 3.0)]);
+        run_upkeep(&slot, Upkeep::Rebuild, &policy);
+        let forest = slot.read();
+        assert_eq!((forest.len(), forest.killed, forest.dead.len()), (0, 0, 0));
+        assert_eq!(forest.upkeep_due(&policy), None, "nothing left to do");
     }
 
     /// A tiny random number generator for the model test.

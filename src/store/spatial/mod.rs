@@ -25,11 +25,11 @@
 //! RangeQuery over a million tokens (~0.2–0.4 s) held up every write to that space, and a
 //! build or compaction (~0.35 s per space at 1M) held up every write while it ran: under four
 //! such queries and two imports CreateToken's median was 267 ms (`cargo bench --bench
-//! heavy_load`). Now a write touches only a small buffer (the tail, a new batch, or a
-//! tombstone) under the space's lock, a query copies a view of a few `Arc`s and searches it
-//! with no lock held, and builds run in the background (a thread of lower priority per
-//! index, while any is due) and swap their result in under a short lock: the same load leaves
-//! CreateToken's median at 2.7 ms. A space past a hard bound (mostly dead, or too much
+//! heavy_load`). Now a write touches only a small buffer (the tail, a new batch, a
+//! tombstone or a gone id's bit) under the space's lock, a query copies a view of a few
+//! `Arc`s and searches it with no lock held, and builds run in the background (a thread of
+//! lower priority per index, while any is due) and swap their result in under a short lock:
+//! the same load leaves CreateToken's median at 2.7 ms. A space past a hard bound (mostly dead, or too much
 //! unbuilt) is built at once by a second thread at normal priority, not by the writer.
 
 mod dead_ids;
