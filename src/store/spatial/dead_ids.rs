@@ -9,6 +9,11 @@
 //!
 //! Queries and builds hold the set they started with, so pages are shared: a write copies a
 //! page (4 KiB) only while someone else holds it, and the page list only while it is shared.
+//!
+//! Ids allocated by the server are dense in their (domain, entity_type) pair, so a page holds
+//! thousands of them; explicit ids may be scattered over the whole u32 range, one per page.
+//! So a new page is only made while the pages average at least `MIN_IDS_PER_PAGE` ids (16
+//! bytes an id at worst); otherwise the caller keeps an exact tombstone instead.
 
 use std::sync::Arc;
 
@@ -16,6 +21,10 @@ use std::sync::Arc;
 const PAGE_IDS: u32 = 1 << 15;
 /// Words of a page.
 const PAGE_WORDS: usize = PAGE_IDS as usize / 64;
+/// Pages made whatever they hold.
+const FREE_PAGES: usize = 16;
+/// Ids the pages must average for another to be made beyond `FREE_PAGES`.
+const MIN_IDS_PER_PAGE: usize = 256;
 
 /// One page of bits, for the ids `number * PAGE_IDS ..`.
 type Page = [u64; PAGE_WORDS];
@@ -56,6 +65,13 @@ impl DeadIds {
             Ok(at) => self.pages[at].1[word] & bit != 0,
             Err(_) => false,
         }
+    }
+
+    /// Whether `insert(id)` would keep the memory bound (module docs): `id`'s page exists, or
+    /// the pages are few or full enough for one more.
+    pub fn has_room_for(&self, id: u32) -> bool {
+        let pages = self.pages.len();
+        pages < FREE_PAGES || pages * MIN_IDS_PER_PAGE <= self.len || self.find(place(id).0).is_ok()
     }
 
     /// Adds `id`; whether it was new.
@@ -135,6 +151,23 @@ mod tests {
         assert!(![2, 65, PAGE_IDS + 1, (5 << 24) + 1, u32::MAX - 1]
             .iter()
             .any(|&id| ids.contains(id)));
+    }
+
+    #[test]
+    fn scattered_ids_get_no_page_each_beyond_the_free_ones() {
+        let mut ids = DeadIds::default();
+        let scattered = |i: u32| i * PAGE_IDS * 3;
+        for i in 0..FREE_PAGES as u32 {
+            assert!(ids.has_room_for(scattered(i)));
+            ids.insert(scattered(i));
+        }
+        assert!(!ids.has_room_for(scattered(100)), "a page for one id");
+        assert!(ids.has_room_for(scattered(5) + 1), "its page exists");
+        // Dense ids in the existing pages make room for more pages.
+        for id in 0..(FREE_PAGES * MIN_IDS_PER_PAGE) as u32 {
+            ids.insert(id);
+        }
+        assert!(ids.has_room_for(scattered(100)));
     }
 
     #[test]

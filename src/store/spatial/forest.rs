@@ -302,13 +302,18 @@ impl Forest {
     }
 
     /// Removes the entries of tokens gone from this space outright (deleted, expired, out of
-    /// the grid): from the tail or the reborn directly, else by their ids' bits.
+    /// the grid): from the tail or the reborn directly, else by their ids' bits (or, for ids
+    /// too scattered to get a page of bits each, as tombstones).
     pub fn delete_all(&mut self, entries: &[Entry]) {
+        let mut tombstones = Vec::new();
         for e in self.take_loose(entries.to_vec()) {
-            if self.gone.insert(e.data.id) {
+            if !self.gone.has_room_for(e.data.id) {
+                tombstones.push(EntryKey::of(&e));
+            } else if self.gone.insert(e.data.id) {
                 self.killed += 1;
             }
         }
+        self.dead.extend(tombstones);
     }
 
     /// Takes `entries` out of the tail and the reborn where they are; returns the others,
@@ -924,6 +929,18 @@ mod tests {
 
     #[test]
     fn random_writes_and_builds_swapped_in_late_keep_exactly_the_live_entries() {
+        random_writes_against_a_model(1);
+    }
+
+    #[test]
+    fn the_same_with_ids_too_scattered_for_a_page_of_bits_each() {
+        // Ids a few pages apart: past the free pages, deletes fall back to tombstones.
+        random_writes_against_a_model(3 << 15);
+    }
+
+    /// Random writes, builds planned and swapped in with writes between, and due upkeep, on
+    /// ids 1..=80 times `scatter`, each step checked against a model of the live entries.
+    fn random_writes_against_a_model(scatter: u32) {
         let policy = tiny();
         for seed in 1..=300u64 {
             let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -931,7 +948,8 @@ mod tests {
             let mut live: std::collections::BTreeMap<u32, Entry> = Default::default();
             let mut pending: Option<Built> = None;
             for step in 0..400 {
-                let id = (next(&mut rng) % 80) as u32 + 1;
+                let i = (next(&mut rng) % 80) as u32 + 1;
+                let id = i * scatter;
                 let at = (next(&mut rng) % 3) as f32;
                 match next(&mut rng) % 12 {
                     0..=2 if !live.contains_key(&id) => {
@@ -939,9 +957,10 @@ mod tests {
                         live.insert(id, e(id, at));
                     }
                     3 => {
-                        let batch: Vec<Entry> = (id..id + (next(&mut rng) % 40) as u32)
-                            .filter(|i| !live.contains_key(i))
-                            .map(|i| e(i, at))
+                        let batch: Vec<Entry> = (i..i + (next(&mut rng) % 40) as u32)
+                            .map(|i| i * scatter)
+                            .filter(|id| !live.contains_key(id))
+                            .map(|id| e(id, at))
                             .collect();
                         live.extend(batch.iter().map(|x| (x.data.id, *x)));
                         slot.write().insert_batch(batch, &policy);
