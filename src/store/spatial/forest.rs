@@ -759,11 +759,7 @@ mod tests {
             .insert_batch(vec![e(1, 1.0), e(2, 2.0), e(3, 3.0)], &policy);
         run_upkeep(&slot, Upkeep::Build, &policy);
         slot.write().remove(&e(1, 1.0));
-        let plan = slot
-            .read()
-            .plan(Upkeep::Rebuild, &policy)
-            .expect("a dead entry");
-        let built = plan.build();
+        let built = rebuild_built(&slot, &policy);
         // While it was built: 1 revived (its copy was dropped), 3 removed (its copy kept).
         {
             let mut forest = slot.write();
@@ -778,19 +774,29 @@ mod tests {
         assert!(forest.dead.contains(&EntryKey::of(&e(3, 3.0))));
     }
 
+    /// Ids 1..=50 built into one tree, and their entries.
+    fn fifty_in_a_tree(policy: &BatchPolicy) -> (RwLock<Forest>, Vec<Entry>) {
+        let slot = RwLock::new(Forest::default());
+        let entries: Vec<Entry> = (1..=50).map(|id| e(id, id as f32)).collect();
+        slot.write().insert_batch(entries.clone(), policy);
+        run_upkeep(&slot, Upkeep::Build, policy);
+        (slot, entries)
+    }
+
+    /// A rebuild of the space, built but not swapped in yet.
+    fn rebuild_built(slot: &RwLock<Forest>, policy: &BatchPolicy) -> Built {
+        slot.read()
+            .plan(Upkeep::Rebuild, policy)
+            .expect("something to rebuild")
+            .build()
+    }
+
     #[test]
     fn a_rebuild_with_no_revival_meanwhile_drops_its_tombstones_and_keeps_later_ones() {
         let policy = tiny();
-        let slot = RwLock::new(Forest::default());
-        let entries: Vec<Entry> = (1..=50).map(|id| e(id, id as f32)).collect();
-        slot.write().insert_batch(entries.clone(), &policy);
-        run_upkeep(&slot, Upkeep::Build, &policy);
+        let (slot, entries) = fifty_in_a_tree(&policy);
         slot.write().remove_all(&entries[..30]);
-        let built = slot
-            .read()
-            .plan(Upkeep::Rebuild, &policy)
-            .expect("dead entries")
-            .build();
+        let built = rebuild_built(&slot, &policy);
         {
             // While it was built: more removals, no revival.
             let mut forest = slot.write();
@@ -849,16 +855,9 @@ mod tests {
     #[test]
     fn a_rebuild_keeps_the_ids_gone_while_it_ran_and_their_reborn() {
         let policy = tiny();
-        let slot = RwLock::new(Forest::default());
-        let entries: Vec<Entry> = (1..=50).map(|id| e(id, id as f32)).collect();
-        slot.write().insert_batch(entries.clone(), &policy);
-        run_upkeep(&slot, Upkeep::Build, &policy);
+        let (slot, entries) = fifty_in_a_tree(&policy);
         slot.write().delete_all(&entries[..40]);
-        let built = slot
-            .read()
-            .plan(Upkeep::Rebuild, &policy)
-            .expect("dead entries")
-            .build();
+        let built = rebuild_built(&slot, &policy);
         {
             // While it was built: 41..=45 gone (their copies are in the new tree), 45 and 3
             // created again.
@@ -894,11 +893,7 @@ mod tests {
             forest.remove(&e(1, 1.0));
             forest.insert(e(1, 5.0), &policy);
         }
-        let built = slot
-            .read()
-            .plan(Upkeep::Rebuild, &policy)
-            .expect("a dead entry")
-            .build();
+        let built = rebuild_built(&slot, &policy);
         {
             // While it was built: moved back (its old copy revived), then deleted outright.
             let mut forest = slot.write();
