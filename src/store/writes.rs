@@ -231,6 +231,11 @@ impl Writes {
         })
     }
 
+    /// Whether the log applies a write before `submit` returns (`CommandLog::applies_on_append`).
+    pub fn applies_on_append(&self) -> bool {
+        self.log.applies_on_append()
+    }
+
     /// Deletes up to `limit` tokens whose expiry is at or before `at`, earliest first: how
     /// many it deleted. `after` is the applied sequence the caller saw them due at: replicas
     /// that see the same state due at the same time append the command once.

@@ -20,6 +20,10 @@ impl LocalLog {
 }
 
 impl CommandLog for LocalLog {
+    fn applies_on_append(&self) -> bool {
+        true
+    }
+
     fn append(&self, entry: LogEntry, _options: AppendOptions) -> Pending {
         let applied = self.store.apply_entry(entry);
         let store = Arc::clone(&self.store);

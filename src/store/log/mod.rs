@@ -52,6 +52,13 @@ pub trait CommandLog: Send + Sync {
     /// heavy entries run where the caller put them.
     fn append(&self, entry: LogEntry, options: AppendOptions) -> Pending;
 
+    /// Whether `append` applies the entry before it returns (a local log): the next entry may
+    /// then be appended while this one is made durable, and see its effects. A replicated log
+    /// publishes when its future is first polled and applies on delivery.
+    fn applies_on_append(&self) -> bool {
+        false
+    }
+
     /// One line for Status (`local: …`, `nats: stream …, lag N`).
     fn describe(&self) -> String;
 
