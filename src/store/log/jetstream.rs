@@ -52,6 +52,15 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 const FOLLOW_PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// Timeout of JetStream API requests and of each publish ack.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the follower asks the stream for its last sequence, and checks that it still
+/// receives what the stream holds.
+const STALL_CHECK: Duration = Duration::from_secs(1);
+/// How long the follower may receive nothing while the stream holds entries it has not
+/// applied before it follows the stream afresh. After a stream-leader kill a consumer's
+/// missed heartbeats usually show within ~2 s, but one bench run had a replica's consumer
+/// deliver nothing for 45 s after a new leader took writes (every write on that replica
+/// answered "in the log but not yet applied here" meanwhile).
+const STALL_LIMIT: Duration = Duration::from_secs(4);
 
 /// Where the log lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,6 +176,7 @@ impl JetStreamLog {
                         ));
                     }
                 }
+                tokio::spawn(Arc::clone(&shared).watch_stream_end(stream.clone(), stop.clone()));
                 tokio::spawn(Arc::clone(&shared).follow(stream, stop));
             }
             Err(why) => shared.halt(why),
@@ -382,11 +392,53 @@ impl Shared {
         }
     }
 
+    /// Records that the stream holds entries up to `sequence` (a publish ack, the stream's
+    /// info, a delivered message's pending count).
+    fn saw_stream_end(&self, sequence: u64) {
+        if sequence > self.progress.borrow().stream_last {
+            self.progress
+                .send_modify(|p| p.stream_last = p.stream_last.max(sequence));
+        }
+    }
+
+    /// Asks the stream for its last sequence every `STALL_CHECK` until `stop` is set, so that
+    /// a follower that receives nothing knows whether it should (and Status's lag is current
+    /// on a replica that takes no writes itself).
+    async fn watch_stream_end(
+        self: Arc<Self>,
+        mut stream: stream::Stream,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(STALL_CHECK) => {}
+                _ = stop.wait_for(|down| *down) => return,
+            }
+            if matches!(self.progress.borrow().health, LogHealth::Failed(_)) {
+                return;
+            }
+            let info = tokio::time::timeout(REQUEST_TIMEOUT, stream.info()).await;
+            if let Ok(Ok(info)) = info {
+                let last = info.state.last_sequence;
+                self.saw_stream_end(last);
+            }
+        }
+    }
+
+    /// Whether a follower that received nothing since `since` should follow the stream
+    /// afresh: the stream holds entries it has not applied, for longer than `STALL_LIMIT`.
+    fn stalled(&self, since: Instant) -> bool {
+        since.elapsed() >= STALL_LIMIT && self.progress.borrow().stream_last > self.store.sequence()
+    }
+
     /// Follows the stream from the applied sequence + 1, applying every entry in order,
-    /// until the replica halts or `stop` is set. Reconnects the consumer after errors.
+    /// until the replica halts or `stop` is set. Reconnects the consumer after errors, and
+    /// when it stalls (`stalled`).
     async fn follow(self: Arc<Self>, stream: stream::Stream, mut stop: watch::Receiver<bool>) {
         self.mark_caught_up();
         let mut run = Vec::with_capacity(run::MAX_RUN_MESSAGES);
+        let mut check = tokio::time::interval(STALL_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = self.store.sequence() + 1;
             let consumer = stream
@@ -406,10 +458,24 @@ impl Shared {
                 Ok(consumer) => consumer.messages().await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
+            // The last time this consumer delivered something (or was made).
+            let mut progressed = Instant::now();
             match messages {
                 Ok(mut messages) => loop {
                     let message = tokio::select! {
                         message = messages.next() => message,
+                        _ = check.tick() => {
+                            if self.stalled(progressed) {
+                                warn!(
+                                    applied = self.store.sequence(),
+                                    stream_last = self.progress.borrow().stream_last,
+                                    "the command log delivered nothing for {} s though it holds more; following it again",
+                                    STALL_LIMIT.as_secs()
+                                );
+                                break;
+                            }
+                            continue;
+                        }
                         _ = stop.wait_for(|down| *down) => return,
                     };
                     let Some(message) = message else { break };
@@ -430,6 +496,8 @@ impl Shared {
                     // Emptied, not dropped: the buffer of a run of hundreds of messages is
                     // reused rather than allocated afresh for each run.
                     run.clear();
+                    // After the apply, which may take long for a run of imports.
+                    progressed = Instant::now();
                     match drained {
                         Drained::Idle => {}
                         Drained::Ended => break,
@@ -475,9 +543,7 @@ impl Shared {
             self.runs.fetch_add(1, Ordering::Relaxed);
             self.answer_waiters(run, &decoded.positions, outcomes);
             let (sequence, pending) = positions[*decoded.positions.last().expect("not empty")];
-            self.progress.send_modify(|p| {
-                p.stream_last = p.stream_last.max(sequence + pending);
-            });
+            self.saw_stream_end(sequence + pending);
             self.mark_caught_up();
         }
         halt.map_or(Ok(()), Err)
@@ -547,7 +613,10 @@ impl Shared {
                     .await
             };
             match tokio::time::timeout_at(deadline.into(), attempt).await {
-                Ok(Ok(ack)) => return Ok(ack),
+                Ok(Ok(ack)) => {
+                    self.saw_stream_end(ack.sequence);
+                    return Ok(ack);
+                }
                 Ok(Err(e)) => {
                     let error = e.to_string();
                     if is_full(&error) {
