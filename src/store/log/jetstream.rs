@@ -52,6 +52,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 const FOLLOW_PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// Timeout of JetStream API requests and of each publish ack.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the follower's first try to make a consumer may take (later tries wait longer).
+const CONSUMER_TRY: Duration = Duration::from_secs(1);
 /// How often the follower asks the stream for its last sequence, and checks that it still
 /// receives what the stream holds.
 const STALL_CHECK: Duration = Duration::from_secs(1);
@@ -439,24 +441,36 @@ impl Shared {
         let mut run = Vec::with_capacity(run::MAX_RUN_MESSAGES);
         let mut check = tokio::time::interval(STALL_CHECK);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Consumers that could not be made in a row: each try waits a little longer.
+        let mut failed_tries: u32 = 0;
         loop {
             let next = self.store.sequence() + 1;
-            let consumer = stream
-                .create_consumer(pull::OrderedConfig {
-                    deliver_policy: DeliverPolicy::ByStartSequence {
-                        start_sequence: next,
-                    },
-                    // Short pull requests with 1 s heartbeats: when the server holding this
-                    // consumer dies (the stream leader, say), the missed heartbeats show it
-                    // within about 2 s and the consumer is recreated elsewhere; the default
-                    // 30 s requests stalled apply for 45 s after a leader kill.
-                    max_expires: FOLLOW_PULL_EXPIRES,
-                    ..Default::default()
-                })
-                .await;
-            let messages = match consumer {
-                Ok(consumer) => consumer.messages().await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+            let consumer = stream.create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: next,
+                },
+                // Short pull requests with 1 s heartbeats: when the server holding this
+                // consumer dies (the stream leader, say), the missed heartbeats show it
+                // within about 2 s and the consumer is recreated elsewhere; the default
+                // 30 s requests stalled apply for 45 s after a leader kill.
+                max_expires: FOLLOW_PULL_EXPIRES,
+                ..Default::default()
+            });
+            // Right after a leader change a request may hang for the whole request timeout
+            // (5 s in one bench run, once `stalled` had restarted the follower): the first
+            // tries give up sooner.
+            let patience = CONSUMER_TRY
+                .saturating_mul(failed_tries + 1)
+                .min(REQUEST_TIMEOUT);
+            let messages = match tokio::time::timeout(patience, consumer).await {
+                Ok(Ok(consumer)) => consumer.messages().await.map_err(|e| e.to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no consumer within {} s", patience.as_secs())),
+            };
+            failed_tries = if messages.is_ok() {
+                0
+            } else {
+                failed_tries + 1
             };
             // The last time this consumer delivered something (or was made).
             let mut progressed = Instant::now();
