@@ -118,7 +118,7 @@ impl Follower for Following {
             match effect {
                 Effect::Created(token) => created.push(*token),
                 Effect::Updated { before, after } => self.trees.update(before, after),
-                Effect::Deleted(token) => self.trees.remove(token),
+                Effect::Deleted(token) => self.trees.delete(token),
                 Effect::Cleared { .. } => self.trees.clear(),
                 _ => {}
             }

@@ -139,30 +139,28 @@ pub async fn expire_due(writes: &Writes, store: &Store) -> Result<u64, StoreErro
     let mut in_flight = None;
     while store.next_expiry().is_some_and(|second| second <= now) {
         let after = store.sequence();
-        if let Some((pending, _)) = in_flight.take_if(|(_, keyed)| *keyed == after) {
+        let done: Written<u64> = match in_flight.take_if(|(_, keyed)| *keyed == after) {
             // Nothing applied since it was appended (its apply failed): its answer says why.
-            let written: Written<u64> = pending.await?;
-            if written.value == 0 {
-                break;
-            }
-            expired += written.value;
-            continue;
-        }
-        // Keyed by the state it saw: replicas that see the same tokens due append it once.
-        // The local log applies while appending, which takes the writer lock: off the async
-        // workers, so that a long command never stalls other calls' tasks.
-        let writes = writes.clone();
-        let pending =
-            tokio::task::spawn_blocking(move || writes.expire_tokens(now, EXPIRE_BATCH, after))
+            Some((pending, _)) => pending.await?,
+            None => {
+                // Keyed by the state it saw: replicas that see the same tokens due append it
+                // once. The local log applies while appending, which takes the writer lock:
+                // off the async workers, so that a long command never stalls other calls'
+                // tasks.
+                let writes = writes.clone();
+                let pending = tokio::task::spawn_blocking(move || {
+                    writes.expire_tokens(now, EXPIRE_BATCH, after)
+                })
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("the expiry task failed: {e}")))?;
-        let done = if pipelined {
-            match in_flight.replace((pending, after)) {
-                Some((before, _)) => before.await?,
-                None => continue,
+                if !pipelined {
+                    pending.await?
+                } else if let Some((before, _)) = in_flight.replace((pending, after)) {
+                    before.await?
+                } else {
+                    continue;
+                }
             }
-        } else {
-            pending.await?
         };
         debug!(
             expired = done.value,

@@ -313,7 +313,7 @@ impl Grids {
                 if user_grid.members.write().remove(token.get()) {
                     set.memberships -= 1;
                     if let Some(t) = tables.get(*token) {
-                        user_grid.trees.remove(&t);
+                        user_grid.trees.delete(&t);
                     }
                 }
                 GridEffect::MemberRemoved {
@@ -355,7 +355,7 @@ impl Grids {
                     let mut removed = 0;
                     for grid in set.grids.values() {
                         if grid.members.write().remove(token.id.get()) {
-                            grid.trees.remove(token);
+                            grid.trees.delete(token);
                             removed += 1;
                         }
                     }

@@ -67,23 +67,42 @@ impl DeadIds {
         }
     }
 
-    /// Whether `insert(id)` would keep the memory bound (module docs): `id`'s page exists, or
-    /// the pages are few or full enough for one more.
+    /// Whether adding `id` would keep the memory bound (module docs): `id`'s page exists, or
+    /// the pages are few or full enough for one more (tests ask; `insert_if_room` decides).
+    #[cfg(test)]
     pub fn has_room_for(&self, id: u32) -> bool {
-        let pages = self.pages.len();
-        pages < FREE_PAGES || pages * MIN_IDS_PER_PAGE <= self.len || self.find(place(id).0).is_ok()
+        self.room_for_a_page() || self.find(place(id).0).is_ok()
     }
 
-    /// Adds `id`; whether it was new.
+    /// Whether the pages are few or full enough for one more.
+    fn room_for_a_page(&self) -> bool {
+        let pages = self.pages.len();
+        pages < FREE_PAGES || pages * MIN_IDS_PER_PAGE <= self.len
+    }
+
+    /// Adds `id` whatever the bound; whether it was new.
+    #[cfg(test)]
     pub fn insert(&mut self, id: u32) -> bool {
+        self.add(id, false).expect("room is not asked for")
+    }
+
+    /// Adds `id` if that keeps the memory bound: whether it was new, `None` when there was
+    /// no room for the page it needs.
+    pub fn insert_if_room(&mut self, id: u32) -> Option<bool> {
+        self.add(id, true)
+    }
+
+    /// Adds `id`, unless `bounded` and a page it needs would break the memory bound (`None`).
+    fn add(&mut self, id: u32, bounded: bool) -> Option<bool> {
         let (number, word, bit) = place(id);
         let at = match self.find(number) {
             Ok(at) => {
                 if self.pages[at].1[word] & bit != 0 {
-                    return false;
+                    return Some(false);
                 }
                 at
             }
+            Err(_) if bounded && !self.room_for_a_page() => return None,
             Err(at) => {
                 Arc::make_mut(&mut self.pages).insert(at, (number, Arc::new([0; PAGE_WORDS])));
                 at
@@ -92,7 +111,7 @@ impl DeadIds {
         let page = &mut Arc::make_mut(&mut self.pages)[at].1;
         Arc::make_mut(page)[word] |= bit;
         self.len += 1;
-        true
+        Some(true)
     }
 
     /// Removes every id `other` holds (an earlier copy of this set): a page still shared with

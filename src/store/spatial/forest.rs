@@ -245,16 +245,26 @@ impl Forest {
     /// Adds one entry: among the reborn if its id is gone, else revives its dead copy if
     /// there is one, else into the tail (which becomes a batch once full).
     pub fn insert(&mut self, e: Entry, policy: &BatchPolicy) {
+        if !self.reborn_or_revived(e) {
+            Arc::make_mut(&mut self.tail).push(e);
+            self.roll_over_full_tail(policy);
+        }
+    }
+
+    /// Takes a new entry among the reborn if its id is gone, or revives its dead copy if
+    /// there is one (instead of storing it twice); false when it is to be stored as new.
+    fn reborn_or_revived(&mut self, e: Entry) -> bool {
         if self.gone.contains(e.data.id) {
             Arc::make_mut(&mut self.reborn).push(e);
-            return;
+            return true;
         }
-        if self.dead.remove(&EntryKey::of(&e)) {
+        // Asked first: the filter answers most "no" in one probe.
+        let key = EntryKey::of(&e);
+        if self.dead.contains(&key) && self.dead.remove(&key) {
             self.revivals += 1;
-            return;
+            return true;
         }
-        Arc::make_mut(&mut self.tail).push(e);
-        self.roll_over_full_tail(policy);
+        false
     }
 
     /// Adds an unbuilt batch.
@@ -279,16 +289,9 @@ impl Forest {
                 self.insert(e, policy);
             }
         } else {
-            // A batch entry may be of a gone id created again (reborn), or the dead copy of a
-            // token created again (revived instead of stored twice).
             let mut fresh = Vec::with_capacity(batch.len());
             for e in batch {
-                if self.gone.contains(e.data.id) {
-                    Arc::make_mut(&mut self.reborn).push(e);
-                } else if self.dead.contains(&EntryKey::of(&e)) {
-                    self.dead.remove(&EntryKey::of(&e));
-                    self.revivals += 1;
-                } else {
+                if !self.reborn_or_revived(e) {
                     fresh.push(e);
                 }
             }
@@ -317,10 +320,10 @@ impl Forest {
     pub fn delete_all(&mut self, entries: &[Entry]) {
         let mut tombstones = Vec::new();
         for e in self.take_loose(entries.to_vec()) {
-            if !self.gone.has_room_for(e.data.id) {
-                tombstones.push(EntryKey::of(&e));
-            } else if self.gone.insert(e.data.id) {
-                self.killed += 1;
+            match self.gone.insert_if_room(e.data.id) {
+                Some(true) => self.killed += 1,
+                Some(false) => {}
+                None => tombstones.push(EntryKey::of(&e)),
             }
         }
         self.dead.extend(tombstones);
@@ -357,15 +360,7 @@ impl Forest {
             return;
         }
         self.reborn = Arc::new(still);
-        // No tombstone holds their keys: a rebuild that clears an id drops its tombstones.
-        if free.len() >= policy.bulk_min {
-            self.push_batch(Arc::new(free));
-        } else {
-            for e in free {
-                Arc::make_mut(&mut self.tail).push(e);
-                self.roll_over_full_tail(policy);
-            }
-        }
+        self.insert_batch(free, policy);
     }
 
     /// The upkeep due, if any: `forced` past a hard bound, when it must not wait for the

@@ -29,8 +29,9 @@
 //! tombstone or a gone id's bit) under the space's lock, a query copies a view of a few
 //! `Arc`s and searches it with no lock held, and builds run in the background (a thread of
 //! lower priority per index, while any is due) and swap their result in under a short lock:
-//! the same load leaves CreateToken's median at 2.7 ms. A space past a hard bound (mostly dead, or too much
-//! unbuilt) is built at once by a second thread at normal priority, not by the writer.
+//! the same load leaves CreateToken's median at 2.7 ms. A space past a hard bound (mostly
+//! dead, or too much unbuilt) is built at once by a second thread at normal priority, not by
+//! the writer.
 
 mod dead_ids;
 pub mod forest;
@@ -456,12 +457,12 @@ impl SpaceTrees {
     }
 
     /// Unindexes a token that is gone.
-    pub fn remove(&self, token: &Token) {
-        self.remove_all(std::slice::from_ref(token));
+    pub fn delete(&self, token: &Token) {
+        self.delete_all(std::slice::from_ref(token));
     }
 
     /// Unindexes tokens that are gone: one write per space for all of them.
-    pub fn remove_all(&self, tokens: &[Token]) {
+    pub fn delete_all(&self, tokens: &[Token]) {
         for space in Space::ALL {
             let gone = entries(tokens, space);
             if !gone.is_empty() {
@@ -731,7 +732,7 @@ impl SpaceTrees {
             }
         }
         if !removed.is_empty() {
-            self.remove_all(&removed);
+            self.delete_all(&removed);
         }
         if !created.is_empty() {
             self.insert(&created);
